@@ -1,0 +1,59 @@
+# The two commands that matter: `make up` runs the exchange, `make test` passes the tests.
+# Everything else is a step of those two or a developer convenience.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BENCH ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup venv up down test test-unit test-integration lint format proto bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed ## create the virtualenv and install the pinned dependencies
+
+setup: venv ## install everything the tests and `make up` need (idempotent, cached)
+	$(PY) -m e2e.env setup --parts kafka,kube
+
+up: setup ## run PostgreSQL, Kafka and the Kubernetes API in the foreground; Ctrl-C stops all
+	$(PY) -m e2e.env up
+
+down: ## stop whatever an interrupted `make up` left running
+	@test -x $(PY) && $(PY) -m e2e.env down || true
+
+test: setup ## run every test tier (unit, integration, e2e) against the real services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv ## only the unit tier: no external process
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-integration: setup ## only the integration tier
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+lint: venv ## ruff (lint and format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: venv ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+proto: venv ## regenerate contracts/v1/*_pb2*.py from the .proto files
+	$(PY) -m contracts.generate
+
+bench: setup ## run the benchmarks (BENCH=<prefix> selects); one JSON object per line
+	$(PY) -m e2e.benchmarks $(BENCH)
+
+clean: down ## remove the virtualenv and local run data (the download cache stays)
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis

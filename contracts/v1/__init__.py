@@ -1,0 +1,1 @@
+"""Generated code for exchange.v1; edit the .proto files, then run `make proto`."""

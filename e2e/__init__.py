@@ -1,0 +1,1 @@
+"""End-to-end tests and the launchers of the real parts they run on."""

@@ -1,0 +1,59 @@
+"""`make bench [BENCH=<prefix>]`: run benchmarks, one JSON object per line on stdout.
+
+A benchmark module is any `bench_*.py` under workloads/ or e2e/ that defines
+`BENCHMARKS: dict[str, Callable[[], dict[str, object]]]`. Names are dotted
+(`matcher.engine`, `infra.kafka_start`); BENCH selects those that start with it.
+Each result line is `{"bench": <name>, ...the benchmark's own keys..., "machine": ...}`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from e2e.env.paths import REPO_ROOT
+
+Benchmark = Callable[[], dict[str, object]]
+
+
+def discover() -> dict[str, Benchmark]:
+    found: dict[str, Benchmark] = {}
+    for top in ("workloads", "e2e"):
+        for path in sorted((REPO_ROOT / top).rglob("bench_*.py")):
+            module_name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+            module = importlib.import_module(module_name)
+            found.update(getattr(module, "BENCHMARKS", {}))
+    return found
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} vCPU {cpu}, Python {platform.python_version()}"
+
+
+def main(argv: list[str]) -> int:
+    prefix = argv[0] if argv else ""
+    selected = {name: fn for name, fn in discover().items() if name.startswith(prefix)}
+    if not selected:
+        print(f"no benchmark matches {prefix!r}", file=sys.stderr)
+        return 2
+    host = machine()
+    for name, run in selected.items():
+        result = run()
+        print(json.dumps({"bench": name, **result, "machine": host}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,3 @@
+from e2e.env.cli import main
+
+main()

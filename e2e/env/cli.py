@@ -1,0 +1,90 @@
+"""`python -m e2e.env setup|up|down|versions`: the make targets' entry point.
+
+setup  installs what the real parts need, once: Debian packages, Kafka's jars, the
+       Kubernetes and etcd builds (cached under ~/.cache/exchange-platform), with timings.
+up     runs the local infrastructure in the foreground; Ctrl-C or SIGTERM stops it all.
+down   stops whatever an earlier `up` left running (from its pid files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from e2e.env import apt, gobuild, kafka, versions
+from e2e.env.process import stop_from_pid_files
+from e2e.env.stack import Stack, StackSettings
+
+
+def _timed(step: str, action: Callable[[], object]) -> None:
+    start = time.monotonic()
+    action()
+    print(f"setup: {step} {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)
+
+
+def setup(parts: list[str]) -> None:
+    _timed("debian packages", lambda: apt.ensure(versions.DEBIAN_PACKAGES))
+    if "kafka" in parts:
+        _timed(f"kafka {versions.KAFKA} jars", kafka.install)
+    if "kube" in parts:
+        _timed(
+            f"kubernetes {versions.KUBERNETES} + etcd {versions.ETCD} binaries",
+            lambda: gobuild.ensure(("etcd", *gobuild.CONTROL_PLANE)),
+        )
+    if "node" in parts:
+        _timed("kubernetes node binaries", lambda: gobuild.ensure(gobuild.NODE))
+
+
+def up() -> None:
+    stack = Stack(StackSettings.from_env())
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stack.start()
+        print("\nThe exchange's infrastructure is up:", flush=True)
+        for name, where in stack.endpoints.items():
+            print(f"  {name:<16} {where}", flush=True)
+        print(f"  {'run directory':<16} {stack.settings.run_dir}", flush=True)
+        print("Ctrl-C stops everything.", flush=True)
+        stop.wait()
+    finally:
+        print("stopping...", file=sys.stderr, flush=True)
+        stack.stop()
+        print("stopped.", file=sys.stderr, flush=True)
+
+
+def down() -> None:
+    run_dir = StackSettings.from_env().run_dir
+    stopped = [
+        name for d in (run_dir, run_dir / "kube") if d.exists() for name in stop_from_pid_files(d)
+    ]
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m e2e.env",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    setup_cmd = commands.add_parser("setup", help="install and build the real parts (idempotent)")
+    setup_cmd.add_argument("--parts", default="kafka,kube", help="comma list of kafka,kube,node")
+    commands.add_parser("up", help="run PostgreSQL, Kafka and the Kubernetes API until Ctrl-C")
+    commands.add_parser("down", help="stop what an earlier `up` left running")
+    commands.add_parser("versions", help="print the pinned versions")
+    args = parser.parse_args(argv)
+    if args.command == "setup":
+        setup(args.parts.split(","))
+    elif args.command == "up":
+        up()
+    elif args.command == "down":
+        down()
+    else:
+        for name in ("KUBERNETES", "ETCD", "KAFKA", "LOG4J", "POSTGRES_MAJOR"):
+            print(f"{name.lower()}: {getattr(versions, name)}")

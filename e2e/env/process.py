@@ -1,0 +1,190 @@
+"""Start, watch and stop the long-running processes of the real parts.
+
+Each process gets its own session (so a stop reaches its children), a log file in its
+run directory, and optionally `PR_SET_PDEATHSIG`, so that it dies with the launcher even
+when the launcher itself is killed with SIGKILL. A pid file lets `make down` stop what an
+earlier, vanished launcher left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+_PR_SET_PDEATHSIG = 1
+
+
+class Part(Protocol):
+    """A real part of the infrastructure: started (returning seconds to ready) and stopped."""
+
+    def start(self) -> float | dict[str, float]: ...
+
+    def stop(self) -> None: ...
+
+
+class StartError(RuntimeError):
+    """A process exited or did not become ready; the message carries its log's tail."""
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on `host` (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(
+    check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1
+) -> float:
+    """Poll `check` until it holds; return the seconds it took or raise `TimeoutError`."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while True:
+        if check():
+            return time.monotonic() - start
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
+        time.sleep(interval)
+
+
+@dataclass
+class ManagedProcess:
+    """One child process with its log and pid files in `run_dir`."""
+
+    name: str
+    argv: Sequence[str]
+    run_dir: Path
+    env: Mapping[str, str] | None = None
+    user: str | None = None
+    die_with_parent: bool = True
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ if self.env is None else self.env)
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                list(self.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                user=self.user,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                cwd=self.run_dir,
+            )
+        self.pid_path.write_text(str(self.popen.pid))
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float) -> float:
+        """Wait for `check`; fail fast with the log tail if the process exits first."""
+
+        def ready() -> bool:
+            if not self.alive():
+                code = self.popen.returncode if self.popen else None
+                raise StartError(
+                    f"{self.name} exited with {code} before it was ready; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            return check()
+
+        try:
+            return wait_until(ready, timeout=timeout, what=self.name)
+        except TimeoutError as exc:
+            raise StartError(f"{exc}; log {self.log_path}:\n{self.log_tail()}") from exc
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            _signal_group(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        _signal_group(self.popen.pid, signal.SIGKILL)  # stray children of the group
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
+
+    def kill(self) -> None:
+        """SIGKILL at once: for crash drills."""
+        if self.popen is not None and self.popen.poll() is None:
+            _signal_group(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def stop_from_pid_files(run_dir: Path) -> list[str]:
+    """Stop every process a launcher recorded in `run_dir` (used by `make down`)."""
+    stopped = []
+    for pid_file in sorted(run_dir.glob("*.pid")):
+        try:
+            pid = int(pid_file.read_text().strip())
+        except ValueError:
+            pid_file.unlink()
+            continue
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _exists(pid):
+            time.sleep(0.1)
+        _signal_group(pid, signal.SIGKILL)
+        pid_file.unlink()
+        stopped.append(pid_file.stem)
+    return stopped
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,161 @@
+"""pytest fixtures that run the real PostgreSQL, Kafka and Kubernetes API once per session.
+
+Loaded for every run (`-p e2e.env.pytest_plugin` in pyproject). Services start lazily, the
+first time a test asks for them, and stop when the session ends, also after a failure or
+Ctrl-C (pytest tears fixtures down on KeyboardInterrupt; a SIGKILLed pytest takes its
+children with it through PR_SET_PDEATHSIG). Each test gets fresh names: a schema, a topic,
+a namespace, so no test depends on another's leftovers.
+
+Every test must carry one tier marker: `unit`, `integration` or `e2e`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import hypothesis  # noqa: F401  (see below)
+import pytest
+
+from e2e.env import gobuild, kafka, kube, paths, postgres
+from e2e.env.process import free_port
+
+TIERS = ("unit", "integration", "e2e")
+
+# hypothesis is imported above, at collection, on purpose: its pytest plugin otherwise
+# imports it in the terminal summary, and CPython 3.11.7 can raise "AST constructor
+# recursion depth mismatch" when assertion rewriting parses modules while finalizers of
+# the session's asyncio objects run (fixed in 3.11.8, gh-106905).
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
+    if unmarked:
+        raise pytest.UsageError(f"tests without a tier marker {TIERS}: {unmarked}")
+
+
+def unique_name(prefix: str) -> str:
+    """A name no other test uses: lowercase, DNS-label and SQL-identifier safe."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def run_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """One directory for this session's data and logs; kept when a test failed."""
+    path = paths.new_run_dir("exchange-test-")
+    yield path
+    failed = request.session.testsfailed > 0
+    if failed or os.environ.get("EXCHANGE_KEEP_RUN_DIR"):
+        print(f"\nrun directory kept for inspection: {path}", file=sys.stderr)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(run_dir: Path) -> Iterator[postgres.PostgresServer]:
+    server = postgres.PostgresServer(run_dir, free_port())
+    try:
+        seconds = server.start()
+        print(f"\n{postgres.version()} ready in {seconds:.1f}s at {server.dsn}", file=sys.stderr)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(postgres_server: postgres.PostgresServer) -> str:
+    return postgres_server.dsn
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A fresh schema in the session's database; `dsn` sets it as the search path."""
+
+    name: str
+    server_dsn: str
+
+    @property
+    def dsn(self) -> str:
+        return f"{self.server_dsn}?options=-csearch_path%3D{self.name}"
+
+
+@pytest.fixture
+async def pg_schema(pg_dsn: str) -> AsyncIterator[Schema]:
+    import asyncpg
+
+    name = unique_name("t").replace("-", "_")
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{name}"')
+        yield Schema(name, pg_dsn)
+        await conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(run_dir: Path) -> Iterator[kafka.KafkaBroker]:
+    if not kafka.lib_dir().joinpath(".complete").exists():
+        pytest.fail("Kafka jars are not installed: run `make setup`", pytrace=False)
+    broker = kafka.KafkaBroker(run_dir, free_port(), free_port())
+    try:
+        seconds = broker.start()
+        print(f"\n{kafka.version()} ready in {seconds:.1f}s at {broker.bootstrap}", file=sys.stderr)
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: kafka.KafkaBroker) -> str:
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture
+async def kafka_topic(kafka_bootstrap: str) -> AsyncIterator[str]:
+    """A fresh single-partition topic, deleted afterwards."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    name = unique_name("topic")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
+        yield name
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def kube_control_plane(run_dir: Path) -> Iterator[kube.ControlPlane]:
+    missing = [n for n in ("etcd", *gobuild.CONTROL_PLANE) if not gobuild.binary(n).exists()]
+    if missing:
+        pytest.fail(f"Kubernetes binaries not built ({missing}): run `make setup`", pytrace=False)
+    plane = kube.ControlPlane(run_dir, free_port())
+    try:
+        timings = plane.start()
+        ready = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        print(f"\n{kube.version()} ready ({ready}) at {plane.server}", file=sys.stderr)
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(kube_control_plane: kube.ControlPlane) -> Path:
+    return kube_control_plane.kubeconfig
+
+
+@pytest.fixture
+def k8s_namespace(kube_control_plane: kube.ControlPlane) -> Iterator[str]:
+    """A fresh namespace, deleted afterwards (without waiting for finalization)."""
+    name = unique_name("ns")
+    kube_control_plane.kubectl("create", "namespace", name)
+    yield name
+    kube_control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,86 @@
+"""The local infrastructure `make up` runs: PostgreSQL, Kafka and a Kubernetes API.
+
+Ports come from environment variables (defaults follow the seed's local ports), data lives
+in one run directory that is kept between runs (`EXCHANGE_RUN_DIR`, default `.run/up`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from e2e.env import gobuild, kafka, kube, paths, postgres
+from e2e.env.process import Part
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Where `make up` puts things; each field is read from the variable in its comment."""
+
+    run_dir: Path  # EXCHANGE_RUN_DIR, default <repo>/.run/up
+    pg_port: int  # EXCHANGE_PG_PORT, default 25432 (the seed's PostgreSQL port)
+    kafka_port: int  # EXCHANGE_KAFKA_PORT, default 29092 (the seed's Kafka port)
+    kafka_controller_port: int  # EXCHANGE_KAFKA_CONTROLLER_PORT, default 29093
+    kube_api_port: int  # EXCHANGE_KUBE_API_PORT, default 26443
+    kube: bool  # EXCHANGE_UP_KUBE, default 1: also start the Kubernetes API
+
+    @classmethod
+    def from_env(cls) -> StackSettings:
+        env = os.environ
+        return cls(
+            run_dir=Path(env.get("EXCHANGE_RUN_DIR", paths.REPO_ROOT / ".run" / "up")),
+            pg_port=_port(env, "EXCHANGE_PG_PORT", 25432),
+            kafka_port=_port(env, "EXCHANGE_KAFKA_PORT", 29092),
+            kafka_controller_port=_port(env, "EXCHANGE_KAFKA_CONTROLLER_PORT", 29093),
+            kube_api_port=_port(env, "EXCHANGE_KUBE_API_PORT", 26443),
+            kube=env.get("EXCHANGE_UP_KUBE", "1") not in ("0", "false", "no"),
+        )
+
+
+def _port(env: os._Environ[str], name: str, default: int) -> int:
+    raw = env.get(name, str(default))
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SystemExit(f"{name}={raw!r} is not a TCP port (1-65535)")
+    return int(raw)
+
+
+@dataclass
+class Stack:
+    settings: StackSettings
+    parts: list[Part] = field(default_factory=list)
+    endpoints: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        s = self.settings
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        s.run_dir.chmod(0o755)
+        pg = postgres.PostgresServer(s.run_dir, s.pg_port, durable=True)
+        self._start("postgres", pg, postgres.version)
+        self.endpoints["PostgreSQL"] = pg.dsn
+        broker = kafka.KafkaBroker(s.run_dir, s.kafka_port, s.kafka_controller_port)
+        self._start("kafka", broker, kafka.version)
+        self.endpoints["Kafka bootstrap"] = broker.bootstrap
+        if s.kube:
+            missing = [
+                n for n in ("etcd", *gobuild.CONTROL_PLANE) if not gobuild.binary(n).exists()
+            ]
+            if missing:
+                raise SystemExit(f"Kubernetes binaries missing {missing}: run `make setup`")
+            plane = kube.ControlPlane(s.run_dir, s.kube_api_port)
+            self._start("kubernetes", plane, kube.version)
+            self.endpoints["Kubernetes API"] = plane.server
+            self.endpoints["kubeconfig"] = str(plane.kubeconfig)
+
+    def _start(self, name: str, part: Part, version: Callable[[], str]) -> None:
+        self.parts.append(part)
+        result = part.start()
+        took = sum(result.values()) if isinstance(result, dict) else result
+        print(f"{name}: {version()} ready in {took:.1f}s", file=sys.stderr)
+
+    def stop(self) -> None:
+        for part in reversed(self.parts):
+            part.stop()
+        self.parts.clear()

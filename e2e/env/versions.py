@@ -1,0 +1,25 @@
+"""Every pinned version of a real part, in one place.
+
+A change here invalidates the matching cache entry (binaries and jars are cached by
+version), so an upgrade is a one-line change followed by `make setup`.
+"""
+
+from typing import Final
+
+KUBERNETES: Final = "v1.34.4"
+"""Kubernetes 1.34: the newest minor that still runs on cgroup v1 by default (1.35 refuses)."""
+
+ETCD: Final = "v3.6.16"
+"""etcd 3.6, built from the module proxy: Debian's 3.4 is older than kube-apiserver supports."""
+
+KAFKA: Final = "4.3.1"
+"""Apache Kafka in KRaft mode, assembled from Maven Central (`org.apache.kafka:kafka_2.13`)."""
+
+LOG4J: Final = "2.24.3"
+"""log4j2 binding for Kafka's slf4j 1.7 API (`log4j-slf4j-impl`), so the broker logs to a file."""
+
+POSTGRES_MAJOR: Final = "15"
+"""Debian bookworm's PostgreSQL; the server binaries live in /usr/lib/postgresql/<major>/bin."""
+
+DEBIAN_PACKAGES: Final = ("postgresql", "openssl")
+"""Debian packages `make setup` installs (once, idempotently) for the parts above."""

@@ -1,0 +1,1 @@
+"""The exchange's processes: matcher, ledger and gateway (one subpackage each)."""
