@@ -3,8 +3,9 @@
 isort:skip_file
 Shared vocabulary of the exchange: enums and the event envelope.
 
-Money is integers everywhere: prices in ticks, quantities in lots, balances and
-amounts in minor units of the asset. Each market's scales live in its spec.
+Money is integers everywhere: quantities in base minor units (multiples of the
+market's lot size), prices in quote minor units per lot (multiples of its tick size),
+balances and amounts in minor units of the asset. Each market's scales live in its spec.
 """
 
 from google.protobuf import descriptor as _descriptor
@@ -144,7 +145,6 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     REJECT_REASON_NO_LIQUIDITY: _RejectReason.ValueType  # 403
     REJECT_REASON_SELF_TRADE_PREVENTED: _RejectReason.ValueType  # 404
     REJECT_REASON_ORDER_NOT_FOUND: _RejectReason.ValueType  # 405
-    REJECT_REASON_NOT_ORDER_OWNER: _RejectReason.ValueType  # 406
     REJECT_REASON_NOT_LEADER: _RejectReason.ValueType  # 501
     REJECT_REASON_STALE_EPOCH: _RejectReason.ValueType  # 502
     REJECT_REASON_DUPLICATE_FUNDING_ID: _RejectReason.ValueType  # 601
@@ -189,7 +189,6 @@ REJECT_REASON_FOK_NOT_FILLABLE: RejectReason.ValueType  # 402
 REJECT_REASON_NO_LIQUIDITY: RejectReason.ValueType  # 403
 REJECT_REASON_SELF_TRADE_PREVENTED: RejectReason.ValueType  # 404
 REJECT_REASON_ORDER_NOT_FOUND: RejectReason.ValueType  # 405
-REJECT_REASON_NOT_ORDER_OWNER: RejectReason.ValueType  # 406
 REJECT_REASON_NOT_LEADER: RejectReason.ValueType  # 501
 REJECT_REASON_STALE_EPOCH: RejectReason.ValueType  # 502
 REJECT_REASON_DUPLICATE_FUNDING_ID: RejectReason.ValueType  # 601
@@ -212,7 +211,7 @@ class EventEnvelope(_message.Message):
     CAUSATION_ID_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
-    """globally unique: "<symbol>:<epoch>:<seq>:<index>" """
+    """unique and stable across republishing: "<symbol>:<seq>:<index>" """
     event_version: _builtins.int
     """schema version of the event body"""
     symbol: _builtins.str

@@ -3,8 +3,9 @@
 isort:skip_file
 Shared vocabulary of the exchange: enums and the event envelope.
 
-Money is integers everywhere: prices in ticks, quantities in lots, balances and
-amounts in minor units of the asset. Each market's scales live in its spec.
+Money is integers everywhere: quantities in base minor units (multiples of the
+market's lot size), prices in quote minor units per lot (multiples of its tick size),
+balances and amounts in minor units of the asset. Each market's scales live in its spec.
 """
 
 from collections import abc as _abc

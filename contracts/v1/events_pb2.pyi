@@ -3,6 +3,12 @@
 isort:skip_file
 Events the matcher publishes, in seq order, to the core events topic (key = symbol).
 Every event message carries the envelope as its field 1 (a test enforces it).
+
+seq numbers commands: every sequenced command produces one or more events, all with
+the command's seq, so consumers see seq advance by exactly one (gapless). event_id is
+"<symbol>:<seq>:<index of the event within the command>".
+Units: quantities in base minor units, prices in quote minor units per lot (see the
+market spec), amounts in minor units of their asset.
 """
 
 from contracts.v1 import common_pb2 as _common_pb2
@@ -67,9 +73,9 @@ class OrderAccepted(_message.Message):
     order_type: _common_pb2.OrderType.ValueType
     time_in_force: _common_pb2.TimeInForce.ValueType
     price: _builtins.int
-    """ticks; 0 for MARKET"""
+    """quote minor units per lot; 0 for MARKET"""
     quantity: _builtins.int
-    """lots"""
+    """base minor units"""
     post_only: _builtins.bool
     reserved_asset: _builtins.str
     reserved_amount: _builtins.int
@@ -148,7 +154,7 @@ class OrderCanceled(_message.Message):
     client_order_id: _builtins.str
     account: _builtins.str
     canceled_quantity: _builtins.int
-    """lots removed from the book"""
+    """base minor units removed from the book"""
     released_asset: _builtins.str
     released_amount: _builtins.int
     """minor units moved from hold back to available"""
@@ -241,9 +247,9 @@ class TradeExecuted(_message.Message):
     TAKER_REMAINING_FIELD_NUMBER: _builtins.int
     trade_id: _builtins.str
     price: _builtins.int
-    """ticks (the maker's price)"""
+    """the maker's price, quote minor units per lot"""
     quantity: _builtins.int
-    """lots"""
+    """base minor units"""
     taker_side: _common_pb2.Side.ValueType
     maker_order_id: _builtins.str
     taker_order_id: _builtins.str
@@ -467,6 +473,37 @@ class FundingRejected(_message.Message):
 Global___FundingRejected: _TypeAlias = FundingRejected  # noqa: Y015
 
 @_typing.final
+class MassCancelCompleted(_message.Message):
+    """Closes every CancelAll, also one that found nothing to cancel, so that every
+    sequenced command produces at least one event and seq stays gapless for consumers.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    CANCELED_ORDERS_FIELD_NUMBER: _builtins.int
+    account: _builtins.str
+    """empty: the whole market"""
+    canceled_orders: _builtins.int
+    @_builtins.property
+    def envelope(self) -> _common_pb2.EventEnvelope: ...
+    def __init__(
+        self,
+        *,
+        envelope: _common_pb2.EventEnvelope | None = ...,
+        account: _builtins.str = ...,
+        canceled_orders: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "canceled_orders", b"canceled_orders", "envelope", b"envelope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MassCancelCompleted: _TypeAlias = MassCancelCompleted  # noqa: Y015
+
+@_typing.final
 class Event(_message.Message):
     """The value of every record on the core events topic."""
 
@@ -482,6 +519,7 @@ class Event(_message.Message):
     FUNDS_CREDITED_FIELD_NUMBER: _builtins.int
     FUNDS_DEBITED_FIELD_NUMBER: _builtins.int
     FUNDING_REJECTED_FIELD_NUMBER: _builtins.int
+    MASS_CANCEL_COMPLETED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def order_accepted(self) -> Global___OrderAccepted: ...
     @_builtins.property
@@ -502,6 +540,8 @@ class Event(_message.Message):
     def funds_debited(self) -> Global___FundsDebited: ...
     @_builtins.property
     def funding_rejected(self) -> Global___FundingRejected: ...
+    @_builtins.property
+    def mass_cancel_completed(self) -> Global___MassCancelCompleted: ...
     def __init__(
         self,
         *,
@@ -515,12 +555,13 @@ class Event(_message.Message):
         funds_credited: Global___FundsCredited | None = ...,
         funds_debited: Global___FundsDebited | None = ...,
         funding_rejected: Global___FundingRejected | None = ...,
+        mass_cancel_completed: Global___MassCancelCompleted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "epoch_started", b"epoch_started", "funding_rejected", b"funding_rejected", "funds_credited", b"funds_credited", "funds_debited", b"funds_debited", "order_accepted", b"order_accepted", "order_canceled", b"order_canceled", "order_expired", b"order_expired", "order_rejected", b"order_rejected", "symbol_mode_changed", b"symbol_mode_changed", "trade_executed", b"trade_executed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "epoch_started", b"epoch_started", "funding_rejected", b"funding_rejected", "funds_credited", b"funds_credited", "funds_debited", b"funds_debited", "mass_cancel_completed", b"mass_cancel_completed", "order_accepted", b"order_accepted", "order_canceled", b"order_canceled", "order_expired", b"order_expired", "order_rejected", b"order_rejected", "symbol_mode_changed", b"symbol_mode_changed", "trade_executed", b"trade_executed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "epoch_started", b"epoch_started", "funding_rejected", b"funding_rejected", "funds_credited", b"funds_credited", "funds_debited", b"funds_debited", "order_accepted", b"order_accepted", "order_canceled", b"order_canceled", "order_expired", b"order_expired", "order_rejected", b"order_rejected", "symbol_mode_changed", b"symbol_mode_changed", "trade_executed", b"trade_executed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "epoch_started", b"epoch_started", "funding_rejected", b"funding_rejected", "funds_credited", b"funds_credited", "funds_debited", b"funds_debited", "mass_cancel_completed", b"mass_cancel_completed", "order_accepted", b"order_accepted", "order_canceled", b"order_canceled", "order_expired", b"order_expired", "order_rejected", b"order_rejected", "symbol_mode_changed", b"symbol_mode_changed", "trade_executed", b"trade_executed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["order_accepted", "order_rejected", "order_canceled", "order_expired", "trade_executed", "symbol_mode_changed", "epoch_started", "funds_credited", "funds_debited", "funding_rejected"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["order_accepted", "order_rejected", "order_canceled", "order_expired", "trade_executed", "symbol_mode_changed", "epoch_started", "funds_credited", "funds_debited", "funding_rejected", "mass_cancel_completed"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

@@ -3,6 +3,12 @@
 isort:skip_file
 Events the matcher publishes, in seq order, to the core events topic (key = symbol).
 Every event message carries the envelope as its field 1 (a test enforces it).
+
+seq numbers commands: every sequenced command produces one or more events, all with
+the command's seq, so consumers see seq advance by exactly one (gapless). event_id is
+"<symbol>:<seq>:<index of the event within the command>".
+Units: quantities in base minor units, prices in quote minor units per lot (see the
+market spec), amounts in minor units of their asset.
 """
 
 from collections import abc as _abc

@@ -71,9 +71,9 @@ class PlaceOrderRequest(_message.Message):
     order_type: _common_pb2.OrderType.ValueType
     time_in_force: _common_pb2.TimeInForce.ValueType
     price: _builtins.int
-    """ticks; ignored for MARKET"""
+    """quote minor units per lot, a multiple of tick_size; ignored for MARKET"""
     quantity: _builtins.int
-    """lots"""
+    """base minor units, a multiple of lot_size"""
     post_only: _builtins.bool
     quote_budget: _builtins.int
     """For MARKET buys: the most quote (minor units) the order may spend. 0 means the

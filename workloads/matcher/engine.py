@@ -1,0 +1,750 @@
+"""The matching engine: a deterministic state machine, commands in, events out.
+
+Pure and synchronous: no I/O, no clock, no randomness. Time and sequence arrive with each
+command (stamped by the sequencer), so replaying the same commands in a fresh process
+yields the same events and the same rolling state hash.
+
+Commands and events are plain tuples whose first element is their kind; this keeps
+protobuf and allocation off the inner loop (the codec turns events into protobuf only
+for replies and the outbox). Event kinds equal the field numbers of the contract's
+`Event` oneof. Reasons are the contract's `RejectReason` numbers.
+
+Policies, decided here and documented in the README:
+- Price-time priority; a trade executes at the resting (maker) order's price.
+- MARKET orders never rest: they fill what they can and the remainder is cancelled
+  (cause MARKET_REMAINDER). They are IOC by nature (FOK or GTC is an invalid combination)
+  and are bounded by the price band when one is set. A MARKET buy spends at most
+  `quote_budget` (0: the account's whole available quote); the unspent rest is released.
+- FOK orders that cannot fill completely at once are rejected before anything changes.
+- Post-only orders that would take are rejected.
+- Self-trade prevention: cancel the resting order (expire maker); the incoming order goes
+  on matching against the next orders.
+- Modes: NORMAL accepts everything. CANCEL_ONLY rejects new orders, accepts cancels.
+  SOFT_HALT stops matching: only post-only limit orders (which cannot trade) and cancels
+  are accepted, so makers can rebuild a book before trading resumes. HARD_HALT rejects
+  orders and cancels. Funding (it mirrors the ledger) and mode changes are accepted in
+  every mode.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from heapq import heapify, heappop, heappush
+from typing import Any
+
+from contracts.v1 import common_pb2 as c
+from contracts.v1 import events_pb2 as ev
+from workloads.matcher.spec import INT64_MAX, MarketSpec
+
+# Command kinds. Layouts:
+#   PLACE       (1, account, client_order_id, side, order_type, tif, price, quantity,
+#                post_only, quote_budget)
+#   CANCEL      (2, account, order_id, client_order_id)
+#   CANCEL_ALL  (3, account)                       account "" = the whole market
+#   SET_MODE    (4, mode, reason)
+#   FUNDING     (5, funding_id, account, asset, amount, direction)
+#   EPOCH       (6, epoch, previous_epoch, leader)
+C_PLACE = 1
+C_CANCEL = 2
+C_CANCEL_ALL = 3
+C_SET_MODE = 4
+C_FUNDING = 5
+C_EPOCH = 6
+
+# Event kinds: the field numbers of contracts.v1.Event's oneof. Layouts:
+#   ACCEPTED    (1, order_id, client_order_id, account, side, type, tif, price, quantity,
+#                post_only, reserved_is_quote, reserved)
+#   REJECTED    (2, client_order_id, account, reason, detail)
+#   CANCELED    (3, order_id, client_order_id, account, quantity, released_is_quote,
+#                released, cause)
+#   EXPIRED     (4, order_id, client_order_id, account, quantity, released_is_quote, released)
+#   TRADE       (5, trade_id, price, quantity, taker_side, maker_order_id, taker_order_id,
+#                maker_account, taker_account, base, quote, buyer_fee, seller_fee,
+#                buyer_released, maker_remaining, taker_remaining)
+#   MODE        (6, previous_mode, mode, reason)
+#   EPOCH       (7, previous_epoch, leader, state_hash)
+#   CREDITED    (8, funding_id, account, asset, amount, available_after)
+#   DEBITED     (9, funding_id, account, asset, amount, available_after)
+#   FUNDING_REJECTED (10, funding_id, account, asset, amount, direction, reason)
+#   MASS_CANCELED    (11, account, canceled_orders)
+E_ACCEPTED = 1
+E_REJECTED = 2
+E_CANCELED = 3
+E_EXPIRED = 4
+E_TRADE = 5
+E_MODE = 6
+E_EPOCH = 7
+E_CREDITED = 8
+E_DEBITED = 9
+E_FUNDING_REJECTED = 10
+E_MASS_CANCELED = 11
+
+# Outcome of a command, as in the contract's CommandStatus.
+ACCEPTED = 1
+REJECTED = 2
+DUPLICATE = 3
+
+BUY = c.SIDE_BUY
+SELL = c.SIDE_SELL
+LIMIT = c.ORDER_TYPE_LIMIT
+MARKET = c.ORDER_TYPE_MARKET
+GTC = c.TIME_IN_FORCE_GTC
+IOC = c.TIME_IN_FORCE_IOC
+FOK = c.TIME_IN_FORCE_FOK
+NORMAL = c.SYMBOL_MODE_NORMAL
+CANCEL_ONLY = c.SYMBOL_MODE_CANCEL_ONLY
+SOFT_HALT = c.SYMBOL_MODE_SOFT_HALT
+HARD_HALT = c.SYMBOL_MODE_HARD_HALT
+CREDIT = 1
+DEBIT = 2
+
+# Order records are lists, for speed:
+# [order_id, account, side, price, remaining_lots, client_order_id].
+O_ID, O_ACCOUNT, O_SIDE, O_PRICE, O_REMAINING, O_CLIENT_ID = range(6)
+# Balances per account: [available base, hold base, available quote, hold quote].
+AVAIL_BASE, HOLD_BASE, AVAIL_QUOTE, HOLD_QUOTE = range(4)
+
+_MODES = (NORMAL, CANCEL_ONLY, SOFT_HALT, HARD_HALT)
+_MODE_REJECT = {
+    CANCEL_ONLY: c.REJECT_REASON_MARKET_CANCEL_ONLY,
+    SOFT_HALT: c.REJECT_REASON_MARKET_SOFT_HALT,
+    HARD_HALT: c.REJECT_REASON_MARKET_HARD_HALT,
+}
+_MAX_ID_LENGTH = 64
+
+
+def validate_place(spec: MarketSpec, cmd: tuple[Any, ...]) -> int:
+    """Stateless checks of a place command: 0, or the RejectReason.
+
+    The service runs this before sequencing, so garbage never reaches the WAL; the engine
+    runs it again because it must be safe on its own.
+    """
+    _, account, client_id, side, otype, tif, price, qty, post_only, budget = cmd
+    if not account or len(account) > _MAX_ID_LENGTH:
+        return c.REJECT_REASON_INVALID_ACCOUNT
+    if len(client_id) > _MAX_ID_LENGTH:
+        return c.REJECT_REASON_INVALID_CLIENT_ORDER_ID
+    if side != BUY and side != SELL:
+        return c.REJECT_REASON_UNKNOWN_SIDE
+    if otype != LIMIT and otype != MARKET:
+        return c.REJECT_REASON_UNKNOWN_ORDER_TYPE
+    if tif != GTC and tif != IOC and tif != FOK:
+        return c.REJECT_REASON_UNKNOWN_TIME_IN_FORCE
+    lot = spec.lot_size
+    if qty <= 0 or qty > spec.max_lots * lot:
+        return c.REJECT_REASON_INVALID_QUANTITY
+    if qty % lot:
+        return c.REJECT_REASON_QUANTITY_NOT_ON_LOT
+    if otype == LIMIT:
+        if price <= 0 or price > spec.max_price:
+            return c.REJECT_REASON_INVALID_PRICE
+        if price % spec.tick_size:
+            return c.REJECT_REASON_PRICE_NOT_ON_TICK
+        if post_only and tif != GTC:
+            return c.REJECT_REASON_INVALID_COMBINATION
+        if budget:
+            return c.REJECT_REASON_INVALID_COMBINATION
+    else:
+        if post_only or tif != IOC:
+            return c.REJECT_REASON_INVALID_COMBINATION
+        if budget < 0 or (budget and side == SELL):
+            return c.REJECT_REASON_INVALID_AMOUNT
+    return 0
+
+
+class Engine:
+    """One market's book, risk and idempotency state."""
+
+    def __init__(self, spec: MarketSpec) -> None:
+        self.spec = spec
+        self.seq = 0
+        self.mode = NORMAL
+        self.epoch = 0
+        self.state_hash = 0
+        self.last_price = 0
+        self.next_trade_id = 1
+        self.bid_levels: dict[int, list[Any]] = {}  # price -> [total_lots, deque(orders)]
+        self.ask_levels: dict[int, list[Any]] = {}
+        self.bid_heap: list[int] = []  # negated prices; stale entries are skipped lazily
+        self.ask_heap: list[int] = []
+        self.orders: dict[int, list[Any]] = {}
+        self.account_orders: dict[str, dict[int, list[Any]]] = {}
+        self.balances: dict[str, list[int]] = {}
+        self.rate: dict[str, list[int]] = {}  # account -> [window index, commands in it]
+        # (account, client_order_id) -> (seq, status, reason, order_id); oldest first.
+        self.idempotency: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+        self.funding_seen: dict[
+            str, tuple[int, int, int]
+        ] = {}  # funding_id -> (seq, status, reason)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def duplicate_of(self, cmd: tuple[Any, ...]) -> tuple[int, int, int, int] | None:
+        """The original (seq, status, reason, order_id) if `cmd` repeats an idempotency key."""
+        kind = cmd[0]
+        if kind == C_PLACE and cmd[2]:
+            return self.idempotency.get((cmd[1], cmd[2]))
+        if kind == C_FUNDING:
+            seen = self.funding_seen.get(cmd[1])
+            return None if seen is None else (*seen, 0)
+        return None
+
+    def execute(self, cmd: tuple[Any, ...], seq: int, ts: int) -> list[tuple[Any, ...]]:
+        """Apply one sequenced command; return its events (at least one)."""
+        kind = cmd[0]
+        events: list[tuple[Any, ...]] = []
+        self.seq = seq
+        if kind == C_PLACE:
+            self._place(cmd, seq, ts, events)
+        elif kind == C_CANCEL:
+            self._cancel(cmd, ts, events)
+        elif kind == C_CANCEL_ALL:
+            self._cancel_all(cmd, ts, events)
+        elif kind == C_FUNDING:
+            self._funding(cmd, seq, events)
+        elif kind == C_SET_MODE:
+            self._set_mode(cmd, events)
+        elif kind == C_EPOCH:
+            self.epoch = cmd[1]
+            events.append((E_EPOCH, cmd[2], cmd[3], self.state_hash))
+        else:
+            events.append((E_REJECTED, "", "", c.REJECT_REASON_UNSUPPORTED_COMMAND, f"kind {kind}"))
+        self.state_hash = hash(
+            (
+                self.state_hash,
+                seq,
+                kind,
+                len(events),
+                self.last_price,
+                self.next_trade_id,
+                len(self.orders),
+            )
+        )
+        return events
+
+    # ------------------------------------------------------------------ orders
+
+    def _reject(
+        self,
+        events: list[tuple[Any, ...]],
+        cmd: tuple[Any, ...],
+        seq: int,
+        reason: int,
+        detail: str = "",
+    ) -> None:
+        events.append((E_REJECTED, cmd[2], cmd[1], reason, detail))
+        if cmd[2]:
+            self._remember((cmd[1], cmd[2]), (seq, REJECTED, reason, 0))
+
+    def _remember(self, key: tuple[str, str], result: tuple[int, int, int, int]) -> None:
+        table = self.idempotency
+        table[key] = result
+        if len(table) > self.spec.idempotency_window:
+            del table[next(iter(table))]
+
+    def _rate_limited(self, account: str, ts: int) -> bool:
+        limit = self.spec.rate_limit
+        if not limit:
+            return False
+        window = ts // self.spec.rate_window_ns
+        state = self.rate.get(account)
+        if state is None or state[0] != window:
+            self.rate[account] = [window, 1]
+            return False
+        state[1] += 1
+        return state[1] > limit
+
+    def _band(self) -> int:
+        """The reference price the band is measured from (0: no band)."""
+        if not self.spec.price_band_bps:
+            return 0
+        return self.last_price or self.spec.reference_price
+
+    def _place(
+        self, cmd: tuple[Any, ...], seq: int, ts: int, events: list[tuple[Any, ...]]
+    ) -> None:
+        # The hot path: helpers are inlined where a call would cost more than the work.
+        spec = self.spec
+        reason = validate_place(spec, cmd)
+        if reason:
+            self._reject(events, cmd, seq, reason)
+            return
+        _, account, client_id, side, otype, tif, price, qty, post_only, budget = cmd
+        mode = self.mode
+        if mode != NORMAL and not (mode == SOFT_HALT and post_only):
+            self._reject(events, cmd, seq, _MODE_REJECT[mode])
+            return
+        if spec.rate_limit and self._rate_limited(account, ts):
+            self._reject(events, cmd, seq, c.REJECT_REASON_RATE_LIMITED)
+            return
+        lots = qty // spec.lot_size
+        bound = price if otype == LIMIT else 0  # the worst price this order may trade at
+        if spec.price_band_bps:
+            ref = self.last_price or spec.reference_price
+            if ref and otype == LIMIT:
+                if abs(price - ref) * 10_000 > ref * spec.price_band_bps:
+                    self._reject(events, cmd, seq, c.REJECT_REASON_PRICE_OUT_OF_BAND)
+                    return
+            elif ref:
+                delta = ref * spec.price_band_bps // 10_000
+                bound = ref + delta if side == BUY else max(ref - delta, 1)
+        account_orders = self.account_orders
+        mine = account_orders.get(account)
+        if tif == GTC and mine is not None and len(mine) >= spec.max_open_orders:
+            self._reject(events, cmd, seq, c.REJECT_REASON_TOO_MANY_OPEN_ORDERS)
+            return
+        # The best opposite price, dropping stale heap entries.
+        if side == BUY:
+            heap, levels = self.ask_heap, self.ask_levels
+            while heap and heap[0] not in levels:
+                heappop(heap)
+            best = heap[0] if heap else 0
+            crosses = best and (otype == MARKET or price >= best)
+        else:
+            heap, levels = self.bid_heap, self.bid_levels
+            while heap and -heap[0] not in levels:
+                heappop(heap)
+            best = -heap[0] if heap else 0
+            crosses = best and (otype == MARKET or price <= best)
+        if crosses and post_only:
+            self._reject(events, cmd, seq, c.REJECT_REASON_POST_ONLY_WOULD_TAKE)
+            return
+        if otype == MARKET and not best:
+            self._reject(events, cmd, seq, c.REJECT_REASON_NO_LIQUIDITY)
+            return
+        if tif == FOK and not self._fillable(account, side, bound, lots):
+            self._reject(events, cmd, seq, c.REJECT_REASON_FOK_NOT_FILLABLE)
+            return
+        balance = self.balances.get(account)
+        if balance is None:
+            self._reject(events, cmd, seq, c.REJECT_REASON_INSUFFICIENT_FUNDS)
+            return
+        if side == BUY:
+            reserve = price * lots if otype == LIMIT else (budget or balance[AVAIL_QUOTE])
+            if reserve <= 0 or balance[AVAIL_QUOTE] < reserve:
+                self._reject(events, cmd, seq, c.REJECT_REASON_INSUFFICIENT_FUNDS)
+                return
+            balance[AVAIL_QUOTE] -= reserve
+            balance[HOLD_QUOTE] += reserve
+        else:
+            reserve = qty
+            if balance[AVAIL_BASE] < reserve:
+                self._reject(events, cmd, seq, c.REJECT_REASON_INSUFFICIENT_FUNDS)
+                return
+            balance[AVAIL_BASE] -= reserve
+            balance[HOLD_BASE] += reserve
+        events.append(
+            (
+                E_ACCEPTED,
+                seq,
+                client_id,
+                account,
+                side,
+                otype,
+                tif,
+                price,
+                qty,
+                post_only,
+                side == BUY,
+                reserve,
+            )
+        )
+        if client_id:
+            table = self.idempotency
+            table[(account, client_id)] = (seq, ACCEPTED, 0, seq)
+            if len(table) > spec.idempotency_window:
+                del table[next(iter(table))]
+        order = [seq, account, side, price, lots, client_id]
+        if crosses:
+            reserve = self._match(order, otype, bound, reserve, balance, events)
+            lots = order[O_REMAINING]
+        if otype == MARKET:
+            released = reserve if side == BUY else lots * spec.lot_size
+            if lots or released:
+                self._release(balance, side, released)
+                events.append(
+                    (
+                        E_CANCELED,
+                        seq,
+                        client_id,
+                        account,
+                        lots * spec.lot_size,
+                        side == BUY,
+                        released,
+                        ev.CANCEL_CAUSE_MARKET_REMAINDER,
+                    )
+                )
+        elif not lots:
+            return
+        elif tif == GTC:
+            # Rest on the book (inlined _rest).
+            own_levels = self.bid_levels if side == BUY else self.ask_levels
+            level = own_levels.get(price)
+            if level is None:
+                level = own_levels[price] = [lots, deque((order,))]
+                self._push_level(side, price)
+            else:
+                level[0] += lots
+                level[1].append(order)
+            self.orders[seq] = order
+            if crosses:  # self-trade prevention may have emptied (and dropped) the dict
+                mine = account_orders.get(account)
+            if mine is None:
+                account_orders[account] = {seq: order}
+            else:
+                mine[seq] = order
+        else:
+            released = price * lots if side == BUY else lots * spec.lot_size
+            self._release(balance, side, released)
+            events.append(
+                (E_EXPIRED, seq, client_id, account, lots * spec.lot_size, side == BUY, released)
+            )
+
+    def _release(self, balance: list[int], side: int, amount: int) -> None:
+        if side == BUY:
+            balance[HOLD_QUOTE] -= amount
+            balance[AVAIL_QUOTE] += amount
+        else:
+            balance[HOLD_BASE] -= amount
+            balance[AVAIL_BASE] += amount
+
+    def _best(self, side: int) -> int:
+        """Best live price on `side` (0 when empty), dropping stale heap entries."""
+        if side == BUY:
+            heap, levels = self.bid_heap, self.bid_levels
+            while heap:
+                if -heap[0] in levels:
+                    return -heap[0]
+                heappop(heap)
+        else:
+            heap, levels = self.ask_heap, self.ask_levels
+            while heap:
+                if heap[0] in levels:
+                    return heap[0]
+                heappop(heap)
+        return 0
+
+    def _fillable(self, account: str, side: int, bound: int, lots: int) -> bool:
+        """Whether `lots` can fill at once within `bound`, not counting own orders (STP)."""
+        if side == BUY:
+            prices = sorted(p for p in self.ask_levels if not bound or p <= bound)
+            levels = self.ask_levels
+        else:
+            prices = sorted((p for p in self.bid_levels if not bound or p >= bound), reverse=True)
+            levels = self.bid_levels
+        for p in prices:
+            for order in levels[p][1]:
+                if order[O_REMAINING] and order[O_ACCOUNT] != account:
+                    lots -= order[O_REMAINING]
+                    if lots <= 0:
+                        return True
+        return False
+
+    def _match(
+        self,
+        taker: list[Any],
+        otype: int,
+        bound: int,
+        reserve: int,
+        tb: list[int],
+        events: list[tuple[Any, ...]],
+    ) -> int:
+        """Fill `taker` against the opposite side.
+
+        Returns the unspent part of a MARKET buy's reserve (0 for other orders).
+        """
+        spec = self.spec
+        lot = spec.lot_size
+        taker_oid, account, side, limit, remaining = taker[:5]
+        market_buy = otype == MARKET and side == BUY
+        budget = reserve
+        maker_fee, taker_fee = spec.maker_fee_bps, spec.taker_fee_bps
+        if side == BUY:
+            levels, heap = self.ask_levels, self.ask_heap
+        else:
+            levels, heap = self.bid_levels, self.bid_heap
+        balances = self.balances
+        fb = balances.get(spec.fee_account)
+        if fb is None:
+            fb = balances[spec.fee_account] = [0, 0, 0, 0]
+        orders = self.orders
+        account_orders = self.account_orders
+        trade_id = self.next_trade_id
+        last_price = 0
+        exhausted = False
+        while remaining and not exhausted:
+            while heap:
+                price = heap[0] if side == BUY else -heap[0]
+                if price in levels:
+                    break
+                heappop(heap)
+            else:
+                break
+            if bound and (price > bound if side == BUY else price < bound):
+                break
+            level = levels[price]
+            queue = level[1]
+            while remaining and queue:
+                maker = queue[0]
+                mrem = maker[O_REMAINING]
+                if not mrem:
+                    queue.popleft()
+                    continue
+                maker_account = maker[O_ACCOUNT]
+                if maker_account == account:
+                    queue.popleft()
+                    level[0] -= mrem
+                    self._drop(maker)
+                    events.append(self._cancel_resting(maker, mrem, ev.CANCEL_CAUSE_SELF_TRADE))
+                    continue
+                fill = remaining if remaining < mrem else mrem
+                if market_buy:
+                    affordable = budget // price
+                    if affordable < fill:
+                        fill = affordable
+                        if not fill:
+                            exhausted = True
+                            break
+                base = fill * lot
+                quote = price * fill
+                mb = balances[maker_account]
+                if side == BUY:
+                    buyer_fee = base * taker_fee // 10_000
+                    seller_fee = quote * maker_fee // 10_000
+                    held = quote if market_buy else limit * fill
+                    tb[HOLD_QUOTE] -= held
+                    released = held - quote
+                    tb[AVAIL_QUOTE] += released
+                    tb[AVAIL_BASE] += base - buyer_fee
+                    mb[HOLD_BASE] -= base
+                    mb[AVAIL_QUOTE] += quote - seller_fee
+                    if market_buy:
+                        budget -= quote
+                else:
+                    buyer_fee = base * maker_fee // 10_000
+                    seller_fee = quote * taker_fee // 10_000
+                    released = 0
+                    tb[HOLD_BASE] -= base
+                    tb[AVAIL_QUOTE] += quote - seller_fee
+                    mb[HOLD_QUOTE] -= quote
+                    mb[AVAIL_BASE] += base - buyer_fee
+                fb[AVAIL_BASE] += buyer_fee
+                fb[AVAIL_QUOTE] += seller_fee
+                mrem -= fill
+                remaining -= fill
+                maker[O_REMAINING] = mrem
+                level[0] -= fill
+                last_price = price
+                events.append(
+                    (
+                        E_TRADE,
+                        trade_id,
+                        price,
+                        base,
+                        side,
+                        maker[O_ID],
+                        taker_oid,
+                        maker_account,
+                        account,
+                        base,
+                        quote,
+                        buyer_fee,
+                        seller_fee,
+                        released,
+                        mrem * lot,
+                        remaining * lot,
+                    )
+                )
+                trade_id += 1
+                if not mrem:
+                    queue.popleft()
+                    del orders[maker[O_ID]]
+                    mine = account_orders[maker_account]
+                    del mine[maker[O_ID]]
+                    if not mine:
+                        del account_orders[maker_account]
+            if not level[0]:
+                del levels[price]
+        if last_price:
+            self.last_price = last_price
+            self.next_trade_id = trade_id
+        taker[O_REMAINING] = remaining
+        return budget if market_buy else 0
+
+    def _push_level(self, side: int, price: int) -> None:
+        """Index a new price level in its side's heap (compacting the heap when stale)."""
+        if side == BUY:
+            heap, levels = self.bid_heap, self.bid_levels
+            heappush(heap, -price)
+            if len(heap) > 2 * len(levels) + 1024:
+                heap[:] = [-p for p in levels]
+                heapify(heap)
+        else:
+            heap, levels = self.ask_heap, self.ask_levels
+            heappush(heap, price)
+            if len(heap) > 2 * len(levels) + 1024:
+                heap[:] = list(levels)
+                heapify(heap)
+
+    def _drop(self, order: list[Any]) -> None:
+        """Forget a resting order that leaves the book (its queue entry is removed lazily)."""
+        oid = order[O_ID]
+        del self.orders[oid]
+        mine = self.account_orders[order[O_ACCOUNT]]
+        del mine[oid]
+        if not mine:
+            del self.account_orders[order[O_ACCOUNT]]
+
+    def _cancel_resting(self, order: list[Any], lots: int, cause: int) -> tuple[Any, ...]:
+        """Release a resting order's hold and return its OrderCanceled event."""
+        lot = self.spec.lot_size
+        side = order[O_SIDE]
+        released = order[O_PRICE] * lots if side == BUY else lots * lot
+        self._release(self.balances[order[O_ACCOUNT]], side, released)
+        order[O_REMAINING] = 0
+        return (
+            E_CANCELED,
+            order[O_ID],
+            order[O_CLIENT_ID],
+            order[O_ACCOUNT],
+            lots * lot,
+            side == BUY,
+            released,
+            cause,
+        )
+
+    def _unbook(self, order: list[Any], cause: int) -> tuple[Any, ...]:
+        """Take a resting order out of the book: level total, indexes, hold."""
+        lots = order[O_REMAINING]
+        price = order[O_PRICE]
+        levels = self.bid_levels if order[O_SIDE] == BUY else self.ask_levels
+        level = levels[price]
+        level[0] -= lots
+        if not level[0]:
+            del levels[price]
+        self._drop(order)
+        return self._cancel_resting(order, lots, cause)
+
+    def _cancel(self, cmd: tuple[Any, ...], ts: int, events: list[tuple[Any, ...]]) -> None:
+        _, account, oid, client_id = cmd
+        if not oid and client_id:
+            known = self.idempotency.get((account, client_id))
+            oid = known[3] if known else 0
+        order = self.orders.get(oid) if oid else None
+        reason = 0
+        if self.mode == HARD_HALT:
+            reason = c.REJECT_REASON_MARKET_HARD_HALT
+        elif self.spec.rate_limit and self._rate_limited(account, ts):
+            reason = c.REJECT_REASON_RATE_LIMITED
+        elif order is None or order[O_ACCOUNT] != account:
+            reason = c.REJECT_REASON_ORDER_NOT_FOUND  # a foreign order is not revealed
+        if reason:
+            events.append((E_REJECTED, client_id, account, reason, str(oid) if oid else ""))
+            return
+        assert order is not None
+        events.append(self._unbook(order, ev.CANCEL_CAUSE_USER))
+
+    def _cancel_all(self, cmd: tuple[Any, ...], ts: int, events: list[tuple[Any, ...]]) -> None:
+        account = cmd[1]
+        if self.mode == HARD_HALT:
+            events.append((E_REJECTED, "", account, c.REJECT_REASON_MARKET_HARD_HALT, "cancel-all"))
+            return
+        if account and self._rate_limited(account, ts):
+            events.append((E_REJECTED, "", account, c.REJECT_REASON_RATE_LIMITED, "cancel-all"))
+            return
+        if account:
+            victims = list(self.account_orders.get(account, {}).values())
+        else:
+            victims = list(self.orders.values())
+        victims.sort(key=lambda o: o[O_ID])  # deterministic: oldest first
+        for order in victims:
+            events.append(self._unbook(order, ev.CANCEL_CAUSE_CANCEL_ALL))
+        events.append((E_MASS_CANCELED, account, len(victims)))
+
+    # ------------------------------------------------------------------ mode, funding
+
+    def _set_mode(self, cmd: tuple[Any, ...], events: list[tuple[Any, ...]]) -> None:
+        _, mode, reason = cmd
+        if mode not in _MODES:
+            events.append((E_REJECTED, "", "", c.REJECT_REASON_INVALID_MODE, f"mode {mode}"))
+            return
+        events.append((E_MODE, self.mode, mode, reason))
+        self.mode = mode
+
+    def _funding(self, cmd: tuple[Any, ...], seq: int, events: list[tuple[Any, ...]]) -> None:
+        _, funding_id, account, asset, amount, direction = cmd
+        spec = self.spec
+        reason = 0
+        if not funding_id or len(funding_id) > _MAX_ID_LENGTH:
+            reason = c.REJECT_REASON_INVALID_AMOUNT
+        elif not account or len(account) > _MAX_ID_LENGTH:
+            reason = c.REJECT_REASON_INVALID_ACCOUNT
+        elif asset != spec.base_asset and asset != spec.quote_asset:
+            reason = c.REJECT_REASON_UNKNOWN_ASSET
+        elif amount <= 0 or direction not in (CREDIT, DEBIT):
+            reason = c.REJECT_REASON_INVALID_AMOUNT
+        if not reason:
+            balance = self.balances.get(account)
+            slot = AVAIL_BASE if asset == spec.base_asset else AVAIL_QUOTE
+            available = balance[slot] if balance else 0
+            if direction == CREDIT and available > INT64_MAX - amount:
+                reason = c.REJECT_REASON_BALANCE_OVERFLOW
+            elif direction == DEBIT and available < amount:
+                reason = c.REJECT_REASON_INSUFFICIENT_FUNDS
+        if reason:
+            events.append(
+                (E_FUNDING_REJECTED, funding_id, account, asset, amount, direction, reason)
+            )
+            status = REJECTED
+        else:
+            if balance is None:
+                balance = self.balances[account] = [0, 0, 0, 0]
+            balance[slot] += amount if direction == CREDIT else -amount
+            kind = E_CREDITED if direction == CREDIT else E_DEBITED
+            events.append((kind, funding_id, account, asset, amount, balance[slot]))
+            status = ACCEPTED
+        if funding_id:
+            seen = self.funding_seen
+            seen[funding_id] = (seq, status, reason)
+            if len(seen) > spec.idempotency_window:
+                del seen[next(iter(seen))]
+
+    # ------------------------------------------------------------------ views
+
+    def depth(
+        self, levels_wanted: int
+    ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """Top `levels_wanted` (price, quantity, live orders) per side, best first."""
+        lot = self.spec.lot_size
+
+        def side(levels: dict[int, list[Any]], reverse: bool) -> list[tuple[int, int, int]]:
+            prices = sorted(levels, reverse=reverse)[:levels_wanted]
+            return [
+                (p, levels[p][0] * lot, sum(1 for o in levels[p][1] if o[O_REMAINING]))
+                for p in prices
+            ]
+
+        return side(self.bid_levels, True), side(self.ask_levels, False)
+
+    def reserved(self) -> dict[str, tuple[int, int]]:
+        """What open orders reserve per account: (base, quote). Holds must equal this."""
+        lot = self.spec.lot_size
+        out: dict[str, tuple[int, int]] = {}
+        for order in self.orders.values():
+            base, quote = out.get(order[O_ACCOUNT], (0, 0))
+            if order[O_SIDE] == BUY:
+                quote += order[O_PRICE] * order[O_REMAINING]
+            else:
+                base += order[O_REMAINING] * lot
+            out[order[O_ACCOUNT]] = (base, quote)
+        return out
+
+
+def outcome(events: list[tuple[Any, ...]]) -> tuple[int, int]:
+    """A command's (status, reject reason) from its events."""
+    first = events[0]
+    if first[0] == E_REJECTED:
+        return REJECTED, first[3]
+    if first[0] == E_FUNDING_REJECTED:
+        return REJECTED, first[6]
+    return ACCEPTED, 0

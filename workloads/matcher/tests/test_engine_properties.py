@@ -1,0 +1,245 @@
+"""Property tests: the engine against the reference model; invariants after every command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from workloads.matcher import engine as e
+from workloads.matcher.spec import MarketSpec
+from workloads.matcher.tests.reference import ReferenceModel
+
+pytestmark = pytest.mark.unit
+
+ACCOUNTS = ("alice", "bob", "carol")
+
+
+def make_spec(band: int, rate: int, fees: bool) -> MarketSpec:
+    return MarketSpec(
+        "T-Q",
+        "T",
+        "Q",
+        lot_size=2,
+        tick_size=5,
+        max_price=1_000,
+        max_lots=40,
+        price_band_bps=band,
+        reference_price=500 if band else 0,
+        max_open_orders=6,
+        rate_limit=rate,
+        rate_window_ns=10,
+        maker_fee_bps=25 if fees else 0,
+        taker_fee_bps=40 if fees else 0,
+        idempotency_window=50,
+    )
+
+
+accounts = st.sampled_from(ACCOUNTS)
+valid_prices = st.integers(92, 108).map(lambda t: t * 5)
+prices = st.integers(0, 9).flatmap(lambda k: valid_prices if k else st.integers(-5, 1_100))
+valid_quantities = st.integers(1, 12).map(lambda n: n * 2)
+quantities = st.integers(0, 9).flatmap(lambda k: valid_quantities if k else st.integers(-2, 100))
+client_ids = st.one_of(st.just(""), st.integers(0, 60).map(lambda n: f"c{n}"))
+
+place = st.tuples(
+    st.just(e.C_PLACE),
+    accounts,
+    client_ids,
+    st.sampled_from((e.BUY, e.SELL) * 6 + (0,)),
+    st.sampled_from((e.LIMIT,) * 8 + (e.MARKET,) * 3 + (7,)),
+    st.sampled_from((e.GTC,) * 8 + (e.IOC,) * 2 + (e.FOK,) * 2 + (0,)),
+    prices,
+    quantities,
+    st.integers(0, 5).map(lambda k: k == 0),  # post-only, sometimes
+    st.sampled_from((0, 0, 0, 400, 5_000)),
+).map(
+    # Mostly well-formed: LIMIT orders carry no budget, MARKET orders are IOC without price.
+    lambda t: (
+        (*t[:9], 0) if t[4] == e.LIMIT else (*t[:5], e.IOC if t[5] else 0, 0, t[7], False, t[9])
+    )
+)
+cancel = st.tuples(st.just(e.C_CANCEL), accounts, st.integers(0, 80), client_ids)
+cancel_all = st.tuples(st.just(e.C_CANCEL_ALL), st.sampled_from(("", *ACCOUNTS)))
+set_mode = st.tuples(
+    st.just(e.C_SET_MODE),
+    st.sampled_from((e.NORMAL,) * 4 + (e.CANCEL_ONLY, e.SOFT_HALT, e.HARD_HALT, 9)),
+    st.just("test"),
+)
+funding = st.tuples(
+    st.just(e.C_FUNDING),
+    st.integers(0, 10**9).map(lambda n: f"f{n}"),
+    accounts,
+    st.sampled_from(("T", "Q", "X")),
+    st.sampled_from((1_000, 10_000, 100_000, -5)),
+    st.sampled_from((e.CREDIT, e.CREDIT, e.DEBIT)),
+)
+commands = st.lists(
+    # Weighted: st.one_of would draw each distinct branch about equally often.
+    st.integers(0, 99).flatmap(
+        lambda k: (
+            place
+            if k < 64
+            else cancel
+            if k < 84
+            else funding
+            if k < 92
+            else cancel_all
+            if k < 96
+            else set_mode
+        )
+    ),
+    min_size=30,
+    max_size=150,
+)
+# Every account starts funded, so that most orders get past risk and trade.
+OPENING = [
+    (e.C_FUNDING, f"open-{who}-{asset}", who, asset, 2_000 if asset == "T" else 400_000, e.CREDIT)
+    for who in ACCOUNTS
+    for asset in ("T", "Q")
+]
+
+
+def check_invariants(engine: e.Engine, credited: dict[str, int]) -> None:
+    lot = engine.spec.lot_size
+    live: dict[int, list[Any]] = {}
+    for levels, buy in ((engine.bid_levels, True), (engine.ask_levels, False)):
+        for price, (total, queue) in levels.items():
+            orders = [o for o in queue if o[e.O_REMAINING]]
+            assert orders, f"empty level {price} kept"
+            assert total == sum(o[e.O_REMAINING] for o in orders)
+            for order in orders:
+                assert order[e.O_PRICE] == price and (order[e.O_SIDE] == e.BUY) == buy
+                live[order[e.O_ID]] = order
+    assert live == engine.orders
+    indexed = {oid: o for mine in engine.account_orders.values() for oid, o in mine.items()}
+    assert indexed == engine.orders
+    assert all(engine.account_orders.values())
+    if engine.bid_levels and engine.ask_levels:
+        assert max(engine.bid_levels) < min(engine.ask_levels), "crossed book"
+    reserved = engine.reserved()
+    totals = {"T": 0, "Q": 0}
+    for account, (avail_b, hold_b, avail_q, hold_q) in engine.balances.items():
+        assert min(avail_b, hold_b, avail_q, hold_q) >= 0, (account, engine.balances[account])
+        assert (hold_b, hold_q) == reserved.get(account, (0, 0)), account
+        totals["T"] += avail_b + hold_b
+        totals["Q"] += avail_q + hold_q
+    assert totals == {"T": credited.get("T", 0), "Q": credited.get("Q", 0)}, (
+        "value created or destroyed"
+    )
+    assert all(o[e.O_REMAINING] > 0 and o[e.O_REMAINING] * lot > 0 for o in engine.orders.values())
+
+
+def nonzero(balances: dict[str, list[int]]) -> dict[str, list[int]]:
+    return {k: v for k, v in balances.items() if any(v)}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cmds=commands,
+    band=st.sampled_from((0, 0, 500)),
+    rate=st.sampled_from((0, 0, 3)),
+    fees=st.booleans(),
+)
+def test_engine_matches_reference_and_keeps_invariants(
+    cmds: list[tuple[Any, ...]], band: int, rate: int, fees: bool
+) -> None:
+    spec = make_spec(band, rate, fees)
+    engine = e.Engine(spec)
+    model = ReferenceModel(spec)
+    credited: dict[str, int] = {}
+    seq = 0
+    for index, cmd in enumerate(OPENING + cmds):
+        ts = index * 3
+        if engine.duplicate_of(cmd) is not None:
+            assert (cmd[0] == e.C_PLACE and (cmd[1], cmd[2]) in model.results) or (
+                cmd[0] == e.C_FUNDING and cmd[1] in model.funding_ids
+            )
+            continue
+        seq += 1
+        got = engine.execute(cmd, seq, ts)
+        want = model.execute(cmd, seq, ts)
+        assert got == want, f"command {index}: {cmd}"
+        assert got, "every command produces at least one event"
+        for event in got:
+            if event[0] == e.E_CREDITED:
+                credited[event[3]] = credited.get(event[3], 0) + event[4]
+            elif event[0] == e.E_DEBITED:
+                credited[event[3]] = credited.get(event[3], 0) - event[4]
+        check_invariants(engine, credited)
+        assert nonzero(engine.balances) == nonzero(model.balances)
+        assert engine.mode == model.mode
+
+
+def test_market_buy_spends_at_most_its_budget_and_releases_the_rest() -> None:
+    engine = e.Engine(make_spec(0, 0, False))
+    engine.execute((e.C_FUNDING, "f1", "alice", "T", 100, e.CREDIT), 1, 0)
+    engine.execute((e.C_FUNDING, "f2", "bob", "Q", 10_000, e.CREDIT), 2, 0)
+    engine.execute((e.C_PLACE, "alice", "a1", e.SELL, e.LIMIT, e.GTC, 500, 10, False, 0), 3, 0)
+    engine.execute((e.C_PLACE, "alice", "a2", e.SELL, e.LIMIT, e.GTC, 600, 10, False, 0), 4, 0)
+    events = engine.execute(
+        (e.C_PLACE, "bob", "b1", e.BUY, e.MARKET, e.IOC, 0, 20, False, 4_000), 5, 0
+    )
+    kinds = [ev[0] for ev in events]
+    assert kinds == [e.E_ACCEPTED, e.E_TRADE, e.E_TRADE, e.E_CANCELED]
+    spent = sum(ev[10] for ev in events if ev[0] == e.E_TRADE)
+    assert spent == 5 * 500 + 2 * 600  # 2,500 then 1,200 of the 1,500 left
+    assert events[-1][6] == 4_000 - spent  # released
+    assert engine.balances["bob"] == [14, 0, 10_000 - spent, 0]
+
+
+def test_self_trade_cancels_the_resting_order_and_matching_goes_on() -> None:
+    engine = e.Engine(make_spec(0, 0, False))
+    for i, (who, asset) in enumerate((("alice", "T"), ("alice", "Q"), ("bob", "T"))):
+        engine.execute((e.C_FUNDING, f"f{i}", who, asset, 10_000, e.CREDIT), i + 1, 0)
+    engine.execute((e.C_PLACE, "alice", "own", e.SELL, e.LIMIT, e.GTC, 500, 4, False, 0), 4, 0)
+    engine.execute((e.C_PLACE, "bob", "other", e.SELL, e.LIMIT, e.GTC, 500, 4, False, 0), 5, 0)
+    events = engine.execute(
+        (e.C_PLACE, "alice", "take", e.BUY, e.LIMIT, e.GTC, 500, 4, False, 0), 6, 0
+    )
+    assert [ev[0] for ev in events] == [e.E_ACCEPTED, e.E_CANCELED, e.E_TRADE]
+    assert events[1][1] == 4 and events[1][7] == 3  # the resting order, cause SELF_TRADE
+    assert events[2][7] == "bob"
+
+
+@pytest.mark.parametrize(
+    ("mode", "place_ok", "post_only_ok", "cancel_ok"),
+    [
+        (e.NORMAL, True, True, True),
+        (e.CANCEL_ONLY, False, False, True),
+        (e.SOFT_HALT, False, True, True),
+        (e.HARD_HALT, False, False, False),
+    ],
+)
+def test_what_each_mode_accepts(
+    mode: int, place_ok: bool, post_only_ok: bool, cancel_ok: bool
+) -> None:
+    engine = e.Engine(make_spec(0, 0, False))
+    engine.execute((e.C_FUNDING, "f1", "alice", "Q", 100_000, e.CREDIT), 1, 0)
+    engine.execute((e.C_PLACE, "alice", "resting", e.BUY, e.LIMIT, e.GTC, 400, 2, False, 0), 2, 0)
+    assert e.outcome(engine.execute((e.C_SET_MODE, mode, "drill"), 3, 0))[0] == e.ACCEPTED
+    plain = engine.execute((e.C_PLACE, "alice", "p", e.BUY, e.LIMIT, e.GTC, 400, 2, False, 0), 4, 0)
+    maker = engine.execute((e.C_PLACE, "alice", "m", e.BUY, e.LIMIT, e.GTC, 405, 2, True, 0), 5, 0)
+    cancel = engine.execute((e.C_CANCEL, "alice", 2, ""), 6, 0)
+    funding = engine.execute((e.C_FUNDING, "f2", "alice", "Q", 1, e.CREDIT), 7, 0)
+    assert (e.outcome(plain)[0] == e.ACCEPTED) == place_ok
+    assert (e.outcome(maker)[0] == e.ACCEPTED) == post_only_ok
+    assert (e.outcome(cancel)[0] == e.ACCEPTED) == cancel_ok
+    assert e.outcome(funding)[0] == e.ACCEPTED  # funding mirrors the ledger in every mode
+
+
+def test_same_commands_give_same_hash_and_a_different_one_diverges() -> None:
+    def run(last_qty: int) -> int:
+        engine = e.Engine(make_spec(0, 0, True))
+        engine.execute((e.C_FUNDING, "f1", "alice", "T", 1_000, e.CREDIT), 1, 0)
+        engine.execute((e.C_FUNDING, "f2", "bob", "Q", 100_000, e.CREDIT), 2, 0)
+        engine.execute((e.C_PLACE, "alice", "s", e.SELL, e.LIMIT, e.GTC, 500, 20, False, 0), 3, 0)
+        engine.execute(
+            (e.C_PLACE, "bob", "b", e.BUY, e.LIMIT, e.GTC, 500, last_qty, False, 0), 4, 0
+        )
+        return engine.state_hash
+
+    assert run(10) == run(10)
+    assert run(10) != run(20)
