@@ -709,6 +709,53 @@ class Engine:
             if len(seen) > spec.idempotency_window:
                 del seen[next(iter(seen))]
 
+    # ------------------------------------------------------------------ snapshots
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this engine is (msgpack-able)."""
+        book = []
+        for levels in (self.bid_levels, self.ask_levels):
+            for price in sorted(levels):
+                book.extend(list(o) for o in levels[price][1] if o[O_REMAINING])
+        return {
+            "seq": self.seq,
+            "mode": self.mode,
+            "epoch": self.epoch,
+            "state_hash": self.state_hash,
+            "last_price": self.last_price,
+            "next_trade_id": self.next_trade_id,
+            "book": book,
+            "balances": self.balances,
+            "rate": self.rate,
+            "idempotency": [[*key, *result] for key, result in self.idempotency.items()],
+            "funding_seen": [[key, *result] for key, result in self.funding_seen.items()],
+        }
+
+    @classmethod
+    def from_state(cls, spec: MarketSpec, state: dict[str, Any]) -> Engine:
+        engine = cls(spec)
+        for name in ("seq", "mode", "epoch", "state_hash", "last_price", "next_trade_id"):
+            setattr(engine, name, state[name])
+        engine.balances = {k: list(v) for k, v in state["balances"].items()}
+        engine.rate = {k: list(v) for k, v in state["rate"].items()}
+        engine.idempotency = {(a, cid): (s, st, r, o) for a, cid, s, st, r, o in state["idempotency"]}
+        engine.funding_seen = {f: (s, st, r) for f, s, st, r in state["funding_seen"]}
+        for order in state["book"]:  # in price, then time order: appending keeps priority
+            side, price, lots = order[O_SIDE], order[O_PRICE], order[O_REMAINING]
+            levels = engine.bid_levels if side == BUY else engine.ask_levels
+            level = levels.get(price)
+            if level is None:
+                level = levels[price] = [0, deque()]
+            level[0] += lots
+            level[1].append(order)
+            engine.orders[order[O_ID]] = order
+            engine.account_orders.setdefault(order[O_ACCOUNT], {})[order[O_ID]] = order
+        engine.bid_heap = [-p for p in engine.bid_levels]
+        engine.ask_heap = list(engine.ask_levels)
+        heapify(engine.bid_heap)
+        heapify(engine.ask_heap)
+        return engine
+
     # ------------------------------------------------------------------ views
 
     def depth(

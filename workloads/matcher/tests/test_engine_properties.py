@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -243,3 +244,35 @@ def test_same_commands_give_same_hash_and_a_different_one_diverges() -> None:
 
     assert run(10) == run(10)
     assert run(10) != run(20)
+
+
+def run_all(engine: e.Engine, cmds: list[tuple[Any, ...]], first_seq: int) -> list[Any]:
+    out = []
+    seq = first_seq
+    for cmd in cmds:
+        if engine.duplicate_of(cmd) is None:
+            out.append(engine.execute(cmd, seq, seq * 3))
+            seq += 1
+        else:
+            out.append(("duplicate", engine.duplicate_of(cmd)))
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(cmds=commands, split=st.integers(0, 150), fees=st.booleans())
+def test_snapshot_restore_continues_identically(cmds: list[tuple[Any, ...]], split: int, fees: bool) -> None:
+    spec = make_spec(500, 3, fees)
+    cmds = OPENING + cmds
+    split = min(split, len(cmds))
+    straight = e.Engine(spec)
+    expected = run_all(straight, cmds, 1)
+
+    first = e.Engine(spec)
+    head = run_all(first, cmds[:split], 1)
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(first.to_state()))
+    restored = e.Engine.from_state(spec, state)
+    assert restored.to_state() == first.to_state()
+    tail = run_all(restored, cmds[split:], restored.seq + 1)
+    assert msgspec.msgpack.encode(head + tail) == msgspec.msgpack.encode(expected)
+    assert restored.state_hash == straight.state_hash
+    assert restored.to_state() == straight.to_state()

@@ -1,0 +1,67 @@
+"""Snapshots of the engine's state, written atomically and verified on load.
+
+File `<seq, 20 digits>.snap`: a header (magic, format version, seq, state hash, CRC-32 of
+the body) and the msgpack body. Written to a temporary file, fsynced, renamed into place,
+then the directory is fsynced, so a crash leaves either the old or the new snapshot,
+never half of one. Loading takes the newest snapshot whose CRC checks out.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from workloads.matcher.wal import fsync_dir
+
+MAGIC = b"XSNP"
+VERSION = 1
+HEADER = struct.Struct("<4sIQqI")
+SUFFIX = ".snap"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    seq: int
+    state_hash: int
+    state: dict[str, Any]
+    path: Path
+
+
+def write(directory: Path, seq: int, state_hash: int, state: dict[str, Any], keep: int = 2) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    body = msgspec.msgpack.encode(state)
+    header = HEADER.pack(MAGIC, VERSION, seq, state_hash, zlib.crc32(body))
+    final = directory / f"{seq:020d}{SUFFIX}"
+    temporary = final.with_suffix(".tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(header)
+        handle.write(body)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, final)
+    fsync_dir(directory)
+    for old in sorted(directory.glob(f"*{SUFFIX}"))[:-keep]:
+        old.unlink()
+    return final
+
+
+def load_latest(directory: Path) -> Snapshot | None:
+    """The newest snapshot that is intact; damaged ones are skipped (older ones remain)."""
+    if not directory.exists():
+        return None
+    for path in sorted(directory.glob(f"*{SUFFIX}"), reverse=True):
+        data = path.read_bytes()
+        if len(data) < HEADER.size:
+            continue
+        magic, version, seq, state_hash, crc = HEADER.unpack_from(data)
+        body = data[HEADER.size :]
+        if magic != MAGIC or version != VERSION or zlib.crc32(body) != crc:
+            continue
+        return Snapshot(seq, state_hash, msgspec.msgpack.decode(body), path)
+    return None
