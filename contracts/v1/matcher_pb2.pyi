@@ -257,11 +257,14 @@ class CommandReply(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
     status: Global___CommandStatus.ValueType
     reject_reason: _common_pb2.RejectReason.ValueType
     seq: _builtins.int
     """the command's sequence number"""
     epoch: _builtins.int
+    order_id: _builtins.str
+    """for an accepted or duplicate PlaceOrder: the order's id"""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.Event]:
         """what the command produced, in order"""
@@ -274,10 +277,11 @@ class CommandReply(_message.Message):
         seq: _builtins.int = ...,
         epoch: _builtins.int = ...,
         events: _abc.Iterable[_events_pb2.Event] | None = ...,
+        order_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "events", b"events", "reject_reason", b"reject_reason", "seq", b"seq", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "events", b"events", "order_id", b"order_id", "reject_reason", b"reject_reason", "seq", b"seq", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,13 +9,20 @@ the simplest price-time book (heap + dict + deque, no risk, no events) in the sa
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import os
 import random
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from workloads.matcher import engine as e
+from workloads.matcher import recovery, snapshot, wal
 from workloads.matcher.bare_book import BareBook
+from workloads.matcher.epoch import FileEpoch
+from workloads.matcher.sequencer import Sequencer, SequencerSettings
 from workloads.matcher.spec import MarketSpec
 
 ACCOUNTS = 1000
@@ -147,3 +154,116 @@ def engine_benchmark(count: int = 1_000_000) -> dict[str, object]:
 
 
 BENCHMARKS = {"matcher.engine": engine_benchmark}
+
+
+# ---------------------------------------------------------------------- durability
+
+
+async def _wal_throughput(data_dir: Path, commands: list[tuple[Any, ...]]) -> dict[str, object]:
+    """Durable commands/s: 64 concurrent callers, each submitting small batches."""
+    sequencer = await _sequencer(data_dir)
+    chunks = [commands[i : i + 16] for i in range(0, len(commands), 16)]
+    queue = iter(chunks)
+    start = time.perf_counter()
+
+    async def caller() -> None:
+        for chunk in queue:
+            await sequencer.submit([(c, "") for c in chunk])
+
+    await asyncio.gather(*(caller() for _ in range(64)))
+    elapsed = time.perf_counter() - start
+    records = list(wal.read(data_dir / "wal"))
+    await sequencer.close()
+    return {
+        "ops_per_s": round(len(commands) / elapsed),
+        "fsyncs": len(records),
+        "commands_per_fsync": round(len(commands) / len(records), 1),
+    }
+
+
+async def _wal_latency(data_dir: Path, commands: list[tuple[Any, ...]], rate: int) -> dict[str, float]:
+    """Submit-to-durable latency at a fixed offered rate (chunks every 2 ms)."""
+    sequencer = await _sequencer(data_dir)
+    tick = 0.002
+    per_tick = max(1, int(rate * tick))
+    latencies: list[float] = []
+    waits = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+
+    async def timed(sent: float, last_seq: int, count: int) -> None:
+        await sequencer.durable(last_seq)
+        latencies.extend([time.perf_counter() - sent] * count)
+
+    for i in range(0, len(commands), per_tick):
+        await asyncio.sleep(max(0.0, start + (i // per_tick) * tick - loop.time()))
+        sent = time.perf_counter()
+        chunk = commands[i : i + per_tick]
+        sequencer.execute_nowait([(c, "") for c in chunk])
+        waits.append(asyncio.create_task(timed(sent, sequencer.engine.seq, len(chunk))))
+    await asyncio.gather(*waits)
+    await sequencer.close()
+    latencies.sort()
+    return {
+        "offered_per_s": rate,
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
+    }
+
+
+async def _sequencer(data_dir: Path) -> Sequencer:
+    fencing = FileEpoch(data_dir / "epoch", "bench")
+    epoch = await fencing.acquire()
+    sequencer = Sequencer(e.Engine(bench_spec()), data_dir, epoch, fencing, SequencerSettings(snapshot_every=0))
+    sequencer.start()
+    return sequencer
+
+
+def wal_benchmark(count: int = 300_000) -> dict[str, object]:
+    commands = generate(count)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("EXCHANGE_BENCH_DIR")) as first:
+        throughput = asyncio.run(_wal_throughput(Path(first), commands))
+    with tempfile.TemporaryDirectory(dir=os.environ.get("EXCHANGE_BENCH_DIR")) as second:
+        latency = asyncio.run(_wal_latency(Path(second), commands[:200_000], 50_000))
+    return {"commands": count, **throughput, **latency}
+
+
+def recovery_benchmark(count: int = 1_000_000) -> dict[str, object]:
+    """Seconds to recover `count` commands: a snapshot half-way plus the WAL tail, and WAL only."""
+    commands = generate(count)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("EXCHANGE_BENCH_DIR")) as tmp:
+        data_dir = Path(tmp)
+        engine = e.Engine(bench_spec())
+        writer = wal.WalWriter(data_dir / "wal", 1)
+        batch: list[list[Any]] = []
+        for seq, cmd in enumerate(commands, 1):
+            ts = seq * 1000
+            events = engine.execute(cmd, seq, ts)
+            batch.append([ts, cmd, events, "", engine.state_hash])
+            if len(batch) == 2000 or seq == len(commands):
+                first = seq - len(batch) + 1
+                writer.write(wal.encode(first, 1, engine.state_hash, batch), first)
+                batch = []
+            if seq == count // 2:
+                half = (seq, engine.state_hash, engine.to_state())
+        writer.sync()
+        writer.close()
+        final_hash = engine.state_hash
+        del engine
+        wal_only = recovery.recover(bench_spec(), data_dir)
+        assert wal_only.engine.state_hash == final_hash
+        wal_only_seconds = wal_only.seconds
+        del wal_only
+        snapshot.write(data_dir / "snapshots", *half)
+        with_snapshot = recovery.recover(bench_spec(), data_dir)
+        assert with_snapshot.engine.state_hash == final_hash
+    return {
+        "commands": count,
+        "seconds": round(with_snapshot.seconds, 2),
+        "snapshot_seq": with_snapshot.snapshot_seq,
+        "replayed": with_snapshot.replayed,
+        "wal_only_seconds": round(wal_only_seconds, 2),
+    }
+
+
+BENCHMARKS.update({"matcher.wal": wal_benchmark, "matcher.recovery": recovery_benchmark})

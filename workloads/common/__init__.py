@@ -1,0 +1,1 @@
+"""What every exchange process shares: structured logs, the ops HTTP endpoints, settings."""

@@ -1,0 +1,140 @@
+"""`python -m workloads.matcher` (console script `exchange-matcher`): one market's matcher.
+
+Start: recover (snapshot + WAL tail, hash-checked), take a new epoch, write EpochStarted,
+then serve gRPC, the ops HTTP endpoints and the outbox. SIGTERM or SIGINT: stop
+accepting, flush the WAL, write a snapshot, let the outbox catch up briefly, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from contracts.v1 import matcher_pb2_grpc
+from workloads.common import logs, ops_http
+from workloads.matcher import engine as e
+from workloads.matcher.epoch import FileEpoch
+from workloads.matcher.outbox import Outbox
+from workloads.matcher.recovery import RecoveryError, recover
+from workloads.matcher.sequencer import Sequencer
+from workloads.matcher.service import MatcherService
+from workloads.matcher.settings import MatcherSettings, SettingsError
+from workloads.matcher.wal import WalCorruption
+
+log = logging.getLogger("workloads.matcher")
+SERVICE_NAME = "exchange.v1.Matcher"
+
+
+async def serve(settings: MatcherSettings) -> None:
+    spec = settings.spec
+    recovered = await asyncio.to_thread(recover, spec, settings.data_dir)
+    fencing = FileEpoch(settings.data_dir / "epoch", settings.instance)
+    epoch = await fencing.acquire()
+    sequencer = Sequencer(
+        recovered.engine,
+        settings.data_dir,
+        epoch,
+        fencing,
+        settings.sequencer,
+        snapshot_seq=recovered.snapshot_seq,
+    )
+    sequencer.start()
+    await sequencer.submit([((e.C_EPOCH, epoch, recovered.last_epoch, settings.instance), "")])
+    log.info(
+        "serving",
+        extra={"symbol": spec.symbol, "epoch": epoch, "seq": sequencer.engine.seq,
+               "recovery_seconds": round(recovered.seconds, 3)},
+    )
+
+    outbox: Outbox | None = None
+    outbox_task: asyncio.Task[None] | None = None
+    if settings.kafka_bootstrap:
+        outbox = Outbox(
+            spec,
+            settings.data_dir / "wal",
+            settings.kafka_bootstrap,
+            settings.events_topic,
+            durable_seq=lambda: sequencer.durable_seq,
+            durable_changed=sequencer.durable_changed,
+        )
+        outbox_task = asyncio.create_task(outbox.run(), name="outbox")
+
+    def published() -> int:
+        return outbox.published_seq if outbox is not None else 0
+
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 << 20)])
+    matcher_pb2_grpc.add_MatcherServicer_to_server(MatcherService(spec, sequencer, published), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def ready() -> tuple[bool, str]:
+        if sequencer.failed is not None:
+            return False, f"WAL failed: {sequencer.failed}"
+        if not fencing.is_leader():
+            return False, "not the leader"
+        return True, f"epoch {epoch}, seq {sequencer.engine.seq}"
+
+    runner = await ops_http.serve(ops_http.ops_app(ready), settings.host, settings.http_port)
+    print(
+        f"matcher {spec.symbol} serving gRPC on {settings.host}:{settings.grpc_port}, "
+        f"HTTP on {settings.host}:{settings.http_port}, epoch {epoch}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("stopping: no new commands, flushing, snapshotting")
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.stop(grace=5)
+    await sequencer.durable(sequencer.engine.seq)
+    await sequencer.snapshot()
+    if outbox is not None and outbox_task is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_drained(outbox), timeout=5)
+        await outbox.stop()
+        outbox_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await outbox_task
+    await sequencer.close()
+    await runner.cleanup()
+    log.info("stopped", extra={"seq": sequencer.engine.seq})
+
+
+async def _drained(outbox: Outbox) -> None:
+    while outbox.lag > 0 and not outbox.fenced:
+        await asyncio.sleep(0.05)
+
+
+def main() -> None:
+    logs.configure("matcher")
+    try:
+        settings = MatcherSettings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"matcher: invalid setting: {exc}")
+    try:
+        import uvloop
+
+        uvloop.run(serve(settings))
+    except (RecoveryError, WalCorruption) as exc:
+        log.critical("refusing to start", extra={"why": str(exc)})
+        sys.exit(f"matcher: refusing to start: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""The durable outbox: publishes the events of fsynced WAL records to Kafka, exactly once.
+
+- The WAL is the commit line. The outbox tails it and never goes past `durable_seq()`, so
+  a Kafka outage never blocks matching: it only grows `lag` until Kafka is back.
+- One Kafka transaction per chunk of commands carries the chunk's events *and* the publish
+  cursor: the chunk's last seq, committed with `send_offsets_to_transaction` as the offset
+  of a consumer group nobody consumes with (`matcher-outbox-<symbol>`). Events and cursor
+  become visible together or not at all, so after a crash anywhere a read_committed
+  consumer sees no gap and no duplicate.
+- `transactional_id = matcher-<symbol>`: a newer leader's producer bumps the producer epoch
+  and Kafka fences ours. Starting a producer (InitProducerId) also aborts or completes any
+  transaction an earlier incarnation left open, so the cursor read right after it is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+
+from contracts.v1 import events_pb2
+from workloads.matcher import codec, wal
+from workloads.matcher.spec import MarketSpec
+
+log = logging.getLogger(__name__)
+
+PUBLISHED_EVENTS = Counter("matcher_outbox_published_events", "Events committed to Kafka")
+PUBLISHED_SEQ = Gauge("matcher_outbox_published_seq", "Last command whose events are committed")
+LAG = Gauge("matcher_outbox_lag", "Durable commands not yet published (durable - published)")
+PUBLISH_ERRORS = Counter("matcher_outbox_publish_errors", "Failed Kafka sessions or transactions")
+TXN_SECONDS = Histogram(
+    "matcher_outbox_transaction_seconds",
+    "Duration of one outbox transaction (events + cursor + commit)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+_BODY = events_pb2.Event.DESCRIPTOR.oneofs_by_name["body"]
+_TYPE = {field.number: field.name.encode() for field in _BODY.fields}  # E_* -> header value
+
+
+class WalGap(RuntimeError):
+    """The WAL no longer holds commands the cursor still needs: publishing would lose events."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    seq: int
+    events: list[tuple[bytes, bytes]]  # (type header, serialized Event) in index order
+
+
+class _WalTail:
+    """Reads commands from `next_seq` on, remembering segment and byte offset.
+
+    `wal.read` rescans a whole segment per call; tailing that way would cost O(segment) per
+    group commit. This reads only new bytes, in bounded slices, and is run in a thread.
+    """
+
+    def __init__(self, directory: Path, spec: MarketSpec, next_seq: int) -> None:
+        self.directory = directory
+        self.spec = spec
+        self.next_seq = next_seq
+        self.path: Path | None = None
+        self.offset = 0
+
+    def read(self, limit: int) -> list[_Command]:
+        """Commands of whole records after the last read (about `limit` bytes); [] at the end."""
+        while True:
+            files = wal.segments(self.directory)
+            if self.path is None:
+                starts = [p for p in files if int(p.stem) <= self.next_seq]
+                if not starts:
+                    if files:
+                        raise WalGap(f"WAL starts at {files[0].name}, need seq {self.next_seq}")
+                    return []
+                self.path = starts[-1]
+            if self.path not in files:
+                raise WalGap(f"{self.path} was removed before seq {self.next_seq} was published")
+            newest = self.path == files[-1]  # listed before reading: a sealed file is complete
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read(limit)
+                whole = _whole_records(data)
+                if whole == 0 and len(data) >= wal.HEADER.size:  # one record above `limit`
+                    limit = wal.HEADER.size + wal.HEADER.unpack_from(data)[0]
+                    handle.seek(self.offset)
+                    data = handle.read(limit)
+                    whole = _whole_records(data)
+            if not newest and len(data) < limit:
+                whole = len(data)  # the end of a sealed segment: _scan reports any damage
+            commands: list[_Command] = []
+            consumed = 0
+            for offset, record in wal._scan(self.path, data[:whole], last_segment=newest):
+                if record is None:
+                    break
+                commands.extend(self._commands(record))
+                consumed = offset + wal.HEADER.size + wal.HEADER.unpack_from(data, offset)[0]
+            self.offset += consumed
+            if commands:
+                return commands
+            if consumed:
+                continue  # only records before `next_seq` so far: keep skipping
+            if newest:
+                return []  # nothing new yet, or a record still being written
+            following = files[files.index(self.path) + 1]
+            if int(following.stem) != self.next_seq:
+                raise WalGap(f"{following.name} does not continue at seq {self.next_seq}")
+            self.path, self.offset = following, 0
+
+    def _commands(self, record: wal.Record) -> list[_Command]:
+        if record.first_seq > self.next_seq:
+            raise WalGap(f"WAL jumps from seq {self.next_seq - 1} to {record.first_seq}")
+        spec, commands = self.spec, []
+        for seq, entry in enumerate(record.entries, record.first_seq):
+            if seq < self.next_seq:
+                continue
+            ts, _command, events, correlation_id, _hash = entry
+            encoded = [
+                (
+                    _TYPE[event[0]],
+                    codec.event_proto(
+                        spec, event, seq, index, record.epoch, ts, correlation_id
+                    ).SerializeToString(),
+                )
+                for index, event in enumerate(events)
+            ]
+            commands.append(_Command(seq, encoded))
+            self.next_seq = seq + 1
+        return commands
+
+
+def _whole_records(data: bytes) -> int:
+    """Length of the prefix of `data` made of complete records (by their length fields)."""
+    end = 0
+    while len(data) - end >= wal.HEADER.size:
+        following = end + wal.HEADER.size + wal.HEADER.unpack_from(data, end)[0]
+        if following > len(data):
+            break
+        end = following
+    return end
+
+
+class Outbox:
+    """Publishes a market's durable events in seq order; resumes from the cursor in Kafka.
+
+    The outbox owns `durable_changed`: it clears the event before waiting on it, so the
+    sequencer only ever sets it.
+    """
+
+    def __init__(
+        self,
+        spec: MarketSpec,
+        wal_dir: Path,
+        bootstrap: str,
+        topic: str,
+        *,
+        durable_seq: Callable[[], int],
+        durable_changed: asyncio.Event,
+        max_batch_commands: int = 500,
+        retry_backoff: float = 0.5,
+        max_retry_backoff: float = 30.0,
+        transaction_timeout: float = 30.0,
+        read_bytes: int = 1 << 20,
+        may_connect: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """`transaction_timeout` (s) bounds one connect or transaction on our side; the
+        broker's is twice that, so our own abandoned transaction is never what fences us.
+        `may_connect` (e.g. "still holds the lease") is asked before every (re)connect: a
+        stale leader that re-initialised the transactional id would fence the new leader."""
+        self.spec = spec
+        self.topic = topic
+        self.transactional_id = f"matcher-{spec.symbol}"
+        self.group_id = f"matcher-outbox-{spec.symbol}"
+        self.published_seq = 0
+        self.fenced = False
+        self._wal_dir = wal_dir
+        self._bootstrap = bootstrap
+        self._durable_seq = durable_seq
+        self._durable_changed = durable_changed
+        self._max_batch = max_batch_commands
+        self._backoff = (retry_backoff, max_retry_backoff)
+        self._txn_timeout = transaction_timeout
+        self._read_bytes = read_bytes
+        self._may_connect = may_connect
+        self._connected = False
+        self._key = spec.symbol.encode()
+        self._tail: _WalTail | None = None
+        self._pending: deque[_Command] = deque()
+        self._inflight: list[_Command] = []
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        LAG.set_function(lambda: self.lag)
+
+    @property
+    def lag(self) -> int:
+        return max(self._durable_seq() - self.published_seq, 0)
+
+    async def run(self) -> None:
+        """Publish until stopped, cancelled or fenced. Broker trouble is logged and retried
+        with capped backoff, never raised; a WAL that cannot supply the events is raised."""
+        self._task = asyncio.current_task()
+        delay = self._backoff[0]
+        while not self._stopping.is_set():
+            if not self._may_connect():
+                self._fence("no longer the leader: not reconnecting, that would fence the new one")
+                return
+            self._connected = False
+            try:
+                await self._session()
+                return
+            except ProducerFenced:
+                self._fence("fenced: a newer leader's producer took the transactional id")
+                return
+            except (KafkaError, OSError, TimeoutError) as exc:
+                PUBLISH_ERRORS.inc()
+                if self._connected:
+                    delay = self._backoff[0]
+                log.warning(
+                    "publishing failed, retrying",
+                    extra={"error": repr(exc), "retry_in_s": delay, "lag": self.lag},
+                )
+            await _first(self._stopping, within=delay)
+            delay = min(delay * 2, self._backoff[1])
+
+    def _fence(self, why: str) -> None:
+        self.fenced = True
+        log.error(why, extra={"symbol": self.spec.symbol, "published_seq": self.published_seq})
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let the transaction in flight finish, then end `run()`; cancel it after `grace` s."""
+        self._stopping.set()
+        task = self._task
+        if task is None or task.done() or task is asyncio.current_task():
+            return
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
+
+    async def _session(self) -> None:
+        """One producer's life: connect, read the cursor, publish chunks until stopped."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            transactional_id=self.transactional_id,
+            enable_idempotence=True,
+            acks="all",
+            transaction_timeout_ms=int(self._txn_timeout * 2000),
+            request_timeout_ms=int(self._txn_timeout * 1000),
+        )
+        try:
+            async with asyncio.timeout(self._txn_timeout):
+                await producer.start()  # InitProducerId: settles what a predecessor left open
+                partitions = sorted(await producer.partitions_for(self.topic))
+                cursor = await self._read_cursor()
+            partition = DefaultPartitioner()(self._key, partitions, partitions)
+            self._connected = True
+            self._resume_at(cursor)
+            log.info("publishing", extra={"symbol": self.spec.symbol, "from_seq": cursor + 1})
+            while chunk := await self._next_chunk():
+                async with asyncio.timeout(self._txn_timeout):
+                    await self._publish(producer, partition, chunk)
+        finally:
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(producer.stop(), 5)
+
+    async def _read_cursor(self) -> int:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap, request_timeout_ms=int(self._txn_timeout * 1000)
+        )
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(self.group_id)
+        finally:
+            await admin.close()
+        return max((o.offset for tp, o in offsets.items() if tp.topic == self.topic), default=0)
+
+    def _resume_at(self, cursor: int) -> None:
+        """Go on from Kafka's cursor: the truth, also about a commit whose reply was lost."""
+        if self._tail is not None and cursor == self.published_seq:
+            self._pending.extendleft(reversed(self._inflight))  # it did not land: resend
+        elif not (self._tail and self._inflight and cursor == self._inflight[-1].seq):
+            if cursor < self.published_seq:
+                log.warning("cursor went back", extra={"cursor": cursor, "was": self.published_seq})
+            self._tail = _WalTail(self._wal_dir, self.spec, cursor + 1)
+            self._pending.clear()
+        self._inflight = []
+        self._set_published(cursor)
+
+    async def _next_chunk(self) -> list[_Command]:
+        """Up to `max_batch_commands` durable, unpublished commands; [] once stopping."""
+        assert self._tail is not None
+        while not self._stopping.is_set():
+            self._durable_changed.clear()  # before reading durable_seq: no wakeup is lost
+            durable = self._durable_seq()
+            target = min(durable, self.published_seq + self._max_batch)
+            while target > self.published_seq and (
+                not self._pending or self._pending[-1].seq < target
+            ):
+                more = await asyncio.to_thread(self._tail.read, self._read_bytes)
+                if not more:
+                    break
+                self._pending.extend(more)
+            chunk: list[_Command] = []
+            while (
+                self._pending and len(chunk) < self._max_batch and self._pending[0].seq <= durable
+            ):
+                chunk.append(self._pending.popleft())
+            if chunk:
+                return chunk
+            # Durable beyond what the WAL shows yet should not last: then look again soon.
+            timeout = None if durable <= self.published_seq else 0.1
+            await _first(self._durable_changed, self._stopping, within=timeout)
+        return []
+
+    async def _publish(
+        self, producer: AIOKafkaProducer, partition: int, chunk: list[_Command]
+    ) -> None:
+        """One transaction: the chunk's events, then the cursor, then commit."""
+        self._inflight = chunk
+        started = asyncio.get_running_loop().time()
+        await producer.begin_transaction()
+        futures = [
+            await producer.send(
+                self.topic, value, key=self._key, partition=partition, headers=[("type", kind)]
+            )
+            for command in chunk
+            for kind, value in command.events
+        ]
+        await asyncio.gather(*futures)
+        last = chunk[-1].seq
+        await producer.send_offsets_to_transaction(
+            {TopicPartition(self.topic, partition): last}, self.group_id
+        )
+        await producer.commit_transaction()
+        TXN_SECONDS.observe(asyncio.get_running_loop().time() - started)
+        PUBLISHED_EVENTS.inc(len(futures))
+        self._inflight = []
+        self._set_published(last)
+
+    def _set_published(self, seq: int) -> None:
+        self.published_seq = seq
+        PUBLISHED_SEQ.set(seq)
+
+
+async def _first(*events: asyncio.Event, within: float | None) -> None:
+    """Wait until any of `events` is set, or `within` seconds pass."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,80 @@
+"""The matcher process's settings, from environment variables, validated at startup.
+
+| variable | default | meaning |
+|---|---|---|
+| MATCHER_MARKET_SYMBOL | BTC-USDT | the market; base and quote default to its two halves |
+| MATCHER_MARKET_<FIELD> | see `MarketSpec` | any spec field, e.g. MATCHER_MARKET_LOT_SIZE |
+| MATCHER_DATA_DIR | .run/matcher/<symbol> | WAL, snapshots and the epoch file |
+| MATCHER_HOST | 127.0.0.1 | address the gRPC and HTTP servers bind |
+| MATCHER_GRPC_PORT | 50051 | the Matcher gRPC service and gRPC health |
+| MATCHER_HTTP_PORT | 8090 | /healthz, /readyz, /metrics |
+| MATCHER_KAFKA_BOOTSTRAP | 127.0.0.1:29092 | Kafka for the outbox; empty disables publishing |
+| MATCHER_EVENTS_TOPIC | core.events.v1 | the core events topic |
+| MATCHER_WAL_MAX_BATCH | 2000 | most commands per WAL record / fsync |
+| MATCHER_WAL_MAX_DELAY_MS | 0 | extra wait for a batch to grow when idle |
+| MATCHER_WAL_SEGMENT_BYTES | 67108864 | WAL segment rotation size |
+| MATCHER_SNAPSHOT_EVERY | 200000 | commands between periodic snapshots (0: only at shutdown) |
+| MATCHER_INSTANCE | the host name | this instance's identity (pod name in a cluster) |
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from workloads.matcher.sequencer import SequencerSettings
+from workloads.matcher.spec import MarketSpec, SpecError
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class MatcherSettings:
+    spec: MarketSpec
+    data_dir: Path
+    host: str
+    grpc_port: int
+    http_port: int
+    kafka_bootstrap: str
+    events_topic: str
+    sequencer: SequencerSettings
+    instance: str
+
+    @classmethod
+    def from_env(cls) -> MatcherSettings:
+        env = os.environ
+        try:
+            spec = MarketSpec.from_env()
+        except SpecError as exc:
+            raise SettingsError(str(exc)) from None
+
+        def integer(name: str, default: int, low: int = 0) -> int:
+            raw = env.get(name, str(default))
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r} is not an integer") from None
+            if value < low:
+                raise SettingsError(f"{name}={value} must be at least {low}")
+            return value
+
+        return cls(
+            spec=spec,
+            data_dir=Path(env.get("MATCHER_DATA_DIR", f".run/matcher/{spec.symbol}")),
+            host=env.get("MATCHER_HOST", "127.0.0.1"),
+            grpc_port=integer("MATCHER_GRPC_PORT", 50051, 1),
+            http_port=integer("MATCHER_HTTP_PORT", 8090, 1),
+            kafka_bootstrap=env.get("MATCHER_KAFKA_BOOTSTRAP", "127.0.0.1:29092"),
+            events_topic=env.get("MATCHER_EVENTS_TOPIC", "core.events.v1"),
+            sequencer=SequencerSettings(
+                max_batch=integer("MATCHER_WAL_MAX_BATCH", 2000, 1),
+                max_delay=integer("MATCHER_WAL_MAX_DELAY_MS", 0) / 1000,
+                segment_bytes=integer("MATCHER_WAL_SEGMENT_BYTES", 64 << 20, 4096),
+                snapshot_every=integer("MATCHER_SNAPSHOT_EVERY", 200_000),
+            ),
+            instance=env.get("MATCHER_INSTANCE", socket.gethostname()),
+        )
