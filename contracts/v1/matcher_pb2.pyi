@@ -458,3 +458,89 @@ class MatcherStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MatcherStatus: _TypeAlias = MatcherStatus  # noqa: Y015
+
+@_typing.final
+class GetReservationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReservationsRequest: _TypeAlias = GetReservationsRequest  # noqa: Y015
+
+@_typing.final
+class AccountReservation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    BASE_HOLD_FIELD_NUMBER: _builtins.int
+    QUOTE_HOLD_FIELD_NUMBER: _builtins.int
+    OPEN_ORDERS_FIELD_NUMBER: _builtins.int
+    account: _builtins.str
+    base_hold: _builtins.int
+    """base minor units held by open sell orders"""
+    quote_hold: _builtins.int
+    """quote minor units held by open buy orders"""
+    open_orders: _builtins.int
+    def __init__(
+        self,
+        *,
+        account: _builtins.str = ...,
+        base_hold: _builtins.int = ...,
+        quote_hold: _builtins.int = ...,
+        open_orders: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "base_hold", b"base_hold", "open_orders", b"open_orders", "quote_hold", b"quote_hold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountReservation: _TypeAlias = AccountReservation  # noqa: Y015
+
+@_typing.final
+class Reservations(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    BASE_ASSET_FIELD_NUMBER: _builtins.int
+    QUOTE_ASSET_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    seq: _builtins.int
+    epoch: _builtins.int
+    base_asset: _builtins.str
+    quote_asset: _builtins.str
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccountReservation]:
+        """sorted by account"""
+
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        epoch: _builtins.int = ...,
+        base_asset: _builtins.str = ...,
+        quote_asset: _builtins.str = ...,
+        accounts: _abc.Iterable[Global___AccountReservation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "base_asset", b"base_asset", "epoch", b"epoch", "quote_asset", b"quote_asset", "seq", b"seq", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reservations: _TypeAlias = Reservations  # noqa: Y015

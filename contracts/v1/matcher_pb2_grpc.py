@@ -75,6 +75,11 @@ class MatcherStub:
                 request_serializer=contracts_dot_v1_dot_matcher__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=contracts_dot_v1_dot_matcher__pb2.MatcherStatus.FromString,
                 _registered_method=True)
+        self.GetReservations = channel.unary_unary(
+                '/exchange.v1.Matcher/GetReservations',
+                request_serializer=contracts_dot_v1_dot_matcher__pb2.GetReservationsRequest.SerializeToString,
+                response_deserializer=contracts_dot_v1_dot_matcher__pb2.Reservations.FromString,
+                _registered_method=True)
 
 
 class MatcherServicer:
@@ -130,6 +135,13 @@ class MatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReservations(self, request, context):
+        """What open orders hold per account, as of `seq`: the ledger checks its holds against it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +184,11 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=contracts_dot_v1_dot_matcher__pb2.GetStatusRequest.FromString,
                     response_serializer=contracts_dot_v1_dot_matcher__pb2.MatcherStatus.SerializeToString,
+            ),
+            'GetReservations': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReservations,
+                    request_deserializer=contracts_dot_v1_dot_matcher__pb2.GetReservationsRequest.FromString,
+                    response_serializer=contracts_dot_v1_dot_matcher__pb2.Reservations.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -390,6 +407,33 @@ class Matcher:
             '/exchange.v1.Matcher/GetStatus',
             contracts_dot_v1_dot_matcher__pb2.GetStatusRequest.SerializeToString,
             contracts_dot_v1_dot_matcher__pb2.MatcherStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReservations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Matcher/GetReservations',
+            contracts_dot_v1_dot_matcher__pb2.GetReservationsRequest.SerializeToString,
+            contracts_dot_v1_dot_matcher__pb2.Reservations.FromString,
             options,
             channel_credentials,
             insecure,

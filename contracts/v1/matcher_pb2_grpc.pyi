@@ -48,6 +48,8 @@ class MatcherStub:
     """
     GetOrderBook: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetOrderBookRequest, _matcher_pb2.OrderBookSnapshot]
     GetStatus: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetStatusRequest, _matcher_pb2.MatcherStatus]
+    GetReservations: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetReservationsRequest, _matcher_pb2.Reservations]
+    """What open orders hold per account, as of `seq`: the ledger checks its holds against it."""
 
 @_typing.type_check_only
 class MatcherAsyncStub(MatcherStub):
@@ -63,6 +65,8 @@ class MatcherAsyncStub(MatcherStub):
     """
     GetOrderBook: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetOrderBookRequest, _matcher_pb2.OrderBookSnapshot]  # type: ignore[assignment]
     GetStatus: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetStatusRequest, _matcher_pb2.MatcherStatus]  # type: ignore[assignment]
+    GetReservations: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetReservationsRequest, _matcher_pb2.Reservations]  # type: ignore[assignment]
+    """What open orders hold per account, as of `seq`: the ledger checks its holds against it."""
 
 class MatcherServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -123,5 +127,13 @@ class MatcherServicer(metaclass=_abc_1.ABCMeta):
         request: _matcher_pb2.GetStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_matcher_pb2.MatcherStatus, _abc.Awaitable[_matcher_pb2.MatcherStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def GetReservations(
+        self,
+        request: _matcher_pb2.GetReservationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.Reservations, _abc.Awaitable[_matcher_pb2.Reservations]]:
+        """What open orders hold per account, as of `seq`: the ledger checks its holds against it."""
 
 def add_MatcherServicer_to_server(servicer: MatcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

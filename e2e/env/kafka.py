@@ -82,6 +82,8 @@ class KafkaBroker:
     controller_port: int
     host: str = "127.0.0.1"
     heap: str = "512m"
+    die_with_parent: bool = True
+    """Off when the broker outlives its launcher (`make cluster-up`)."""
 
     def __post_init__(self) -> None:
         self.home = self.run_dir / "kafka"
@@ -112,6 +114,8 @@ class KafkaBroker:
             "transaction.state.log.min.isr": "1",
             "transaction.state.log.num.partitions": "4",
             "group.initial.rebalance.delay.ms": "0",
+            # The matchers keep their outbox cursor as group offsets: never expire them.
+            "offsets.retention.minutes": str(60 * 24 * 365 * 10),
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
         }
@@ -144,7 +148,12 @@ class KafkaBroker:
                 check=True,
                 capture_output=True,
             )
-        self.process = ManagedProcess("kafka", self._java("kafka.Kafka", str(config)), self.run_dir)
+        self.process = ManagedProcess(
+            "kafka",
+            self._java("kafka.Kafka", str(config)),
+            self.run_dir,
+            die_with_parent=self.die_with_parent,
+        )
         self.process.start()
         return self.process.wait_ready(self._answers_metadata, timeout)
 
@@ -183,3 +192,18 @@ def wait_gone(broker: KafkaBroker, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while port_open(broker.host, broker.port) and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+async def ensure_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    """Create `name` unless it exists (the broker does not auto-create topics)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()

@@ -16,11 +16,17 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 _PR_SET_PDEATHSIG = 1
+
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process.
+# Children are therefore always spawned from this one long-lived thread, so a part started
+# from `asyncio.to_thread` (a short-lived worker) does not die with that worker.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
 
 
 class Part(Protocol):
@@ -92,9 +98,13 @@ class ManagedProcess:
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.popen = _SPAWNER.submit(self._spawn).result()
+        self.pid_path.write_text(str(self.popen.pid))
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ if self.env is None else self.env)
         with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(
+            return subprocess.Popen(
                 list(self.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -105,7 +115,6 @@ class ManagedProcess:
                 preexec_fn=_die_with_parent if self.die_with_parent else None,
                 cwd=self.run_dir,
             )
-        self.pid_path.write_text(str(self.popen.pid))
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None

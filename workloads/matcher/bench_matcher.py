@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from e2e.env.matcher import MatcherProcess
 from workloads.matcher import engine as e
 from workloads.matcher import recovery, snapshot, wal
 from workloads.matcher.bare_book import BareBook
@@ -153,7 +158,7 @@ def engine_benchmark(count: int = 1_000_000) -> dict[str, object]:
     }
 
 
-BENCHMARKS = {"matcher.engine": engine_benchmark}
+BENCHMARKS: dict[str, Callable[[], dict[str, object]]] = {"matcher.engine": engine_benchmark}
 
 
 # ---------------------------------------------------------------------- durability
@@ -181,7 +186,9 @@ async def _wal_throughput(data_dir: Path, commands: list[tuple[Any, ...]]) -> di
     }
 
 
-async def _wal_latency(data_dir: Path, commands: list[tuple[Any, ...]], rate: int) -> dict[str, float]:
+async def _wal_latency(
+    data_dir: Path, commands: list[tuple[Any, ...]], rate: int
+) -> dict[str, float]:
     """Submit-to-durable latency at a fixed offered rate (chunks every 2 ms)."""
     sequencer = await _sequencer(data_dir)
     tick = 0.002
@@ -214,7 +221,9 @@ async def _wal_latency(data_dir: Path, commands: list[tuple[Any, ...]], rate: in
 async def _sequencer(data_dir: Path) -> Sequencer:
     fencing = FileEpoch(data_dir / "epoch", "bench")
     epoch = await fencing.acquire()
-    sequencer = Sequencer(e.Engine(bench_spec()), data_dir, epoch, fencing, SequencerSettings(snapshot_every=0))
+    sequencer = Sequencer(
+        e.Engine(bench_spec()), data_dir, epoch, fencing, SequencerSettings(snapshot_every=0)
+    )
     sequencer.start()
     return sequencer
 
@@ -267,3 +276,29 @@ def recovery_benchmark(count: int = 1_000_000) -> dict[str, object]:
 
 
 BENCHMARKS.update({"matcher.wal": wal_benchmark, "matcher.recovery": recovery_benchmark})
+
+
+# ---------------------------------------------------------------------- gRPC
+
+
+def grpc_benchmark(seconds: float = 10.0) -> dict[str, object]:
+    """A real matcher process (Kafka off) and a separate load-generator process."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("EXCHANGE_BENCH_DIR")) as tmp:
+        matcher = MatcherProcess(Path(tmp), kafka_bootstrap="")
+        matcher.start()
+        try:
+            results: dict[str, object] = {}
+            for args in (["batched", str(seconds)], ["unary", str(seconds), "2000"]):
+                out = subprocess.run(
+                    [sys.executable, "-m", "workloads.matcher.loadgen", matcher.target, *args],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                results.update(json.loads(out.stdout))
+        finally:
+            matcher.stop()
+    return results
+
+
+BENCHMARKS["matcher.grpc"] = grpc_benchmark

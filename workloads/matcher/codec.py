@@ -67,9 +67,7 @@ def funding_command(req: funding_pb2.FundingCommand) -> tuple[Any, ...]:
     return (e.C_FUNDING, req.funding_id, req.account, req.asset, req.amount, int(req.direction))
 
 
-def command(
-    spec: MarketSpec, wrapped: matcher_pb2.Command
-) -> tuple[tuple[Any, ...], str, str]:
+def command(spec: MarketSpec, wrapped: matcher_pb2.Command) -> tuple[tuple[Any, ...], str, str]:
     """(command tuple, symbol, correlation id) of one batched command; raises BadCommand."""
     kind = wrapped.WhichOneof("kind")
     if kind == "place_order":
@@ -80,7 +78,11 @@ def command(
             raise BadCommand(reason, "invalid order")
         return cmd, req.symbol, req.correlation_id
     if kind == "cancel_order":
-        return cancel_command(wrapped.cancel_order), wrapped.cancel_order.symbol, wrapped.cancel_order.correlation_id
+        return (
+            cancel_command(wrapped.cancel_order),
+            wrapped.cancel_order.symbol,
+            wrapped.cancel_order.correlation_id,
+        )
     if kind == "cancel_all":
         req_all = wrapped.cancel_all
         return (e.C_CANCEL_ALL, req_all.account), req_all.symbol, req_all.correlation_id
@@ -138,7 +140,11 @@ def event_proto(
         _, cid, account, reason, detail = event
         return events_pb2.Event(
             order_rejected=events_pb2.OrderRejected(
-                envelope=envelope, client_order_id=cid, account=account, reason=reason, detail=detail
+                envelope=envelope,
+                client_order_id=cid,
+                account=account,
+                reason=reason,
+                detail=detail,
             )
         )
     if kind == e.E_CANCELED:
@@ -188,7 +194,9 @@ def event_proto(
             taker_remaining,
         ) = event
         buyer, seller = (
-            (taker_account, maker_account) if taker_side == e.BUY else (maker_account, taker_account)
+            (taker_account, maker_account)
+            if taker_side == e.BUY
+            else (maker_account, taker_account)
         )
         return events_pb2.Event(
             trade_executed=events_pb2.TradeExecuted(
@@ -231,20 +239,30 @@ def event_proto(
                 state_hash=hash_bytes(state_hash),
             )
         )
-    if kind in (e.E_CREDITED, e.E_DEBITED):
+    if kind == e.E_CREDITED:
         _, funding_id, account, asset, amount, after = event
-        message = events_pb2.FundsCredited if kind == e.E_CREDITED else events_pb2.FundsDebited
-        body = message(
-            envelope=envelope,
-            funding_id=funding_id,
-            account=account,
-            asset=asset,
-            amount=amount,
-            available_after=after,
+        return events_pb2.Event(
+            funds_credited=events_pb2.FundsCredited(
+                envelope=envelope,
+                funding_id=funding_id,
+                account=account,
+                asset=asset,
+                amount=amount,
+                available_after=after,
+            )
         )
-        if kind == e.E_CREDITED:
-            return events_pb2.Event(funds_credited=body)
-        return events_pb2.Event(funds_debited=body)
+    if kind == e.E_DEBITED:
+        _, funding_id, account, asset, amount, after = event
+        return events_pb2.Event(
+            funds_debited=events_pb2.FundsDebited(
+                envelope=envelope,
+                funding_id=funding_id,
+                account=account,
+                asset=asset,
+                amount=amount,
+                available_after=after,
+            )
+        )
     if kind == e.E_FUNDING_REJECTED:
         _, funding_id, account, asset, amount, direction, reason = event
         return events_pb2.Event(

@@ -713,7 +713,7 @@ class Engine:
 
     def to_state(self) -> dict[str, Any]:
         """Everything needed to continue exactly where this engine is (msgpack-able)."""
-        book = []
+        book: list[list[Any]] = []
         for levels in (self.bid_levels, self.ask_levels):
             for price in sorted(levels):
                 book.extend(list(o) for o in levels[price][1] if o[O_REMAINING])
@@ -738,7 +738,9 @@ class Engine:
             setattr(engine, name, state[name])
         engine.balances = {k: list(v) for k, v in state["balances"].items()}
         engine.rate = {k: list(v) for k, v in state["rate"].items()}
-        engine.idempotency = {(a, cid): (s, st, r, o) for a, cid, s, st, r, o in state["idempotency"]}
+        engine.idempotency = {
+            (a, cid): (s, st, r, o) for a, cid, s, st, r, o in state["idempotency"]
+        }
         engine.funding_seen = {f: (s, st, r) for f, s, st, r in state["funding_seen"]}
         for order in state["book"]:  # in price, then time order: appending keeps priority
             side, price, lots = order[O_SIDE], order[O_PRICE], order[O_REMAINING]

@@ -10,6 +10,7 @@ highest they have seen. Two providers share the interface:
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Protocol
@@ -43,17 +44,21 @@ class FileEpoch:
         return self._identity
 
     async def acquire(self) -> int:
+        self.epoch = await asyncio.to_thread(self._bump)
+        return self.epoch
+
+    def _bump(self) -> int:
+        """Read, increment and durably write the counter (fsync file, rename, fsync dir)."""
         previous = int(self.path.read_text()) if self.path.exists() else 0
-        self.epoch = previous + 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         with open(temporary, "w") as handle:
-            handle.write(str(self.epoch))
+            handle.write(str(previous + 1))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
         fsync_dir(self.path.parent)
-        return self.epoch
+        return previous + 1
 
     def is_leader(self) -> bool:
         return self.epoch > 0

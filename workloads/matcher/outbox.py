@@ -45,6 +45,7 @@ TXN_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+_BATCH_BYTES = 512 << 10  # one produce request carries many events; below message.max.bytes
 _BODY = events_pb2.Event.DESCRIPTOR.oneofs_by_name["body"]
 _TYPE = {field.number: field.name.encode() for field in _BODY.fields}  # E_* -> header value
 
@@ -120,20 +121,15 @@ class _WalTail:
     def _commands(self, record: wal.Record) -> list[_Command]:
         if record.first_seq > self.next_seq:
             raise WalGap(f"WAL jumps from seq {self.next_seq - 1} to {record.first_seq}")
-        spec, commands = self.spec, []
+        spec, epoch, commands = self.spec, record.epoch, []
         for seq, entry in enumerate(record.entries, record.first_seq):
             if seq < self.next_seq:
                 continue
             ts, _command, events, correlation_id, _hash = entry
-            encoded = [
-                (
-                    _TYPE[event[0]],
-                    codec.event_proto(
-                        spec, event, seq, index, record.epoch, ts, correlation_id
-                    ).SerializeToString(),
-                )
-                for index, event in enumerate(events)
-            ]
+            encoded = []
+            for index, event in enumerate(events):
+                message = codec.event_proto(spec, event, seq, index, epoch, ts, correlation_id)
+                encoded.append((_TYPE[event[0]], message.SerializeToString()))
             commands.append(_Command(seq, encoded))
             self.next_seq = seq + 1
         return commands
@@ -218,6 +214,9 @@ class Outbox:
             try:
                 await self._session()
                 return
+            except asyncio.CancelledError:
+                self._tail = None  # a read may have been cut short: re-read from the cursor
+                raise
             except ProducerFenced:
                 self._fence("fenced: a newer leader's producer took the transactional id")
                 return
@@ -226,8 +225,10 @@ class Outbox:
                 if self._connected:
                     delay = self._backoff[0]
                 log.warning(
-                    "publishing failed, retrying",
-                    extra={"error": repr(exc), "retry_in_s": delay, "lag": self.lag},
+                    "publishing failed, retrying in %.1fs: %r",
+                    delay,
+                    exc,
+                    extra={"symbol": self.spec.symbol, "lag": self.lag},
                 )
             await _first(self._stopping, within=delay)
             delay = min(delay * 2, self._backoff[1])
@@ -256,6 +257,7 @@ class Outbox:
             acks="all",
             transaction_timeout_ms=int(self._txn_timeout * 2000),
             request_timeout_ms=int(self._txn_timeout * 1000),
+            max_batch_size=_BATCH_BYTES,
         )
         try:
             async with asyncio.timeout(self._txn_timeout):
@@ -272,13 +274,14 @@ class Outbox:
         finally:
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await asyncio.wait_for(producer.stop(), 5)
+            await producer.client.close()  # stop() skips it when the sender died (fenced)
 
     async def _read_cursor(self) -> int:
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self._bootstrap, request_timeout_ms=int(self._txn_timeout * 1000)
         )
-        await admin.start()
         try:
+            await admin.start()
             offsets = await admin.list_consumer_group_offsets(self.group_id)
         finally:
             await admin.close()
@@ -325,25 +328,38 @@ class Outbox:
     async def _publish(
         self, producer: AIOKafkaProducer, partition: int, chunk: list[_Command]
     ) -> None:
-        """One transaction: the chunk's events, then the cursor, then commit."""
+        """One transaction: the chunk's events (in whole record batches), the cursor, commit."""
         self._inflight = chunk
         started = asyncio.get_running_loop().time()
         await producer.begin_transaction()
-        futures = [
-            await producer.send(
-                self.topic, value, key=self._key, partition=partition, headers=[("type", kind)]
-            )
-            for command in chunk
-            for kind, value in command.events
-        ]
-        await asyncio.gather(*futures)
+        sent: list[asyncio.Future[object]] = []
+        batch, events = producer.create_batch(), 0
+        for command in chunk:
+            for kind, value in command.events:
+                events += 1
+                headers = [("type", kind)]
+                appended = batch.append(timestamp=None, key=self._key, value=value, headers=headers)
+                if appended is not None:
+                    continue
+                sent.append(await producer.send_batch(batch, self.topic, partition=partition))
+                batch = producer.create_batch()  # the full one is queued: start the next
+                if (
+                    batch.append(timestamp=None, key=self._key, value=value, headers=headers)
+                    is None
+                ):
+                    raise ValueError(f"an event of seq {command.seq} exceeds a record batch")
+        if batch.record_count():
+            sent.append(await producer.send_batch(batch, self.topic, partition=partition))
+        for future in sent:
+            future.add_done_callback(_retrieve)  # after a failure, one error is enough
+        await asyncio.gather(*sent)
         last = chunk[-1].seq
         await producer.send_offsets_to_transaction(
             {TopicPartition(self.topic, partition): last}, self.group_id
         )
         await producer.commit_transaction()
         TXN_SECONDS.observe(asyncio.get_running_loop().time() - started)
-        PUBLISHED_EVENTS.inc(len(futures))
+        PUBLISHED_EVENTS.inc(events)
         self._inflight = []
         self._set_published(last)
 
@@ -360,3 +376,8 @@ async def _first(*events: asyncio.Event, within: float | None) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -135,7 +135,9 @@ class Sequencer:
             original = engine.duplicate_of(cmd)
             if original is not None:
                 seq, status, reason, order_id = original
-                results.append(Result(e.DUPLICATE, reason, seq, epoch, 0, (), correlation_id, order_id))
+                results.append(
+                    Result(e.DUPLICATE, reason, seq, epoch, 0, (), correlation_id, order_id)
+                )
                 duplicates += 1
                 continue
             seq = engine.seq + 1
@@ -246,6 +248,14 @@ class Sequencer:
         finally:
             self._snapshotting = False
 
+    async def compact(self, published_seq: int) -> int:
+        """Delete WAL segments nothing needs any more: recovery starts at the snapshot and
+        the outbox at its published cursor, so keep everything from the lower of the two."""
+        keep_from = min(self.snapshot_seq, published_seq) + 1
+        loop = asyncio.get_running_loop()
+        removed = await loop.run_in_executor(self._io, self.writer.remove_before, keep_from)
+        return len(removed)
+
     async def close(self) -> None:
         """Flush what is pending and stop the flusher (call after the edge stopped)."""
         if self.failed is None:
@@ -255,9 +265,7 @@ class Sequencer:
                 await self._snapshot_task
         if self._flusher is not None:
             self._flusher.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-            except asyncio.CancelledError:
-                pass
         self._io.shutdown(wait=True)
         self.writer.close()

@@ -29,7 +29,9 @@ MAX_DEPTH = 1_000
 
 
 class MatcherService(matcher_pb2_grpc.MatcherServicer):
-    def __init__(self, spec: MarketSpec, sequencer: Sequencer, published_seq: Callable[[], int]) -> None:
+    def __init__(
+        self, spec: MarketSpec, sequencer: Sequencer, published_seq: Callable[[], int]
+    ) -> None:
         self.spec = spec
         self.sequencer = sequencer
         self.published_seq = published_seq
@@ -39,21 +41,26 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
     def _reply(self, result: Result) -> matcher_pb2.CommandReply:
         spec = self.spec
         return matcher_pb2.CommandReply(
-            status=result.status,
-            reject_reason=result.reason,
+            status=matcher_pb2.CommandStatus.ValueType(result.status),
+            reject_reason=common_pb2.RejectReason.ValueType(result.reason),
             seq=result.seq,
             epoch=result.epoch,
             order_id=str(result.order_id) if result.order_id else "",
             events=[
-                codec.event_proto(spec, ev, result.seq, i, result.epoch, result.ts, result.correlation_id)
+                codec.event_proto(
+                    spec, ev, result.seq, i, result.epoch, result.ts, result.correlation_id
+                )
                 for i, ev in enumerate(result.events)
             ],
         )
 
     def _refused(self, reason: int) -> matcher_pb2.CommandReply:
-        BAD_REQUESTS.labels(common_pb2.RejectReason.Name(reason)).inc()  # type: ignore[arg-type]
+        typed = common_pb2.RejectReason.ValueType(reason)
+        BAD_REQUESTS.labels(common_pb2.RejectReason.Name(typed)).inc()
         return matcher_pb2.CommandReply(
-            status=e.REJECTED, reject_reason=reason, epoch=self.sequencer.epoch  # type: ignore[arg-type]
+            status=matcher_pb2.COMMAND_STATUS_REJECTED,
+            reject_reason=typed,
+            epoch=self.sequencer.epoch,
         )
 
     async def _one(
@@ -72,7 +79,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
 
     # ------------------------------------------------------------------ commands
 
-    async def PlaceOrder(  # noqa: N802 (the contract's name)
+    async def PlaceOrder(
         self, request: matcher_pb2.PlaceOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> matcher_pb2.CommandReply:
         if self._wrong_market(request.symbol):
@@ -83,7 +90,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             return self._refused(reason)
         return await self._one(cmd, request.correlation_id, context)
 
-    async def CancelOrder(  # noqa: N802
+    async def CancelOrder(
         self, request: matcher_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> matcher_pb2.CommandReply:
         if self._wrong_market(request.symbol):
@@ -94,14 +101,14 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             return self._refused(bad.reason)
         return await self._one(cmd, request.correlation_id, context)
 
-    async def CancelAll(  # noqa: N802
+    async def CancelAll(
         self, request: matcher_pb2.CancelAllRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> matcher_pb2.CommandReply:
         if self._wrong_market(request.symbol):
             return self._refused(common_pb2.REJECT_REASON_UNKNOWN_MARKET)
         return await self._one((e.C_CANCEL_ALL, request.account), request.correlation_id, context)
 
-    async def SetSymbolMode(  # noqa: N802
+    async def SetSymbolMode(
         self, request: matcher_pb2.SetSymbolModeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> matcher_pb2.CommandReply:
         if self._wrong_market(request.symbol):
@@ -112,12 +119,12 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             return self._refused(bad.reason)
         return await self._one(cmd, request.correlation_id, context)
 
-    async def ApplyFunding(  # noqa: N802
+    async def ApplyFunding(
         self, request: funding_pb2.FundingCommand, context: grpc.aio.ServicerContext[Any, Any]
     ) -> matcher_pb2.CommandReply:
         return await self._one(codec.funding_command(request), request.correlation_id, context)
 
-    async def SubmitBatch(  # noqa: N802
+    async def SubmitBatch(
         self, request: matcher_pb2.CommandBatch, context: grpc.aio.ServicerContext[Any, Any]
     ) -> matcher_pb2.CommandBatchReply:
         if len(request.commands) > MAX_BATCH:
@@ -145,13 +152,15 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         except SequencerFailed:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "WAL_FAILED")
         return matcher_pb2.CommandBatchReply(
-            replies=[reply if reply is not None else self._reply(next(results)) for reply in replies],
+            replies=[
+                reply if reply is not None else self._reply(next(results)) for reply in replies
+            ],
             epoch=self.sequencer.epoch,
         )
 
     # ------------------------------------------------------------------ queries
 
-    async def GetOrderBook(  # noqa: N802
+    async def GetOrderBook(
         self, request: matcher_pb2.GetOrderBookRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> matcher_pb2.OrderBookSnapshot:
         if self._wrong_market(request.symbol):
@@ -167,7 +176,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             asks=[matcher_pb2.PriceLevel(price=p, quantity=q, orders=n) for p, q, n in asks],
         )
 
-    async def GetStatus(  # noqa: N802
+    async def GetStatus(
         self, request: matcher_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> matcher_pb2.MatcherStatus:
         if request.symbol and self._wrong_market(request.symbol):
@@ -179,10 +188,36 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             symbol=self.spec.symbol,
             seq=engine.seq,
             epoch=sequencer.epoch,
-            mode=engine.mode,  # type: ignore[arg-type]
+            mode=common_pb2.SymbolMode.ValueType(engine.mode),
             state_hash=codec.hash_bytes(engine.state_hash),
             last_durable_seq=sequencer.durable_seq,
             last_published_seq=published,
             outbox_lag=max(sequencer.durable_seq - published, 0),
             leader=sequencer.fencing.is_leader(),
+        )
+
+    async def GetReservations(
+        self,
+        request: matcher_pb2.GetReservationsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> matcher_pb2.Reservations:
+        if request.symbol and self._wrong_market(request.symbol):
+            await context.abort(grpc.StatusCode.NOT_FOUND, "REJECT_REASON_UNKNOWN_MARKET")
+        engine = self.sequencer.engine
+        counts = {account: len(orders) for account, orders in engine.account_orders.items()}
+        return matcher_pb2.Reservations(
+            symbol=self.spec.symbol,
+            seq=engine.seq,
+            epoch=self.sequencer.epoch,
+            base_asset=self.spec.base_asset,
+            quote_asset=self.spec.quote_asset,
+            accounts=[
+                matcher_pb2.AccountReservation(
+                    account=account,
+                    base_hold=base,
+                    quote_hold=quote,
+                    open_orders=counts.get(account, 0),
+                )
+                for account, (base, quote) in sorted(engine.reserved().items())
+            ],
         )

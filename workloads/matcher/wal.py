@@ -20,6 +20,7 @@ corruption, and opening the log fails with the file and offset in the error.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import zlib
@@ -63,7 +64,9 @@ class Record:
 
 def encode(first_seq: int, epoch: int, state_hash: int, entries: list[Any]) -> bytes:
     payload = _encoder.encode(entries)
-    body = HEADER.pack(0, 0, first_seq, len(entries), epoch, state_hash & _U64)[_CRC_FROM:] + payload
+    body = (
+        HEADER.pack(0, 0, first_seq, len(entries), epoch, state_hash & _U64)[_CRC_FROM:] + payload
+    )
     return struct.pack("<II", len(body) - (HEADER.size - _CRC_FROM), zlib.crc32(body)) + body
 
 
@@ -173,7 +176,7 @@ class WalWriter:
         """Delete sealed segments whose commands all precede `seq` (kept: the newest one)."""
         files = segments(self.directory)
         removed = []
-        for path, following in zip(files, files[1:], strict=False):
+        for path, following in itertools.pairwise(files):
             if int(following.stem) <= seq and path != self.path:
                 path.unlink()
                 removed.append(path)

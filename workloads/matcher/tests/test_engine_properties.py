@@ -247,7 +247,7 @@ def test_same_commands_give_same_hash_and_a_different_one_diverges() -> None:
 
 
 def run_all(engine: e.Engine, cmds: list[tuple[Any, ...]], first_seq: int) -> list[Any]:
-    out = []
+    out: list[Any] = []
     seq = first_seq
     for cmd in cmds:
         if engine.duplicate_of(cmd) is None:
@@ -260,7 +260,9 @@ def run_all(engine: e.Engine, cmds: list[tuple[Any, ...]], first_seq: int) -> li
 
 @settings(max_examples=100, deadline=None)
 @given(cmds=commands, split=st.integers(0, 150), fees=st.booleans())
-def test_snapshot_restore_continues_identically(cmds: list[tuple[Any, ...]], split: int, fees: bool) -> None:
+def test_snapshot_restore_continues_identically(
+    cmds: list[tuple[Any, ...]], split: int, fees: bool
+) -> None:
     spec = make_spec(500, 3, fees)
     cmds = OPENING + cmds
     split = min(split, len(cmds))

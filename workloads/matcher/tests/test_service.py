@@ -49,7 +49,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     sequencer = Sequencer(e.Engine(SPEC), tmp_path, epoch, fencing, SequencerSettings())
     sequencer.start()
     server = grpc.aio.server()
-    matcher_pb2_grpc.add_MatcherServicer_to_server(MatcherService(SPEC, sequencer, lambda: 0), server)
+    matcher_pb2_grpc.add_MatcherServicer_to_server(
+        MatcherService(SPEC, sequencer, lambda: 0), server
+    )
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -118,7 +120,10 @@ async def test_bad_input_gets_a_typed_reject_and_changes_nothing(
 
 async def test_oversized_batch_is_refused_whole(harness: Harness) -> None:
     batch = matcher_pb2.CommandBatch(
-        commands=[matcher_pb2.Command(place_order=order(client_order_id=f"b{i}")) for i in range(MAX_BATCH + 1)]
+        commands=[
+            matcher_pb2.Command(place_order=order(client_order_id=f"b{i}"))
+            for i in range(MAX_BATCH + 1)
+        ]
     )
     engine = harness.sequencer.engine
     with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -135,7 +140,11 @@ async def test_batch_mixes_refused_and_sequenced_commands_in_order(harness: Harn
             matcher_pb2.Command(place_order=order(client_order_id="good-1")),
             matcher_pb2.Command(place_order=order(client_order_id="bad", price=7)),
             matcher_pb2.Command(place_order=order(client_order_id="good-2", price=95)),
-            matcher_pb2.Command(cancel_order=matcher_pb2.CancelOrderRequest(symbol="BTC-USDT", account="alice", order_id="2")),
+            matcher_pb2.Command(
+                cancel_order=matcher_pb2.CancelOrderRequest(
+                    symbol="BTC-USDT", account="alice", order_id="2"
+                )
+            ),
         ]
     )
     reply = await harness.stub.SubmitBatch(batch)
@@ -152,7 +161,9 @@ async def test_retry_with_same_client_order_id_returns_the_original(harness: Har
     assert again.status == matcher_pb2.COMMAND_STATUS_DUPLICATE
     assert (again.seq, again.order_id) == (first.seq, first.order_id)
     assert harness.sequencer.engine.seq == first.seq, "a duplicate must not be sequenced"
-    book = await harness.stub.GetOrderBook(matcher_pb2.GetOrderBookRequest(symbol="BTC-USDT", depth=5))
+    book = await harness.stub.GetOrderBook(
+        matcher_pb2.GetOrderBookRequest(symbol="BTC-USDT", depth=5)
+    )
     assert [(lvl.price, lvl.quantity, lvl.orders) for lvl in book.bids] == [(100, 50, 1)]
     assert book.seq == first.seq
 
@@ -168,7 +179,9 @@ async def test_not_leader_fails_with_failed_precondition(harness: Harness) -> No
 async def test_status_reports_seq_epoch_mode_hash_and_durability(harness: Harness) -> None:
     await harness.fund("alice", "USDT", 1_000)
     mode = await harness.stub.SetSymbolMode(
-        matcher_pb2.SetSymbolModeRequest(symbol="BTC-USDT", mode=c.SYMBOL_MODE_CANCEL_ONLY, reason="drill")
+        matcher_pb2.SetSymbolModeRequest(
+            symbol="BTC-USDT", mode=c.SYMBOL_MODE_CANCEL_ONLY, reason="drill"
+        )
     )
     assert mode.status == matcher_pb2.COMMAND_STATUS_ACCEPTED
     status = await harness.stub.GetStatus(matcher_pb2.GetStatusRequest(symbol="BTC-USDT"))
@@ -177,5 +190,19 @@ async def test_status_reports_seq_epoch_mode_hash_and_durability(harness: Harnes
     assert len(status.state_hash) == 8
     rejected = await harness.stub.PlaceOrder(order())
     assert rejected.reject_reason == c.REJECT_REASON_MARKET_CANCEL_ONLY
-    bad_mode = await harness.stub.SetSymbolMode(matcher_pb2.SetSymbolModeRequest(symbol="BTC-USDT", mode=99))  # type: ignore[arg-type]
+    unknown_mode = c.SymbolMode.ValueType(99)
+    bad_mode = await harness.stub.SetSymbolMode(
+        matcher_pb2.SetSymbolModeRequest(symbol="BTC-USDT", mode=unknown_mode)
+    )
     assert bad_mode.reject_reason == c.REJECT_REASON_INVALID_MODE
+
+
+async def test_reservations_report_what_open_orders_hold(harness: Harness) -> None:
+    await harness.fund("alice", "USDT", 1_000_000)
+    await harness.stub.PlaceOrder(order(client_order_id="r1", price=100, quantity=50))
+    await harness.stub.PlaceOrder(order(client_order_id="r2", price=90, quantity=20))
+    held = await harness.stub.GetReservations(matcher_pb2.GetReservationsRequest(symbol="BTC-USDT"))
+    assert held.seq == 3 and held.quote_asset == "USDT"
+    assert [(a.account, a.base_hold, a.quote_hold, a.open_orders) for a in held.accounts] == [
+        ("alice", 0, 100 * 5 + 90 * 2, 2)
+    ]

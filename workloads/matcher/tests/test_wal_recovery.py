@@ -32,9 +32,13 @@ def script(count: int) -> list[tuple[Any, ...]]:
         if i % 5 == 4:
             cmds.append((e.C_CANCEL, "alice", i + 1, ""))
         elif i % 2:
-            cmds.append((e.C_PLACE, "alice", f"a{i}", e.SELL, e.LIMIT, e.GTC, 100 + i % 7, 3, False, 0))
+            cmds.append(
+                (e.C_PLACE, "alice", f"a{i}", e.SELL, e.LIMIT, e.GTC, 100 + i % 7, 3, False, 0)
+            )
         else:
-            cmds.append((e.C_PLACE, "bob", f"b{i}", e.BUY, e.LIMIT, e.GTC, 100 + i % 5, 2, False, 0))
+            cmds.append(
+                (e.C_PLACE, "bob", f"b{i}", e.BUY, e.LIMIT, e.GTC, 100 + i % 5, 2, False, 0)
+            )
     return cmds
 
 
@@ -55,6 +59,30 @@ async def run_sequencer(data_dir: Path, cmds: list[tuple[Any, ...]], **settings:
     chunks = [cmds[i : i + 7] for i in range(0, len(cmds), 7)]
     await asyncio.gather(*(seq.submit([(c, "corr") for c in chunk]) for chunk in chunks))
     return seq
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as handle:
+        handle.write(data)
+
+
+def replay_in_subprocess(data_dir: Path) -> tuple[int, ...]:
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from workloads.matcher import recovery\n"
+        "from workloads.matcher.tests.test_wal_recovery import SPEC\n"
+        "r = recovery.recover(SPEC, Path(sys.argv[1]))\n"
+        "print(r.engine.seq, r.engine.state_hash)\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}  # salted str hashing must not matter
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return tuple(int(x) for x in out.stdout.split())
 
 
 def straight_hash(cmds: list[tuple[Any, ...]]) -> tuple[int, int]:
@@ -100,6 +128,25 @@ async def test_snapshot_plus_tail_and_segment_rotation(tmp_path: Path) -> None:
     assert recovered.engine.state_hash == final_hash
 
 
+async def test_compaction_keeps_what_recovery_and_the_outbox_still_need(tmp_path: Path) -> None:
+    cmds = script(4_000)
+    seq = await run_sequencer(
+        tmp_path, cmds[:3_000], snapshot_every=0, segment_bytes=16 * 1024, max_batch=200
+    )
+    await seq.snapshot()
+    before = wal.segments(tmp_path / "wal")
+    assert await seq.compact(published_seq=1_000) > 0  # the outbox still needs 1,001 on
+    kept = wal.segments(tmp_path / "wal")
+    assert len(kept) < len(before)
+    assert next(wal.read(tmp_path / "wal", 1_001)).first_seq <= 1_001
+    assert await seq.compact(published_seq=3_000) > 0
+    await seq.submit([(c, "") for c in cmds[3_000:]])
+    final_hash = seq.engine.state_hash
+    await seq.close()
+    recovered = recovery.recover(SPEC, tmp_path)
+    assert (recovered.engine.seq, recovered.engine.state_hash) == (4_000, final_hash)
+
+
 async def test_periodic_snapshots_follow_the_durable_log(tmp_path: Path) -> None:
     seq = await run_sequencer(tmp_path, script(2_500), snapshot_every=1_000, max_batch=100)
     await seq.close()
@@ -115,15 +162,16 @@ async def test_torn_tail_is_truncated_and_acknowledged_commands_survive(tmp_path
     newest = wal.segments(tmp_path / "wal")[-1]
     good_size = newest.stat().st_size
     torn = wal.encode(601, 1, 0, [[1, (e.C_SET_MODE, e.NORMAL, "x"), [], "", 0]])
-    with open(newest, "ab") as handle:
-        handle.write(torn[: len(torn) // 2])  # a crash in the middle of a write
+    append(newest, torn[: len(torn) // 2])  # a crash in the middle of a write
 
     recovered = recovery.recover(SPEC, tmp_path)
     assert (recovered.engine.seq, recovered.engine.state_hash) == (600, durable_hash)
     assert newest.stat().st_size == good_size, "torn tail not truncated"
 
 
-async def test_corruption_in_the_middle_refuses_to_start_naming_file_and_offset(tmp_path: Path) -> None:
+async def test_corruption_in_the_middle_refuses_to_start_naming_file_and_offset(
+    tmp_path: Path,
+) -> None:
     seq = await run_sequencer(tmp_path, script(600), max_batch=100)
     await seq.close()
     newest = wal.segments(tmp_path / "wal")[-1]
@@ -143,7 +191,7 @@ async def test_corruption_in_the_middle_refuses_to_start_naming_file_and_offset(
 def test_recovery_checks_the_recorded_hash(tmp_path: Path) -> None:
     cmds = script(50)
     engine = e.Engine(SPEC)
-    entries = []
+    entries: list[list[Any]] = []
     for seq, cmd in enumerate(cmds, 1):
         events = engine.execute(cmd, seq, seq)
         entries.append([seq, cmd, events, "", engine.state_hash])
@@ -170,16 +218,5 @@ async def test_a_fresh_process_replays_the_log_to_the_same_hash(tmp_path: Path) 
     seq = await run_sequencer(tmp_path, cmds)
     expected = (seq.engine.seq, seq.engine.state_hash)
     await seq.close()
-    assert expected == straight_hash(cmds)[:1] + (expected[1],)
-    code = (
-        "import sys; from pathlib import Path\n"
-        "from workloads.matcher import recovery\n"
-        "from workloads.matcher.tests.test_wal_recovery import SPEC\n"
-        "r = recovery.recover(SPEC, Path(sys.argv[1]))\n"
-        "print(r.engine.seq, r.engine.state_hash)\n"
-    )
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}  # salted str hashing must not matter
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, check=True
-    )
-    assert tuple(int(x) for x in out.stdout.split()) == expected
+    assert expected == straight_hash(cmds)
+    assert replay_in_subprocess(tmp_path) == expected
