@@ -7,8 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BENCH ?=
 PYTEST_ARGS ?=
+PURGE ?=
 
-.PHONY: help setup venv up down test test-unit test-integration lint format proto bench clean
+.PHONY: help setup venv up down test test-unit test-integration lint format proto bench clean \
+	cluster-up cluster-down cluster-status image wheels
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -22,14 +24,29 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 venv: $(VENV)/.installed ## create the virtualenv and install the pinned dependencies
 
-setup: venv ## install everything the tests and `make up` need (idempotent, cached)
-	$(PY) -m e2e.env setup --parts kafka,kube
+setup: venv ## install everything the tests, `make up` and `make cluster-up` need (idempotent, cached)
+	$(PY) -m e2e.env setup --parts kafka,kube,node,cluster
 
 up: setup ## run PostgreSQL, Kafka and the Kubernetes API in the foreground; Ctrl-C stops all
 	$(PY) -m e2e.env up
 
 down: ## stop whatever an interrupted `make up` left running
 	@test -x $(PY) && $(PY) -m e2e.env down || true
+
+cluster-up: setup ## start the local single-node Kubernetes cluster (daemons) and return
+	$(PY) -m e2e.env cluster-up
+
+cluster-down: ## remove the local cluster from the host (PURGE=1: also its state directory)
+	@if test -x $(PY); then $(PY) -m e2e.env cluster-down $(if $(PURGE),--purge); fi
+
+cluster-status: ## show the local cluster's processes and whether its node is Ready
+	$(PY) -m e2e.env cluster-status
+
+image: venv ## build the project's image (buildah) and load it into the running cluster
+	$(PY) -m e2e.env image
+
+wheels: venv ## download the image's wheels into build/wheels (for `docker build .` too)
+	$(PY) -c 'from e2e.env import images; images.ensure_wheels()'
 
 test: setup ## run every test tier (unit, integration, e2e) against the real services
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -55,5 +72,5 @@ proto: venv ## regenerate contracts/v1/*_pb2*.py from the .proto files
 bench: setup ## run the benchmarks (BENCH=<prefix> selects); one JSON object per line
 	$(PY) -m e2e.benchmarks $(BENCH)
 
-clean: down ## remove the virtualenv and local run data (the download cache stays)
-	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
+clean: down cluster-down ## remove the virtualenv and local run data (the download cache stays)
+	rm -rf $(VENV) .run build .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -3,6 +3,8 @@
 A benchmark module is any `bench_*.py` under workloads/ or e2e/ that defines
 `BENCHMARKS: dict[str, Callable[[], dict[str, object]]]`. Names are dotted
 (`matcher.engine`, `infra.kafka_start`); BENCH selects those that start with it.
+A module may also name some of them in `ON_DEMAND` (a set): those are too slow for every
+run and only run when BENCH is exactly their name (`BENCH=cluster.cold_setup`).
 Each result line is `{"bench": <name>, ...the benchmark's own keys..., "machine": ...}`.
 """
 
@@ -21,14 +23,26 @@ from e2e.env.paths import REPO_ROOT
 Benchmark = Callable[[], dict[str, object]]
 
 
-def discover() -> dict[str, Benchmark]:
+def discover() -> tuple[dict[str, Benchmark], set[str]]:
+    """Every benchmark by name, and the names that run only on demand."""
     found: dict[str, Benchmark] = {}
+    on_demand: set[str] = set()
     for top in ("workloads", "e2e"):
         for path in sorted((REPO_ROOT / top).rglob("bench_*.py")):
             module_name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
             module = importlib.import_module(module_name)
             found.update(getattr(module, "BENCHMARKS", {}))
-    return found
+            on_demand.update(getattr(module, "ON_DEMAND", set()))
+    return found, on_demand
+
+
+def select(found: dict[str, Benchmark], on_demand: set[str], prefix: str) -> dict[str, Benchmark]:
+    """The benchmarks whose name starts with `prefix`; on-demand ones only by full name."""
+    return {
+        name: run
+        for name, run in found.items()
+        if name.startswith(prefix) and (name not in on_demand or name == prefix)
+    }
 
 
 def machine() -> str:
@@ -44,7 +58,8 @@ def machine() -> str:
 
 def main(argv: list[str]) -> int:
     prefix = argv[0] if argv else ""
-    selected = {name: fn for name, fn in discover().items() if name.startswith(prefix)}
+    found, on_demand = discover()
+    selected = select(found, on_demand, prefix)
     if not selected:
         print(f"no benchmark matches {prefix!r}", file=sys.stderr)
         return 2

@@ -1,9 +1,14 @@
-"""`python -m e2e.env setup|up|down|versions`: the make targets' entry point.
+"""`python -m e2e.env <command>`: the make targets' entry point.
 
-setup  installs what the real parts need, once: Debian packages, Kafka's jars, the
-       Kubernetes and etcd builds (cached under ~/.cache/exchange-platform), with timings.
-up     runs the local infrastructure in the foreground; Ctrl-C or SIGTERM stops it all.
-down   stops whatever an earlier `up` left running (from its pid files).
+setup           installs what the real parts need, once: Debian packages, Kafka's jars, the
+                Kubernetes, etcd, CoreDNS and crictl builds, the images (cached under
+                ~/.cache/exchange-platform), with timings.
+up              runs the local infrastructure in the foreground; Ctrl-C or SIGTERM stops it.
+down            stops whatever an earlier `up` left running (from its pid files).
+cluster-up      starts the local single-node cluster as daemons and returns.
+cluster-down    removes it: pods, processes, mounts, bridge, iptables rules.
+cluster-status  shows its processes and whether the node is Ready.
+image           builds the project's image and loads it into the running cluster.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from e2e.env import apt, gobuild, kafka, versions
+from e2e.env import apt, clustercli, gobuild, images, kafka, versions
 from e2e.env.process import stop_from_pid_files
 from e2e.env.stack import Stack, StackSettings
 
@@ -27,7 +32,10 @@ def _timed(step: str, action: Callable[[], object]) -> None:
 
 
 def setup(parts: list[str]) -> None:
-    _timed("debian packages", lambda: apt.ensure(versions.DEBIAN_PACKAGES))
+    packages: tuple[str, ...] = versions.DEBIAN_PACKAGES
+    if "cluster" in parts:
+        packages += versions.CLUSTER_DEBIAN_PACKAGES
+    _timed("debian packages", lambda: apt.ensure(packages))
     if "kafka" in parts:
         _timed(f"kafka {versions.KAFKA} jars", kafka.install)
     if "kube" in parts:
@@ -35,8 +43,15 @@ def setup(parts: list[str]) -> None:
             f"kubernetes {versions.KUBERNETES} + etcd {versions.ETCD} binaries",
             lambda: gobuild.ensure(("etcd", *gobuild.CONTROL_PLANE)),
         )
-    if "node" in parts:
+    if "node" in parts or "cluster" in parts:
         _timed("kubernetes node binaries", lambda: gobuild.ensure(gobuild.NODE))
+    if "cluster" in parts:
+        _timed(f"coredns {versions.COREDNS}", lambda: gobuild.ensure(("coredns",)))
+        _timed(f"crictl {versions.CRI_TOOLS}", lambda: gobuild.ensure(("crictl",)))
+        _timed("debian base image (debootstrap)", images.ensure_base)
+        _timed("pause image", images.ensure_pause)
+        _timed("python wheels for the image", images.ensure_wheels)
+        _timed("project image", images.build_project)
 
 
 def up() -> None:
@@ -74,17 +89,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     setup_cmd = commands.add_parser("setup", help="install and build the real parts (idempotent)")
-    setup_cmd.add_argument("--parts", default="kafka,kube", help="comma list of kafka,kube,node")
+    setup_cmd.add_argument(
+        "--parts", default="kafka,kube", help="comma list of kafka,kube,node,cluster"
+    )
     commands.add_parser("up", help="run PostgreSQL, Kafka and the Kubernetes API until Ctrl-C")
     commands.add_parser("down", help="stop what an earlier `up` left running")
     commands.add_parser("versions", help="print the pinned versions")
+    clustercli.add_commands(commands)
     args = parser.parse_args(argv)
-    if args.command == "setup":
+    if args.command.startswith("cluster-") or args.command == "image":
+        clustercli.run(args)
+    elif args.command == "setup":
         setup(args.parts.split(","))
     elif args.command == "up":
         up()
     elif args.command == "down":
         down()
     else:
-        for name in ("KUBERNETES", "ETCD", "KAFKA", "LOG4J", "POSTGRES_MAJOR"):
+        for name in ("KUBERNETES", "ETCD", "KAFKA", "LOG4J", "POSTGRES_MAJOR", "COREDNS"):
             print(f"{name.lower()}: {getattr(versions, name)}")

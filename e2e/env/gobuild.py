@@ -18,14 +18,23 @@ from e2e.env import paths, versions
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kubectl")
 NODE = ("kube-scheduler", "kubelet", "kube-proxy")
 
+GO_INSTALL = {
+    "coredns": ("github.com/coredns/coredns", versions.COREDNS),
+    "crictl": ("sigs.k8s.io/cri-tools/cmd/crictl", versions.CRI_TOOLS),
+}
+"""Commands whose modules have no `replace` directives, so plain `go install m@v` builds them."""
+
 
 def binary(name: str) -> Path:
     """The cached binary for `name` at its pinned version (it may not be built yet).
 
     One directory per version keeps the file names plain, so `ps` shows `kube-apiserver`.
     """
-    version = versions.ETCD if name == "etcd" else versions.KUBERNETES
-    directory = paths.bin_dir() / f"{'etcd' if name == 'etcd' else 'kubernetes'}-{version}"
+    if name in GO_INSTALL:
+        directory = paths.bin_dir() / f"{name}-{GO_INSTALL[name][1]}"
+    else:
+        version = versions.ETCD if name == "etcd" else versions.KUBERNETES
+        directory = paths.bin_dir() / f"{'etcd' if name == 'etcd' else 'kubernetes'}-{version}"
     directory.mkdir(exist_ok=True)
     return directory / name
 
@@ -51,6 +60,19 @@ def _go_build(module: Path, package: str, out: Path, ldflags: str) -> None:
     partial.rename(out)
 
 
+def _go_install(package: str, version: str, out: Path) -> None:
+    staging = out.parent.with_name(out.parent.name + ".partial")
+    staging.mkdir(exist_ok=True)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(staging), "GOFLAGS": "-buildvcs=false"}
+    subprocess.run(
+        ["go", "install", "-trimpath", "-ldflags", "-s -w", f"{package}@{version}"],
+        env=env,
+        check=True,
+    )
+    (staging / out.name).rename(out)
+    staging.rmdir()
+
+
 def ensure(names: tuple[str, ...]) -> dict[str, Path]:
     """Build each missing binary once; print how long each build took."""
     built = {}
@@ -58,7 +80,9 @@ def ensure(names: tuple[str, ...]) -> dict[str, Path]:
         out = binary(name)
         if not out.exists():
             start = time.monotonic()
-            if name == "etcd":
+            if name in GO_INSTALL:
+                _go_install(*GO_INSTALL[name], out)
+            elif name == "etcd":
                 _go_build(paths.GO_MODULES / "etcd", ".", out, "-s -w")
             else:
                 _go_build(

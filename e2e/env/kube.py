@@ -1,13 +1,17 @@
-"""A real Kubernetes control plane: etcd, kube-apiserver and kube-controller-manager.
+"""A real Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager and,
+for a cluster with a node, kube-scheduler.
 
 Started the way controller-runtime's envtest starts one (self-signed serving certificate,
 an admin client certificate in `system:masters`, service-account signing keys, RBAC), plus
 the controller-manager so that owner-reference garbage collection, Deployments and
-StatefulSets behave as in a cluster. The local node (kubelet, containerd, ...) builds on this.
+StatefulSets behave as in a cluster. The local cluster (`cluster.py`) starts the same
+control plane bound to its bridge address, with the ServiceAccount admission plugin and the
+scheduler on, and adds the node (kubelet, containerd, kube-proxy, CoreDNS).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ssl
 import subprocess
@@ -66,6 +70,11 @@ class ControlPlane:
     extra_server_names: tuple[str, ...] = ()
     service_account_admission: bool = False
     """Off for an API-only control plane (envtest's choice); a node with pods needs it on."""
+    scheduler: bool = False
+    """Only useful with a node to schedule pods on."""
+    service_cidr: str = SERVICE_CIDR
+    die_with_parent: bool = True
+    """Off for a cluster that outlives its launcher (`make cluster-up`)."""
     processes: list[ManagedProcess] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +83,16 @@ class ControlPlane:
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
         self.kcm_port = free_port()
+        self.scheduler_port = free_port()
+
+    @property
+    def first_service_ip(self) -> str:
+        """The `kubernetes` Service's ClusterIP: the first address of the service range."""
+        return str(ipaddress.IPv4Network(self.service_cidr)[1])
+
+    @property
+    def ca(self) -> Path:
+        return self.pki / "ca.crt"
 
     @property
     def server(self) -> str:
@@ -91,7 +110,7 @@ class ControlPlane:
         names = (
             "127.0.0.1",
             self.host,
-            FIRST_SERVICE_IP,
+            self.first_service_ip,
             "localhost",
             "kubernetes",
             "kubernetes.default",
@@ -113,13 +132,22 @@ class ControlPlane:
         certs.issue(
             ca, self.pki / "controller-manager", "system:kube-controller-manager", client=True
         )
+        certs.issue(ca, self.pki / "scheduler", "system:kube-scheduler", client=True)
         certs.make_signing_key(self.pki / "sa")
 
     def _pair(self, name: str) -> certs.KeyPair:
         return certs.KeyPair(self.pki / f"{name}.crt", self.pki / f"{name}.key")
 
+    def ca_pair(self) -> certs.KeyPair:
+        """The cluster CA, for components that get their own client certificate."""
+        return self._pair("ca")
+
+    def component_kubeconfig(self, name: str, user: str, pair: certs.KeyPair) -> Path:
+        """A kubeconfig for a component with its own identity (`user` is its CN)."""
+        return write_kubeconfig(self.home / f"{name}.kubeconfig", self.server, self.ca, pair, user)
+
     def start(self, timeout: float = 60.0) -> dict[str, float]:
-        """Start the three processes in order, each after the previous one is ready."""
+        """Start the processes in order, each after the previous one is ready."""
         self._pki()
         ca = self.pki / "ca.crt"
         write_kubeconfig(self.kubeconfig, self.server, ca, self._pair("admin"), "admin")
@@ -166,7 +194,8 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--kubelet-client-certificate={self.pki / 'apiserver-kubelet-client.crt'}",
                 f"--kubelet-client-key={self.pki / 'apiserver-kubelet-client.key'}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={self.service_cidr}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
                 *admission,
@@ -191,17 +220,40 @@ class ControlPlane:
                 "--use-service-account-credentials=true",
                 "--controllers=*",
                 "--enable-hostpath-provisioner=true",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 "--v=1",
             ],
         )
         timings["kube-controller-manager"] = kcm.wait_ready(
             lambda: _https_ok(f"https://127.0.0.1:{self.kcm_port}/healthz"), timeout
         )
+        if self.scheduler:
+            timings["kube-scheduler"] = self._start_scheduler(timeout)
         return timings
 
+    def _start_scheduler(self, timeout: float) -> float:
+        config = self.component_kubeconfig(
+            "scheduler", "system:kube-scheduler", self._pair("scheduler")
+        )
+        scheduler = self._spawn(
+            "kube-scheduler",
+            [
+                str(gobuild.binary("kube-scheduler")),
+                f"--kubeconfig={config}",
+                f"--authentication-kubeconfig={config}",
+                f"--authorization-kubeconfig={config}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.scheduler_port}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+        return scheduler.wait_ready(
+            lambda: _https_ok(f"https://127.0.0.1:{self.scheduler_port}/healthz"), timeout
+        )
+
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
-        process = ManagedProcess(name, argv, self.home)
+        process = ManagedProcess(name, argv, self.home, die_with_parent=self.die_with_parent)
         process.start()
         self.processes.append(process)
         return process

@@ -60,6 +60,10 @@ class PostgresServer:
     extra_listen: tuple[str, ...] = ()
     durable: bool = False
     """Tests run with fsync off (speed, the data is thrown away); `make up` keeps fsync on."""
+    trusted_networks: tuple[str, ...] = ()
+    """Client networks besides loopback allowed in (trust auth), e.g. the cluster's pods."""
+    die_with_parent: bool = True
+    """Off when the server outlives its launcher (`make cluster-up`)."""
 
     def __post_init__(self) -> None:
         self.data_dir = self.run_dir / "postgres"
@@ -73,6 +77,7 @@ class PostgresServer:
         user = _server_user()
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(user)
+        self._allow_networks()
         listen = ",".join((self.host, *self.extra_listen))
         argv = [
             str(bin_dir() / "postgres"),
@@ -85,7 +90,9 @@ class PostgresServer:
             "-c", f"fsync={'on' if self.durable else 'off'}",
             "-c", f"full_page_writes={'on' if self.durable else 'off'}",
         ]  # fmt: skip
-        self.process = ManagedProcess("postgres", argv, self.run_dir, user=user)
+        self.process = ManagedProcess(
+            "postgres", argv, self.run_dir, user=user, die_with_parent=self.die_with_parent
+        )
         self.process.start()
         return self.process.wait_ready(self._accepts_connections, timeout)
 
@@ -109,6 +116,16 @@ class PostgresServer:
             capture_output=True,
             user=user,
         )
+
+    def _allow_networks(self) -> None:
+        """Append one trust line per network to pg_hba.conf (idempotent)."""
+        hba = self.data_dir / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        for network in self.trusted_networks:
+            line = f"host all all {network} trust"
+            if line not in lines:
+                lines.append(line)
+        hba.write_text("\n".join(lines) + "\n")
 
     def _accepts_connections(self) -> bool:
         if not port_open(self.host, self.port):

@@ -6,7 +6,9 @@ Ctrl-C (pytest tears fixtures down on KeyboardInterrupt; a SIGKILLed pytest take
 children with it through PR_SET_PDEATHSIG). Each test gets fresh names: a schema, a topic,
 a namespace, so no test depends on another's leftovers.
 
-Every test must carry one tier marker: `unit`, `integration` or `e2e`.
+Every test must carry one tier marker: `unit`, `integration` or `e2e`. Tests on the local
+cluster (fixtures `local_cluster`, `cluster_namespace`, `cluster_services`) also carry the
+marker `cluster`, so `pytest -m cluster` selects exactly them.
 """
 
 from __future__ import annotations
@@ -22,10 +24,21 @@ from pathlib import Path
 import hypothesis  # noqa: F401  (see below)
 import pytest
 
-from e2e.env import gobuild, kafka, kube, paths, postgres
-from e2e.env.process import free_port
+from e2e.env import (
+    cluster,
+    clustersettings,
+    gobuild,
+    hostservices,
+    images,
+    kafka,
+    kube,
+    paths,
+    postgres,
+)
+from e2e.env.process import free_port, wait_until
 
 TIERS = ("unit", "integration", "e2e")
+CLUSTER_FIXTURES = ("local_cluster", "cluster_namespace", "cluster_services")
 
 # hypothesis is imported above, at collection, on purpose: its pytest plugin otherwise
 # imports it in the terminal summary, and CPython 3.11.7 can raise "AST constructor
@@ -37,6 +50,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
     if unmarked:
         raise pytest.UsageError(f"tests without a tier marker {TIERS}: {unmarked}")
+    on_cluster = [
+        item.nodeid
+        for item in items
+        if set(CLUSTER_FIXTURES) & set(getattr(item, "fixturenames", ()))
+        and not item.get_closest_marker("cluster")
+    ]
+    if on_cluster:
+        raise pytest.UsageError(
+            f"tests on the local cluster without the `cluster` marker: {on_cluster}"
+        )
 
 
 def unique_name(prefix: str) -> str:
@@ -159,3 +182,54 @@ def k8s_namespace(kube_control_plane: kube.ControlPlane) -> Iterator[str]:
     kube_control_plane.kubectl("create", "namespace", name)
     yield name
     kube_control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def local_cluster(run_dir: Path) -> Iterator[cluster.Cluster]:
+    """A real single-node cluster (bridge cni0, 10.244.0.1), started once per session and
+    torn down at its end; the teardown fails the session if anything is left behind."""
+    missing = [n for n in cluster.BINARIES if not gobuild.binary(n).exists()]
+    if images.pause_archive() is None or images.project_archive() is None:
+        missing.append("images")
+    if missing:
+        pytest.fail(f"local cluster not built ({missing}): run `make setup`", pytrace=False)
+    settings = clustersettings.ClusterSettings(
+        name="pytest", state_dir=run_dir / "cluster", api_port=free_port()
+    )
+    local = cluster.Cluster(settings)
+    try:
+        timings = local.start()
+        print(f"\nlocal cluster up in {timings.get('total', 0):.1f}s", file=sys.stderr)
+        yield local
+    finally:
+        local.teardown()
+
+
+@pytest.fixture
+def cluster_namespace(local_cluster: cluster.Cluster) -> Iterator[str]:
+    """A fresh namespace whose `default` ServiceAccount exists (pods need it); deleted after."""
+    name = unique_name("ns")
+    local_cluster.kubectl("create", "namespace", name)
+    wait_until(
+        lambda: bool(
+            local_cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False)
+        ),
+        timeout=30,
+        what=f"ServiceAccount {name}/default",
+    )
+    yield name
+    local_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def cluster_services(
+    local_cluster: cluster.Cluster, run_dir: Path
+) -> Iterator[hostservices.HostServices]:
+    """PostgreSQL and Kafka on the cluster's bridge address, for pods; `publish(namespace)`
+    writes the ConfigMap that tells pods where they are."""
+    services = hostservices.HostServices(local_cluster, run_dir / "cluster-services")
+    try:
+        services.start()
+        yield services
+    finally:
+        services.stop()

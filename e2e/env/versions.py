@@ -23,3 +23,30 @@ POSTGRES_MAJOR: Final = "15"
 
 DEBIAN_PACKAGES: Final = ("postgresql", "openssl")
 """Debian packages `make setup` installs (once, idempotently) for the parts above."""
+
+COREDNS: Final = "v1.12.4"
+"""CoreDNS, `go install`ed into the cache: the cluster DNS, run on the host."""
+
+CRI_TOOLS: Final = "v1.34.0"
+"""crictl, matching Kubernetes 1.34's CRI: removes pod sandboxes on `cluster-down`."""
+
+PAUSE: Final = "3.10"
+"""Tag of the locally built pause image (a static C binary, see `e2e/env/pause/pause.c`)."""
+
+DEBIAN_RELEASE: Final = "bookworm"
+"""The Debian release debootstrap makes the image base from; its python3 is 3.11."""
+
+CLUSTER_DEBIAN_PACKAGES: Final = (
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "buildah",
+    "debootstrap",
+    "iptables",
+    "iproute2",
+    "gcc",
+    "libc6-dev",
+)
+"""Debian packages of the local cluster's node: the runtime (containerd 1.6, runc 1.1), the
+CNI plugins (bridge, portmap, host-local, loopback), buildah and debootstrap for images,
+iptables for kube-proxy, and gcc with libc6-dev for the static pause binary."""

@@ -1,0 +1,78 @@
+"""PostgreSQL and Kafka on the host for the cluster's pods, published as a ConfigMap.
+
+They listen on the cluster's bridge address, which pods reach directly (it is their
+gateway) and host processes too (it is a local address). Pods learn where they are from
+the ConfigMap `exchange-host-services` (`envFrom` it), never from an address in code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from e2e.env import kafka, postgres
+from e2e.env.cluster import Cluster
+from e2e.env.process import free_port
+
+CONFIG_MAP = "exchange-host-services"
+"""The ConfigMap's name, the same in every namespace it is published to."""
+
+
+@dataclass
+class HostServices:
+    """A PostgreSQL and a Kafka broker for `cluster`, data and logs in `run_dir`."""
+
+    cluster: Cluster
+    run_dir: Path
+    pg_port: int = field(default_factory=free_port)
+    kafka_port: int = field(default_factory=free_port)
+    kafka_controller_port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        address = self.cluster.address
+        daemon = self.cluster.settings.daemon
+        self.postgres = postgres.PostgresServer(
+            self.run_dir,
+            self.pg_port,
+            host=address,
+            trusted_networks=(f"{address}/32", self.cluster.settings.network.subnet),
+            die_with_parent=not daemon,
+        )
+        self.kafka = kafka.KafkaBroker(
+            self.run_dir,
+            self.kafka_port,
+            self.kafka_controller_port,
+            host=address,
+            die_with_parent=not daemon,
+        )
+
+    def start(self) -> dict[str, float]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.chmod(0o755)
+        return {"postgres": self.postgres.start(), "kafka": self.kafka.start()}
+
+    def stop(self) -> None:
+        self.kafka.stop()
+        self.postgres.stop()
+
+    def endpoints(self) -> dict[str, str]:
+        """The ConfigMap's data: environment variable names for the workloads."""
+        return {
+            "EXCHANGE_PG_HOST": self.postgres.host,
+            "EXCHANGE_PG_PORT": str(self.postgres.port),
+            "EXCHANGE_PG_DSN": self.postgres.dsn,
+            "EXCHANGE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+        }
+
+    def publish(self, namespace: str) -> None:
+        """Write (server-side apply) the ConfigMap into `namespace`."""
+        self.cluster.apply(config_map(namespace, self.endpoints()))
+
+
+def config_map(namespace: str, data: dict[str, str]) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": CONFIG_MAP, "namespace": namespace},
+        "data": data,
+    }
