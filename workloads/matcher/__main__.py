@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -34,6 +35,11 @@ SERVICE_NAME = "exchange.v1.Matcher"
 async def serve(settings: MatcherSettings) -> None:
     spec = settings.spec
     recovered = await asyncio.to_thread(recover, spec, settings.data_dir)
+    # The engine's state is millions of long-lived objects: move them out of the cyclic
+    # collector's sight and make full collections rare, or each one stalls every reply.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     fencing = FileEpoch(settings.data_dir / "epoch", settings.instance)
     epoch = await fencing.acquire()
     sequencer = Sequencer(

@@ -1,10 +1,11 @@
 """Matcher benchmarks (`make bench BENCH=matcher`).
 
-matcher.engine: the in-process engine with risk, idempotency and events, on a command mix
-modelled on exchange-core's benchmark: mostly GTC limit orders near the touch (a tenth of
-them crossing), many cancels, some IOC and MARKET orders; about 1,000 resting orders per
-side over a few hundred price levels. `reference_ops_per_s` runs the same commands through
-the simplest price-time book (heap + dict + deque, no risk, no events) in the same process.
+matcher.engine: the in-process engine with risk, idempotency, events and the rolling hash,
+on a command mix modelled on exchange-core's benchmark: mostly GTC limit orders near the
+touch (a tenth of them crossing), many cancels, some IOC and MARKET orders; about 1,000
+resting orders per side over a few hundred price levels. `reference_ops_per_s` runs the
+same commands through the simplest price-time book (SortedDict + deque, nothing else) in the
+same process, `bare_heap_ops_per_s` through a bare heap book with lazy cancel.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from e2e.env.matcher import MatcherProcess
 from workloads.matcher import engine as e
 from workloads.matcher import recovery, snapshot, wal
-from workloads.matcher.bare_book import BareBook
+from workloads.matcher.bare_book import HeapBook, SimpleBook
 from workloads.matcher.epoch import FileEpoch
 from workloads.matcher.sequencer import Sequencer, SequencerSettings
 from workloads.matcher.spec import MarketSpec
@@ -124,15 +125,16 @@ def run_engine(commands: list[tuple[Any, ...]]) -> tuple[float, e.Engine]:
     return elapsed, engine
 
 
-def run_reference(commands: list[tuple[Any, ...]]) -> float:
-    book = BareBook()
+def run_reference(commands: list[tuple[Any, ...]], book: SimpleBook | HeapBook) -> float:
     gc.disable()
     try:
         start = time.perf_counter()
         for seq, cmd in enumerate(commands, 1):
             kind = cmd[0]
             if kind == e.C_PLACE:
-                book.place(seq, cmd[3] == e.BUY, cmd[6], cmd[7], cmd[5] == e.GTC)
+                buy = cmd[3] == e.BUY
+                price = cmd[6] or (1 << 62 if buy else 0)  # MARKET: no limit
+                book.place(seq, buy, price, cmd[7], cmd[5] == e.GTC)
             elif kind == e.C_CANCEL:
                 book.cancel(cmd[2])
         elapsed = time.perf_counter() - start
@@ -144,14 +146,15 @@ def run_reference(commands: list[tuple[Any, ...]]) -> float:
 def engine_benchmark(count: int = 1_000_000) -> dict[str, object]:
     commands = generate(count)
     elapsed, engine = run_engine(commands)
-    reference = run_reference(commands)
+    reference_ops = len(commands) / run_reference(commands, SimpleBook())
+    heap_ops = len(commands) / run_reference(commands, HeapBook())
     ops = len(commands) / elapsed
-    reference_ops = len(commands) / reference
     return {
         "commands": len(commands),
         "ops_per_s": round(ops),
         "reference_ops_per_s": round(reference_ops),
         "ratio": round(ops / reference_ops, 3),
+        "bare_heap_ops_per_s": round(heap_ops),
         "trades": engine.next_trade_id - 1,
         "resting_orders": len(engine.orders),
         "price_levels": len(engine.bid_levels) + len(engine.ask_levels),

@@ -168,6 +168,7 @@ class Engine:
         self.bid_heap: list[int] = []  # negated prices; stale entries are skipped lazily
         self.ask_heap: list[int] = []
         self.orders: dict[int, list[Any]] = {}
+        # Resting orders per account; an account's dict stays once made (cheaper than churn).
         self.account_orders: dict[str, dict[int, list[Any]]] = {}
         self.balances: dict[str, list[int]] = {}
         self.rate: dict[str, list[int]] = {}  # account -> [window index, commands in it]
@@ -387,8 +388,6 @@ class Engine:
                 level[0] += lots
                 level[1].append(order)
             self.orders[seq] = order
-            if crosses:  # self-trade prevention may have emptied (and dropped) the dict
-                mine = account_orders.get(account)
             if mine is None:
                 account_orders[account] = {seq: order}
             else:
@@ -559,10 +558,7 @@ class Engine:
                 if not mrem:
                     queue.popleft()
                     del orders[maker[O_ID]]
-                    mine = account_orders[maker_account]
-                    del mine[maker[O_ID]]
-                    if not mine:
-                        del account_orders[maker_account]
+                    del account_orders[maker_account][maker[O_ID]]
             if not level[0]:
                 del levels[price]
         if last_price:
@@ -590,10 +586,7 @@ class Engine:
         """Forget a resting order that leaves the book (its queue entry is removed lazily)."""
         oid = order[O_ID]
         del self.orders[oid]
-        mine = self.account_orders[order[O_ACCOUNT]]
-        del mine[oid]
-        if not mine:
-            del self.account_orders[order[O_ACCOUNT]]
+        del self.account_orders[order[O_ACCOUNT]][oid]
 
     def _cancel_resting(self, order: list[Any], lots: int, cause: int) -> tuple[Any, ...]:
         """Release a resting order's hold and return its OrderCanceled event."""
@@ -642,7 +635,39 @@ class Engine:
             events.append((E_REJECTED, client_id, account, reason, str(oid) if oid else ""))
             return
         assert order is not None
-        events.append(self._unbook(order, ev.CANCEL_CAUSE_USER))
+        # The hot path of _unbook, inlined: level total, indexes, hold, event.
+        lots = order[O_REMAINING]
+        price = order[O_PRICE]
+        balance = self.balances[account]
+        if order[O_SIDE] == BUY:
+            levels = self.bid_levels
+            released = price * lots
+            balance[HOLD_QUOTE] -= released
+            balance[AVAIL_QUOTE] += released
+        else:
+            levels = self.ask_levels
+            released = lots * self.spec.lot_size
+            balance[HOLD_BASE] -= released
+            balance[AVAIL_BASE] += released
+        level = levels[price]
+        level[0] -= lots
+        if not level[0]:
+            del levels[price]
+        del self.orders[oid]
+        del self.account_orders[account][oid]
+        order[O_REMAINING] = 0
+        events.append(
+            (
+                E_CANCELED,
+                oid,
+                order[O_CLIENT_ID],
+                account,
+                lots * self.spec.lot_size,
+                order[O_SIDE] == BUY,
+                released,
+                ev.CANCEL_CAUSE_USER,
+            )
+        )
 
     def _cancel_all(self, cmd: tuple[Any, ...], ts: int, events: list[tuple[Any, ...]]) -> None:
         account = cmd[1]

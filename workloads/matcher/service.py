@@ -204,7 +204,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         if request.symbol and self._wrong_market(request.symbol):
             await context.abort(grpc.StatusCode.NOT_FOUND, "REJECT_REASON_UNKNOWN_MARKET")
         engine = self.sequencer.engine
-        counts = {account: len(orders) for account, orders in engine.account_orders.items()}
+        counts = {name: len(orders) for name, orders in engine.account_orders.items() if orders}
         return matcher_pb2.Reservations(
             symbol=self.spec.symbol,
             seq=engine.seq,
