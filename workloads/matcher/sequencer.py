@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -232,16 +233,32 @@ class Sequencer:
     # ------------------------------------------------------------------ snapshots
 
     async def snapshot(self) -> Path:
-        """Capture the state now, write it once the WAL covers it (never ahead of the WAL)."""
+        """Snapshot the state as it is now, without stalling the event loop.
+
+        A forked child serializes its copy-on-write image of the engine and writes the
+        file, while this process goes on serving (serializing a large book in-process
+        would block every reply for most of a second). The file is published only once
+        the WAL covers its seq: a snapshot is never ahead of the log.
+        """
         self._snapshotting = True
         try:
             engine = self.engine
-            seq, state_hash, state = engine.seq, engine.state_hash, engine.to_state()
-            await self.durable(seq)
+            seq, state_hash = engine.seq, engine.state_hash
+            temporary = snapshot.temporary_path(self.data_dir / "snapshots", seq)
+            pid = os.fork()
+            if pid == 0:  # the child: write the file and leave at once, touching nothing else
+                code = 1
+                try:
+                    snapshot.write_file(temporary, seq, state_hash, engine.to_state())
+                    code = 0
+                finally:
+                    os._exit(code)
             loop = asyncio.get_running_loop()
-            path = await loop.run_in_executor(
-                self._io, snapshot.write, self.data_dir / "snapshots", seq, state_hash, state
-            )
+            _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"snapshot child for seq {seq} failed ({status})")
+            await self.durable(seq)
+            path = await loop.run_in_executor(self._io, snapshot.publish, temporary)
             self.snapshot_seq = seq
             log.info("snapshot written", extra={"seq": seq, "path": str(path)})
             return path

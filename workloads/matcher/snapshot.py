@@ -34,19 +34,34 @@ class Snapshot:
 
 
 def write(directory: Path, seq: int, state_hash: int, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write and publish a snapshot in one go."""
+    temporary = temporary_path(directory, seq)
+    write_file(temporary, seq, state_hash, state)
+    return publish(temporary, keep)
+
+
+def temporary_path(directory: Path, seq: int) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{seq:020d}.tmp"
+
+
+def write_file(path: Path, seq: int, state_hash: int, state: dict[str, Any]) -> None:
+    """The snapshot's bytes, fsynced, under a temporary name (not yet visible to recovery)."""
     body = msgspec.msgpack.encode(state)
     header = HEADER.pack(MAGIC, VERSION, seq, state_hash, zlib.crc32(body))
-    final = directory / f"{seq:020d}{SUFFIX}"
-    temporary = final.with_suffix(".tmp")
-    with open(temporary, "wb") as handle:
+    with open(path, "wb") as handle:
         handle.write(header)
         handle.write(body)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def publish(temporary: Path, keep: int = 2) -> Path:
+    """Rename a written snapshot into place, fsync the directory, drop the oldest ones."""
+    final = temporary.with_suffix(SUFFIX)
     os.replace(temporary, final)
-    fsync_dir(directory)
-    for old in sorted(directory.glob(f"*{SUFFIX}"))[:-keep]:
+    fsync_dir(final.parent)
+    for old in sorted(final.parent.glob(f"*{SUFFIX}"))[:-keep]:
         old.unlink()
     return final
 
