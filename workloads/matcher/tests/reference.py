@@ -194,8 +194,11 @@ class ReferenceModel:
                     events.append(self.cancel_resting(maker, ev.CANCEL_CAUSE_SELF_TRADE))
                     continue
                 fill = min(remaining, maker.lots)
-                if otype == e.MARKET and side == e.BUY:
-                    fill = min(fill, budget_left // maker.price)
+                out_of_budget = False
+                if otype == e.MARKET and side == e.BUY and budget_left // maker.price < fill:
+                    # The budget buys no more lots at this price, nor at any worse one.
+                    fill = budget_left // maker.price
+                    out_of_budget = True
                     if fill == 0:
                         break
                 events.append(
@@ -204,6 +207,8 @@ class ReferenceModel:
                 if otype == e.MARKET and side == e.BUY:
                     budget_left -= maker.price * fill
                 remaining -= fill
+                if out_of_budget:
+                    break
         if otype == e.MARKET:
             released = budget_left if side == e.BUY else remaining * spec.lot_size
             if remaining or released:
