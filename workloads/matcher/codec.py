@@ -239,30 +239,19 @@ def event_proto(
                 state_hash=hash_bytes(state_hash),
             )
         )
-    if kind == e.E_CREDITED:
+    if kind == e.E_CREDITED or kind == e.E_DEBITED:
         _, funding_id, account, asset, amount, after = event
-        return events_pb2.Event(
-            funds_credited=events_pb2.FundsCredited(
-                envelope=envelope,
-                funding_id=funding_id,
-                account=account,
-                asset=asset,
-                amount=amount,
-                available_after=after,
-            )
-        )
-    if kind == e.E_DEBITED:
-        _, funding_id, account, asset, amount, after = event
-        return events_pb2.Event(
-            funds_debited=events_pb2.FundsDebited(
-                envelope=envelope,
-                funding_id=funding_id,
-                account=account,
-                asset=asset,
-                amount=amount,
-                available_after=after,
-            )
-        )
+        fields: dict[str, Any] = {
+            "envelope": envelope,
+            "funding_id": funding_id,
+            "account": account,
+            "asset": asset,
+            "amount": amount,
+            "available_after": after,
+        }
+        if kind == e.E_CREDITED:
+            return events_pb2.Event(funds_credited=events_pb2.FundsCredited(**fields))
+        return events_pb2.Event(funds_debited=events_pb2.FundsDebited(**fields))
     if kind == e.E_FUNDING_REJECTED:
         _, funding_id, account, asset, amount, direction, reason = event
         return events_pb2.Event(

@@ -63,15 +63,21 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             epoch=self.sequencer.epoch,
         )
 
-    async def _one(
-        self, cmd: tuple[Any, ...], correlation_id: str, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> matcher_pb2.CommandReply:
+    async def _submit(
+        self, items: list[tuple[tuple[Any, ...], str]], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> list[Result]:
         try:
-            (result,) = await self.sequencer.submit([(cmd, correlation_id)])
+            return await self.sequencer.submit(items)
         except NotLeader:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "NOT_LEADER")
         except SequencerFailed:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "WAL_FAILED")
+        raise AssertionError("unreachable: abort raises")
+
+    async def _one(
+        self, cmd: tuple[Any, ...], correlation_id: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> matcher_pb2.CommandReply:
+        (result,) = await self._submit([(cmd, correlation_id)], context)
         return self._reply(result)
 
     def _wrong_market(self, symbol: str) -> bool:
@@ -145,12 +151,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
                 continue
             replies.append(None)
             items.append((cmd, correlation_id))
-        try:
-            results = iter(await self.sequencer.submit(items))
-        except NotLeader:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "NOT_LEADER")
-        except SequencerFailed:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "WAL_FAILED")
+        results = iter(await self._submit(items, context))
         return matcher_pb2.CommandBatchReply(
             replies=[
                 reply if reply is not None else self._reply(next(results)) for reply in replies
