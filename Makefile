@@ -69,6 +69,10 @@ format: venv ## apply ruff's fixes and formatting
 proto: venv ## regenerate contracts/v1/*_pb2*.py from the .proto files
 	$(PY) -m contracts.generate
 
+.PHONY: migrate
+migrate: venv ## ledger schema migrations (Alembic) on LEDGER_DB_DSN (default: `make up`'s PostgreSQL)
+	$(PY) -m workloads.ledger migrate
+
 bench: setup ## run the benchmarks (BENCH=<prefix> selects); one JSON object per line
 	$(PY) -m e2e.benchmarks $(BENCH)
 

@@ -69,8 +69,14 @@ def version() -> str:
 
 
 def new_cluster_id() -> str:
-    """A 22-character URL-safe base64 UUID, the form `StorageTool format -t` expects."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A 22-character URL-safe base64 UUID, the form `StorageTool format -t` expects.
+
+    One that starts with "-" would be read as an option, so those are drawn again.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass

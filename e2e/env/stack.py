@@ -1,4 +1,4 @@
-"""The local infrastructure `make up` runs: PostgreSQL, Kafka and a Kubernetes API.
+"""What `make up` runs: PostgreSQL, Kafka, the exchange's processes, optionally a Kubernetes API.
 
 Ports come from environment variables (defaults follow the seed's local ports), data lives
 in one run directory that is kept between runs (`EXCHANGE_RUN_DIR`, default `.run/up`).
@@ -6,6 +6,7 @@ in one run directory that is kept between runs (`EXCHANGE_RUN_DIR`, default `.ru
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Callable
@@ -13,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2e.env import gobuild, kafka, kube, paths, postgres
+from e2e.env.ledger import LedgerProcess
+from e2e.env.matcher import MatcherProcess
 from e2e.env.process import Part
+
+EVENTS_TOPIC = "core.events.v1"
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,11 @@ class StackSettings:
     kafka_port: int  # EXCHANGE_KAFKA_PORT, default 29092 (the seed's Kafka port)
     kafka_controller_port: int  # EXCHANGE_KAFKA_CONTROLLER_PORT, default 29093
     kube_api_port: int  # EXCHANGE_KUBE_API_PORT, default 26443
-    kube: bool  # EXCHANGE_UP_KUBE, default 1: also start the Kubernetes API
+    kube: bool  # EXCHANGE_UP_KUBE, default 0: also start a Kubernetes API (for operator work)
+    symbol: str  # EXCHANGE_UP_SYMBOL, default BTC-USDT: the sample market
+    matcher_grpc_port: int  # MATCHER_GRPC_PORT, default 50051
+    matcher_http_port: int  # MATCHER_HTTP_PORT, default 8090
+    ledger_http_port: int  # LEDGER_HTTP_PORT, default 8082 (the seed's ledger port)
 
     @classmethod
     def from_env(cls) -> StackSettings:
@@ -36,7 +45,11 @@ class StackSettings:
             kafka_port=_port(env, "EXCHANGE_KAFKA_PORT", 29092),
             kafka_controller_port=_port(env, "EXCHANGE_KAFKA_CONTROLLER_PORT", 29093),
             kube_api_port=_port(env, "EXCHANGE_KUBE_API_PORT", 26443),
-            kube=env.get("EXCHANGE_UP_KUBE", "1") not in ("0", "false", "no"),
+            kube=env.get("EXCHANGE_UP_KUBE", "0") not in ("0", "false", "no"),
+            symbol=env.get("EXCHANGE_UP_SYMBOL", "BTC-USDT"),
+            matcher_grpc_port=_port(env, "MATCHER_GRPC_PORT", 50051),
+            matcher_http_port=_port(env, "MATCHER_HTTP_PORT", 8090),
+            ledger_http_port=_port(env, "LEDGER_HTTP_PORT", 8082),
         )
 
 
@@ -63,6 +76,32 @@ class Stack:
         broker = kafka.KafkaBroker(s.run_dir, s.kafka_port, s.kafka_controller_port)
         self._start("kafka", broker, kafka.version)
         self.endpoints["Kafka bootstrap"] = broker.bootstrap
+        asyncio.run(kafka.ensure_topic(broker.bootstrap, EVENTS_TOPIC, partitions=3))
+        self.endpoints["Events topic"] = EVENTS_TOPIC
+        matcher = MatcherProcess(
+            s.run_dir,
+            symbol=s.symbol,
+            kafka_bootstrap=broker.bootstrap,
+            events_topic=EVENTS_TOPIC,
+            grpc_port=s.matcher_grpc_port,
+            http_port=s.matcher_http_port,
+        )
+        self._start(f"matcher {s.symbol}", matcher, lambda: "exchange matcher")
+        self.endpoints[f"Matcher {s.symbol}"] = f"grpc://{matcher.target}"
+        self.endpoints["Matcher ops"] = f"http://127.0.0.1:{s.matcher_http_port}/metrics"
+        # The ledger: migrates its schema (advisory lock), settles the events topic, and
+        # reconciles the sample market against its matcher (local mode: auto safety switch).
+        ledger = LedgerProcess(
+            s.run_dir,
+            pg.dsn,
+            broker.bootstrap,
+            EVENTS_TOPIC,
+            markets=f"{s.symbol}={matcher.target}",
+            http_port=s.ledger_http_port,
+            admin_tokens=os.environ.get("LEDGER_ADMIN_TOKENS", ""),
+        )
+        self._start("ledger", ledger, lambda: "exchange ledger")
+        self.endpoints["Ledger API"] = ledger.url
         if s.kube:
             missing = [
                 n for n in ("etcd", *gobuild.CONTROL_PLANE) if not gobuild.binary(n).exists()

@@ -1,0 +1,1 @@
+"""Versioned schema migrations (Alembic): `versions/NNNN_*.py`, applied in order."""

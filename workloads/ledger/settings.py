@@ -1,0 +1,257 @@
+"""The ledger process's settings, from environment variables, validated at startup.
+
+One root dataclass made of grouped dataclasses; `from_env` raises `SettingsError` naming the
+variable when a value is invalid, so a bad deployment stops at once with a clear message.
+The seed's `LEDGER_*` names are kept where the seed has them.
+
+| variable | default | meaning |
+|---|---|---|
+| LEDGER_DB_DSN | postgresql://exchange@127.0.0.1:25432/postgres | PostgreSQL (`make up`'s) |
+| LEDGER_DB_POOL_SIZE | 8 | connections for the API, reconciliation and invariants |
+| LEDGER_MIGRATE_ON_START | true | run the migrations (under an advisory lock) at start |
+| LEDGER_HTTP_HOST | 127.0.0.1 | address of the admin/internal/ops HTTP API |
+| LEDGER_HTTP_PORT | 8082 | the seed's ledger port |
+| LEDGER_MAX_BODY_BYTES | 65536 | larger request bodies get 413 payload_too_large |
+| LEDGER_ADMIN_TOKENS | (empty) | `name:token,...`; admin identities (corrections need them) |
+| LEDGER_ADMIN_TOKEN | (empty) | the seed's single token, admin name `admin` |
+| LEDGER_MARKETS | BTC-USDT=127.0.0.1:50051 | `SYMBOL[=host:port],...` (assets: symbol halves) |
+| LEDGER_FEE_ACCOUNT | fees | the matchers' fee account (a system account) |
+| LEDGER_KAFKA_ENABLED | true | run the settlement consumer |
+| LEDGER_KAFKA_BROKERS | 127.0.0.1:29092 | Kafka bootstrap |
+| LEDGER_KAFKA_TOPIC | core.events.v1 | the core events topic |
+| LEDGER_KAFKA_GROUP_ID | ledger-settlement-v1 | consumer group (offsets committed after the DB) |
+| LEDGER_BATCH_MAX_EVENTS | 5000 | most events per database transaction |
+| LEDGER_RECONCILIATION_ENABLED | true | run the periodic reconciliation |
+| LEDGER_RECONCILIATION_INTERVAL_MS | 5000 | evaluation period |
+| LEDGER_RECONCILIATION_LAG_THRESHOLD | 10 | lag (commands) above which a market is in breach |
+| LEDGER_RECONCILIATION_STATE_STALE_MS | 30000 | matcher seq older than this is a breach |
+| LEDGER_RECONCILIATION_SAFETY_MODE | CANCEL_ONLY | mode recommended on breach (or SOFT/HARD_HALT) |
+| LEDGER_RECONCILIATION_AUTO_SWITCH | true | local mode: call the matcher's SetSymbolMode |
+| LEDGER_RECONCILIATION_SAFETY_LATCH_ENABLED | true | a breach stays latched until released |
+| LEDGER_RECONCILIATION_LATCH_ALLOW_NEGATIVE | false | negative balances do not block a release |
+| LEDGER_INVARIANT_INTERVAL_MS | 60000 | periodic invariant check; 0 disables it |
+| LEDGER_GUARD_AUTO_SWITCH | true | an invariant failure switches the markets' mode |
+| LEDGER_GUARD_SAFETY_MODE | CANCEL_ONLY | the mode the guard switches to |
+| LEDGER_FUNDING_RETRY_MS | 2000 | resend period of funding commands the matcher has not answered |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+SAFETY_MODES = ("CANCEL_ONLY", "SOFT_HALT", "HARD_HALT")
+_SYMBOL = re.compile(r"^[A-Z0-9]{1,16}-[A-Z0-9]{1,16}$")
+_TARGET = re.compile(r"^[A-Za-z0-9.\-]+:\d{1,5}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Market:
+    """A market the ledger reconciles: its assets and, in local mode, its matcher."""
+
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    matcher_target: str = ""
+    """host:port of the matcher's gRPC service; empty: the engine seq is pushed instead
+    (`POST /v1/internal/reconciliation/engine-seq`) and no mode switch is possible."""
+
+    @property
+    def assets(self) -> tuple[str, str]:
+        return (self.base_asset, self.quote_asset)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    dsn: str = "postgresql://exchange@127.0.0.1:25432/postgres"
+    pool_size: int = 8
+    """Connections besides the settlement writer's own; the API and checks share them."""
+    migrate_on_start: bool = True
+    """Replicas race safely: the migration holds a PostgreSQL advisory lock."""
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8082
+    max_body_bytes: int = 64 * 1024
+    """Bytes; no legitimate admin or injection request is near this, a flood is."""
+    admin_tokens: Mapping[str, str] = field(default_factory=dict)
+    """token -> admin name. Empty: admin routes are open and corrections are refused
+    (a two-person rule needs identities)."""
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    enabled: bool = True
+    brokers: str = "127.0.0.1:29092"
+    topic: str = "core.events.v1"
+    group_id: str = "ledger-settlement-v1"
+    batch_max_events: int = 5000
+    """Events per database transaction: one per trade is ~18x slower (PERFORMANCE.md)."""
+
+
+@dataclass(frozen=True)
+class ReconciliationSettings:
+    enabled: bool = True
+    interval_ms: int = 5000
+    lag_threshold: int = 10
+    """Commands the ledger may trail the matcher by before the market is in breach."""
+    stale_ms: int = 30_000
+    """Milliseconds since the matcher's seq was last observed before that is a breach."""
+    safety_mode: str = "CANCEL_ONLY"
+    auto_switch: bool = True
+    latch_enabled: bool = True
+    latch_allow_negative: bool = False
+    """Only for stub smoke runs: releasing despite negative non-system balances."""
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    invariant_interval_ms: int = 60_000
+    """Full checks scan the postings; once a minute keeps that cost negligible."""
+    auto_switch: bool = True
+    safety_mode: str = "CANCEL_ONLY"
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    markets: tuple[Market, ...] = ()
+    fee_account: str = "fees"
+    funding_retry_ms: int = 2000
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    reconciliation: ReconciliationSettings = field(default_factory=ReconciliationSettings)
+    guard: GuardSettings = field(default_factory=GuardSettings)
+
+    def market(self, symbol: str) -> Market | None:
+        for market in self.markets:
+            if market.symbol == symbol:
+                return market
+        return None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LedgerSettings:
+        env = os.environ if env is None else env
+        read = _Reader(env)
+        safety = read.choice("LEDGER_RECONCILIATION_SAFETY_MODE", "CANCEL_ONLY", SAFETY_MODES)
+        return cls(
+            markets=parse_markets(env.get("LEDGER_MARKETS", "BTC-USDT=127.0.0.1:50051")),
+            fee_account=read.name("LEDGER_FEE_ACCOUNT", "fees"),
+            funding_retry_ms=read.integer("LEDGER_FUNDING_RETRY_MS", 2000, 50),
+            database=DatabaseSettings(
+                dsn=env.get("LEDGER_DB_DSN", DatabaseSettings.dsn),
+                pool_size=read.integer("LEDGER_DB_POOL_SIZE", 8, 2),
+                migrate_on_start=read.flag("LEDGER_MIGRATE_ON_START", True),
+            ),
+            http=HttpSettings(
+                host=env.get("LEDGER_HTTP_HOST", "127.0.0.1"),
+                port=read.integer("LEDGER_HTTP_PORT", 8082, 0, 65535),
+                max_body_bytes=read.integer("LEDGER_MAX_BODY_BYTES", 64 * 1024, 1024),
+                admin_tokens=parse_tokens(
+                    env.get("LEDGER_ADMIN_TOKENS", ""), env.get("LEDGER_ADMIN_TOKEN", "")
+                ),
+            ),
+            kafka=KafkaSettings(
+                enabled=read.flag("LEDGER_KAFKA_ENABLED", True),
+                brokers=env.get("LEDGER_KAFKA_BROKERS", "127.0.0.1:29092"),
+                topic=env.get("LEDGER_KAFKA_TOPIC", "core.events.v1"),
+                group_id=env.get("LEDGER_KAFKA_GROUP_ID", "ledger-settlement-v1"),
+                batch_max_events=read.integer("LEDGER_BATCH_MAX_EVENTS", 5000, 1, 100_000),
+            ),
+            reconciliation=ReconciliationSettings(
+                enabled=read.flag("LEDGER_RECONCILIATION_ENABLED", True),
+                interval_ms=read.integer("LEDGER_RECONCILIATION_INTERVAL_MS", 5000, 10),
+                lag_threshold=read.integer("LEDGER_RECONCILIATION_LAG_THRESHOLD", 10, 0),
+                stale_ms=read.integer("LEDGER_RECONCILIATION_STATE_STALE_MS", 30_000, 10),
+                safety_mode=safety,
+                auto_switch=read.flag("LEDGER_RECONCILIATION_AUTO_SWITCH", True),
+                latch_enabled=read.flag("LEDGER_RECONCILIATION_SAFETY_LATCH_ENABLED", True),
+                latch_allow_negative=read.flag("LEDGER_RECONCILIATION_LATCH_ALLOW_NEGATIVE", False),
+            ),
+            guard=GuardSettings(
+                invariant_interval_ms=read.integer("LEDGER_INVARIANT_INTERVAL_MS", 60_000, 0),
+                auto_switch=read.flag("LEDGER_GUARD_AUTO_SWITCH", True),
+                safety_mode=read.choice("LEDGER_GUARD_SAFETY_MODE", "CANCEL_ONLY", SAFETY_MODES),
+            ),
+        )
+
+
+def parse_markets(raw: str) -> tuple[Market, ...]:
+    """`BTC-USDT=127.0.0.1:50051,ETH-USDT` -> markets (assets are the symbol's halves)."""
+    markets: list[Market] = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        symbol, _, target = item.partition("=")
+        if not _SYMBOL.match(symbol):
+            raise SettingsError(f"LEDGER_MARKETS: {symbol!r} is not a symbol like BTC-USDT")
+        if target and not _TARGET.match(target):
+            raise SettingsError(f"LEDGER_MARKETS: {target!r} is not a host:port")
+        if any(m.symbol == symbol for m in markets):
+            raise SettingsError(f"LEDGER_MARKETS: {symbol} is listed twice")
+        base, _, quote = symbol.partition("-")
+        markets.append(Market(symbol, base, quote, target))
+    return tuple(markets)
+
+
+def parse_tokens(tokens: str, single: str) -> dict[str, str]:
+    """`alice:tok1,bob:tok2` (and the seed's single token as `admin`) -> {token: name}."""
+    by_token: dict[str, str] = {}
+    pairs = [p.strip() for p in tokens.split(",") if p.strip()]
+    if single:
+        pairs.append(f"admin:{single}")
+    for pair in pairs:
+        name, sep, token = pair.partition(":")
+        if not sep or not _NAME.match(name) or len(token) < 4:
+            raise SettingsError(
+                "LEDGER_ADMIN_TOKENS: each entry must be name:token (token of 4+ characters)"
+            )
+        if token in by_token:
+            raise SettingsError(f"LEDGER_ADMIN_TOKENS: a token is given twice ({name})")
+        if name in by_token.values():
+            raise SettingsError(f"LEDGER_ADMIN_TOKENS: admin {name} is given twice")
+        by_token[token] = name
+    return by_token
+
+
+@dataclass(frozen=True)
+class _Reader:
+    env: Mapping[str, str]
+
+    def integer(self, name: str, default: int, low: int = 0, high: int | None = None) -> int:
+        raw = self.env.get(name, str(default)).strip()
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise SettingsError(f"{name}={value} must be {bound}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "true" if default else "false").strip().lower()
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        raw = self.env.get(name, default).strip().upper()
+        if raw not in allowed:
+            raise SettingsError(f"{name}={raw!r} must be one of {', '.join(allowed)}")
+        return raw
+
+    def name(self, name: str, default: str) -> str:
+        raw = self.env.get(name, default).strip()
+        if not _NAME.match(raw):
+            raise SettingsError(f"{name}={raw!r} is not a valid account name")
+        return raw

@@ -1,0 +1,306 @@
+"""Admin endpoints: balances, adjustments, rebuild, invariants, reconciliation and latch,
+the settlement consumer, corrections, trade lookup. Thin: parse, call the part, reply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from workloads.ledger import payloads, rules
+from workloads.ledger.api import ADMIN, LEDGER, admin_name
+from workloads.ledger.errors import ApiError, Code
+from workloads.ledger.funding import FundingRequest
+from workloads.ledger.reconciler import LatchRefused
+
+MAX_WAIT_MS = 30_000
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    return payloads.parse_json(raw) if raw.strip() else {}
+
+
+def _wait(body: dict[str, Any]) -> float:
+    value = body.get("wait_ms", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WAIT_MS:
+        raise ApiError(Code.INVALID_FIELD, f"wait_ms must be an integer from 0 to {MAX_WAIT_MS}")
+    return value / 1000
+
+
+# ---------------------------------------------------------------------- balances
+
+
+async def balances(request: web.Request) -> web.Response:
+    account = request.query.get("account")
+    asset = request.query.get("asset")
+    if account is not None and not payloads.NAME.match(account):
+        raise ApiError(Code.INVALID_FIELD, "account is not a valid account name")
+    if asset is not None and not payloads.ASSET.match(asset):
+        raise ApiError(Code.INVALID_FIELD, "asset is not a valid asset code")
+    rows = await request.app[LEDGER].pool.fetch(
+        """SELECT a.owner, a.asset, a.system, b.available, b.hold, b.version
+             FROM balances b JOIN accounts a ON a.id = b.account_id
+            WHERE ($1::text IS NULL OR a.owner = $1) AND ($2::text IS NULL OR a.asset = $2)
+            ORDER BY a.owner, a.asset LIMIT 10000""",
+        account,
+        asset,
+    )
+    if account is not None and not rows:
+        raise ApiError(Code.UNKNOWN_ACCOUNT, f"no account {account}")
+    headers = {"Deprecation": "true"} if request.path == "/v1/balances" else None
+    return web.json_response(
+        {
+            "balances": [
+                {
+                    "account": r["owner"],
+                    "asset": r["asset"],
+                    "available": str(r["available"]),
+                    "hold": str(r["hold"]),
+                    "version": r["version"],
+                    "system": r["system"],
+                }
+                for r in rows
+            ]
+        },
+        headers=headers,
+    )
+
+
+async def adjustment(request: web.Request) -> web.Response:
+    """A deposit (credit) or withdrawal (debit) through the market's matcher.
+
+    202 with the matcher's answer; with `wait_ms`, the reply waits until the ledger has
+    booked it (`booked` and `journal_id`)."""
+    ledger = request.app[LEDGER]
+    body = await _body(request)
+    payloads.only(
+        body,
+        {"adjustment_id", "symbol", "account", "asset", "amount", "direction", "reason", "wait_ms"},
+    )
+    adjustment_id = payloads.text(body, "adjustment_id", payloads.ID)
+    market = payloads.market(ledger.settings.markets, payloads.text(body, "symbol", payloads.ID))
+    account = payloads.text(body, "account", payloads.USER)
+    asset = payloads.asset_of(market, payloads.text(body, "asset", payloads.ASSET))
+    amount = payloads.amount(body, "amount")
+    direction = body.get("direction")
+    if direction not in ("credit", "debit"):
+        raise ApiError(Code.INVALID_FIELD, "direction must be credit or debit")
+    reason = body.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 500:
+        raise ApiError(Code.INVALID_FIELD, "reason must be a string of at most 500 characters")
+    wait = _wait(body)
+    if not ledger.matchers.has(market.symbol):
+        raise ApiError(Code.NO_MATCHER, f"{market.symbol} has no matcher target to fund")
+    request_ = FundingRequest(
+        adjustment_id,
+        market.symbol,
+        account,
+        asset,
+        amount,
+        direction,
+        "adjustment",
+        rules.EXTERNAL,
+        request.get(ADMIN) or "anonymous",
+        reason,
+    )
+    async with ledger.pool.acquire() as conn, conn.transaction():
+        if direction == "debit" and not await conn.fetchval(
+            "SELECT 1 FROM accounts WHERE owner = $1 AND asset = $2", account, asset
+        ):
+            raise ApiError(Code.UNKNOWN_ACCOUNT, f"no account {account} in {asset} to debit")
+        await ledger.funding.store(conn, request_)
+    result = await ledger.funding.send(request_)
+    journal_id = None
+    if result.status == "accepted" and result.seq is not None and wait:
+        journal_id = await ledger.funding.booked(market.symbol, result.seq, wait)
+    return web.json_response(
+        {
+            "adjustment_id": adjustment_id,
+            **result.to_json(),
+            "booked": journal_id is not None,
+            "journal_id": journal_id,
+        },
+        status=202,
+    )
+
+
+async def rebuild(request: web.Request) -> web.Response:
+    body = await _body(request)
+    payloads.only(body, {"repair"})
+    report = await request.app[LEDGER].invariants.rebuild(payloads.flag(body, "repair"))
+    return web.json_response(report)
+
+
+async def invariants_check(request: web.Request) -> web.Response:
+    report = await request.app[LEDGER].invariants.check()
+    return web.json_response(report.to_json())
+
+
+async def invariants_last(request: web.Request) -> web.Response:
+    last = request.app[LEDGER].invariants.last
+    if last is None:
+        raise ApiError(Code.NOT_FOUND, "no invariant check has run yet")
+    return web.json_response(last.to_json())
+
+
+async def trade(request: web.Request) -> web.Response:
+    trade_id = request.match_info["trade_id"]
+    symbol = request.query.get("symbol")
+    rows = await request.app[LEDGER].pool.fetch(
+        """SELECT j.id, j.reference, j.market, j.seq, j.epoch, j.trade_id, j.recorded_at
+             FROM journal j
+            WHERE j.trade_id = $1 AND ($2::text IS NULL OR j.market = $2)""",
+        trade_id,
+        symbol,
+    )
+    if not rows:
+        raise ApiError(Code.UNKNOWN_TRADE, f"no trade {trade_id}")
+    postings = await request.app[LEDGER].pool.fetch(
+        """SELECT p.tx_id, p.line, a.owner, p.asset, p.bucket, p.amount
+             FROM postings p JOIN accounts a ON a.id = p.account_id
+            WHERE p.tx_id = ANY($1::bigint[]) ORDER BY p.tx_id, p.line""",
+        [r["id"] for r in rows],
+    )
+    return web.json_response(
+        {
+            "trades": [
+                {
+                    "journal_id": r["id"],
+                    "event_id": r["reference"],
+                    "symbol": r["market"],
+                    "seq": r["seq"],
+                    "epoch": r["epoch"],
+                    "trade_id": r["trade_id"],
+                    "recorded_at": r["recorded_at"].isoformat(),
+                    "postings": [
+                        {
+                            "account": p["owner"],
+                            "asset": p["asset"],
+                            "bucket": p["bucket"],
+                            "amount": str(p["amount"]),
+                        }
+                        for p in postings
+                        if p["tx_id"] == r["id"]
+                    ],
+                }
+                for r in rows
+            ]
+        }
+    )
+
+
+# ---------------------------------------------------------------------- reconciliation
+
+
+async def reconciliation_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[LEDGER].reconciler.status())
+
+
+def _symbol(request: web.Request) -> str:
+    symbol = request.match_info["symbol"]
+    if symbol not in request.app[LEDGER].reconciler.views:
+        raise ApiError(Code.UNKNOWN_MARKET, f"market {symbol!r} is not reconciled here")
+    return symbol
+
+
+async def reconciliation_market(request: web.Request) -> web.Response:
+    symbol = _symbol(request)
+    reconciler = request.app[LEDGER].reconciler
+    raw = request.query.get("history", "20")
+    if not raw.isdigit() or int(raw) > 1000:
+        raise ApiError(Code.INVALID_FIELD, "history must be an integer from 0 to 1000")
+    history = await reconciler.history(symbol, int(raw)) if int(raw) else []
+    return web.json_response({**reconciler.market_status(symbol), "history": history})
+
+
+async def reconciliation_evaluate(request: web.Request) -> web.Response:
+    await request.app[LEDGER].reconciler.evaluate_all()
+    return web.json_response(request.app[LEDGER].reconciler.status())
+
+
+async def latch_release(request: web.Request) -> web.Response:
+    symbol = _symbol(request)
+    admin = request.get(ADMIN) or "anonymous"
+    try:
+        status = await request.app[LEDGER].reconciler.release(symbol, admin)
+    except LatchRefused as exc:
+        raise ApiError(
+            Code.LATCH_RELEASE_REFUSED, f"latch of {symbol} not released: {exc}"
+        ) from None
+    return web.json_response({"released": True, **status})
+
+
+# ---------------------------------------------------------------------- consumer
+
+
+def _consumer(request: web.Request) -> Any:
+    consumer = request.app[LEDGER].consumer
+    if consumer is None:
+        raise ApiError(Code.NOT_FOUND, "the settlement consumer is disabled (LEDGER_KAFKA_ENABLED)")
+    return consumer
+
+
+async def consumer_pause(request: web.Request) -> web.Response:
+    consumer = _consumer(request)
+    await consumer.pause()
+    return web.json_response(consumer.status())
+
+
+async def consumer_resume(request: web.Request) -> web.Response:
+    consumer = _consumer(request)
+    consumer.resume()
+    return web.json_response(consumer.status())
+
+
+async def consumer_status(request: web.Request) -> web.Response:
+    return web.json_response(_consumer(request).status())
+
+
+# ---------------------------------------------------------------------- corrections
+
+
+async def correction_request(request: web.Request) -> web.Response:
+    admin = admin_name(request)
+    result = await request.app[LEDGER].corrections.request(admin, await _body(request))
+    return web.json_response(result, status=201)
+
+
+async def correction_approve(request: web.Request) -> web.Response:
+    admin = admin_name(request)
+    corrections = request.app[LEDGER].corrections
+    return web.json_response(await corrections.approve(request.match_info["id"], admin))
+
+
+async def correction_apply(request: web.Request) -> web.Response:
+    admin = admin_name(request)
+    body = await _body(request)
+    payloads.only(body, {"wait_ms"})
+    corrections = request.app[LEDGER].corrections
+    result = await corrections.apply(request.match_info["id"], admin, _wait(body) or 5.0)
+    return web.json_response(result)
+
+
+async def correction_get(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[LEDGER].corrections.get(request.match_info["id"]))
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/v1/admin/balances", balances)
+    router.add_get("/v1/balances", balances)
+    router.add_post("/v1/admin/adjustments", adjustment)
+    router.add_post("/v1/admin/rebuild-balances", rebuild)
+    router.add_post("/v1/admin/invariants/check", invariants_check)
+    router.add_get("/v1/admin/invariants", invariants_last)
+    router.add_get("/v1/admin/trades/{trade_id}", trade)
+    router.add_get("/v1/admin/reconciliation/status", reconciliation_status)
+    router.add_post("/v1/admin/reconciliation/evaluate", reconciliation_evaluate)
+    router.add_get("/v1/admin/reconciliation/{symbol}", reconciliation_market)
+    router.add_post("/v1/admin/reconciliation/latch/{symbol}/release", latch_release)
+    router.add_post("/v1/admin/consumers/settlement/pause", consumer_pause)
+    router.add_post("/v1/admin/consumers/settlement/resume", consumer_resume)
+    router.add_get("/v1/admin/consumers/settlement/status", consumer_status)
+    router.add_post("/v1/admin/corrections/requests", correction_request)
+    router.add_post("/v1/admin/corrections/{id}/approve", correction_approve)
+    router.add_post("/v1/admin/corrections/{id}/apply", correction_apply)
+    router.add_get("/v1/admin/corrections/{id}", correction_get)
