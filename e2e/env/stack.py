@@ -14,11 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2e.env import gobuild, kafka, kube, paths, postgres
+from e2e.env.gateway import GatewayProcess
 from e2e.env.ledger import LedgerProcess
 from e2e.env.matcher import MatcherProcess
 from e2e.env.process import Part
+from workloads.gateway.markets import Market, catalogue_json
 
 EVENTS_TOPIC = "core.events.v1"
+DEMO_KEY, DEMO_SECRET = "demo", "demo-secret"  # EDGE_API_SECRETS default of `make up`
+
+
+def gateway_market(symbol: str, matcher: str) -> Market:
+    """The catalogue entry `make up` gives the gateway (and, through it, the matcher)."""
+    base, _, quote = symbol.partition("-")
+    return Market(symbol, base, quote or "USDT", matcher=matcher)
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class StackSettings:
     matcher_grpc_port: int  # MATCHER_GRPC_PORT, default 50051
     matcher_http_port: int  # MATCHER_HTTP_PORT, default 8090
     ledger_http_port: int  # LEDGER_HTTP_PORT, default 8082 (the seed's ledger port)
+    gateway_http_port: int  # EDGE_HTTP_PORT, default 8081 (the seed's edge port)
 
     @classmethod
     def from_env(cls) -> StackSettings:
@@ -50,6 +60,7 @@ class StackSettings:
             matcher_grpc_port=_port(env, "MATCHER_GRPC_PORT", 50051),
             matcher_http_port=_port(env, "MATCHER_HTTP_PORT", 8090),
             ledger_http_port=_port(env, "LEDGER_HTTP_PORT", 8082),
+            gateway_http_port=_port(env, "EDGE_HTTP_PORT", 8081),
         )
 
 
@@ -86,6 +97,9 @@ class Stack:
             grpc_port=s.matcher_grpc_port,
             http_port=s.matcher_http_port,
         )
+        # One catalogue entry drives both: the matcher's lot and tick are the gateway's.
+        market = gateway_market(s.symbol, matcher.target)
+        matcher.extra_env.update(market.matcher_env())
         self._start(f"matcher {s.symbol}", matcher, lambda: "exchange matcher")
         self.endpoints[f"Matcher {s.symbol}"] = f"grpc://{matcher.target}"
         self.endpoints["Matcher ops"] = f"http://127.0.0.1:{s.matcher_http_port}/metrics"
@@ -102,6 +116,21 @@ class Stack:
         )
         self._start("ledger", ledger, lambda: "exchange ledger")
         self.endpoints["Ledger API"] = ledger.url
+        gateway = GatewayProcess(
+            s.run_dir,
+            pg.dsn,
+            catalogue_json((market,)),
+            kafka_bootstrap=broker.bootstrap,
+            events_topic=EVENTS_TOPIC,
+            http_port=s.gateway_http_port,
+            api_secrets=os.environ.get("EDGE_API_SECRETS", f"{DEMO_KEY}:{DEMO_SECRET}"),
+        )
+        self._start("gateway", gateway, lambda: "exchange gateway")
+        self.endpoints["Gateway REST/WS"] = gateway.url
+        self.endpoints["First signed order"] = (
+            f"{sys.executable} -m workloads.gateway.example_client --url {gateway.url}"
+            f" --ledger {ledger.url}"
+        )
         if s.kube:
             missing = [
                 n for n in ("etcd", *gobuild.CONTROL_PLANE) if not gobuild.binary(n).exists()

@@ -1,0 +1,117 @@
+"""The matchers behind the gateway: one gRPC channel per market, orders coalesced.
+
+Concurrent orders for a market are gathered for about a millisecond and sent as one
+`SubmitBatch`; each caller gets its own `CommandReply`. There is no local fallback: with
+EDGE_DISABLE_CORE, a sample market, or a matcher that cannot be reached, order routes
+answer `core_unavailable`; a matcher that does not lead answers `not_leader` (retry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from contracts.v1 import matcher_pb2, matcher_pb2_grpc
+from workloads.gateway.batching import MicroBatcher
+from workloads.gateway.errors import ApiError, Code
+from workloads.gateway.markets import Market
+
+
+def core_error(exc: grpc.aio.AioRpcError) -> ApiError:
+    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "NOT_LEADER" in (exc.details() or ""):
+        return ApiError(
+            Code.NOT_LEADER,
+            "the matcher is not the market's leader; retry",
+            503,
+            {"Retry-After": "1"},
+        )
+    return ApiError(
+        Code.CORE_UNAVAILABLE,
+        f"the matcher did not answer ({exc.code().name})",
+        503,
+        {"Retry-After": "1"},
+    )
+
+
+class MarketCore:
+    """One market's matcher."""
+
+    def __init__(self, market: Market, window: float, max_size: int, timeout: float) -> None:
+        self.market = market
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(
+            market.matcher, options=[("grpc.max_receive_message_length", 64 << 20)]
+        )
+        self.stub = matcher_pb2_grpc.MatcherStub(self.channel)
+        self.batcher = MicroBatcher[matcher_pb2.Command, matcher_pb2.CommandReply](
+            f"matcher_{market.symbol}",
+            self._submit,
+            window=window,
+            max_size=max_size,
+            max_inflight=4,
+        )
+
+    async def _submit(
+        self, commands: list[matcher_pb2.Command]
+    ) -> Sequence[matcher_pb2.CommandReply]:
+        try:
+            reply = await self.stub.SubmitBatch(
+                matcher_pb2.CommandBatch(commands=commands), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise core_error(exc) from None
+        return list(reply.replies)
+
+    async def submit(self, command: matcher_pb2.Command) -> matcher_pb2.CommandReply:
+        return await self.batcher.submit(command)
+
+    async def book(self, depth: int) -> matcher_pb2.OrderBookSnapshot:
+        try:
+            return await self.stub.GetOrderBook(  # type: ignore[no-any-return]
+                matcher_pb2.GetOrderBookRequest(symbol=self.market.symbol, depth=depth),
+                timeout=self.timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise core_error(exc) from None
+
+    async def status(self) -> matcher_pb2.MatcherStatus:
+        try:
+            return await self.stub.GetStatus(  # type: ignore[no-any-return]
+                matcher_pb2.GetStatusRequest(symbol=self.market.symbol), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise core_error(exc) from None
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        await self.channel.close()
+
+
+class Core:
+    def __init__(
+        self,
+        markets: Sequence[Market],
+        *,
+        disabled: bool,
+        window: float,
+        max_size: int,
+        timeout: float,
+    ) -> None:
+        self.disabled = disabled
+        self.markets: dict[str, MarketCore] = {}
+        if not disabled:
+            for market in markets:
+                if market.live:
+                    self.markets[market.symbol] = MarketCore(market, window, max_size, timeout)
+
+    def of(self, symbol: str) -> MarketCore:
+        core = self.markets.get(symbol)
+        if core is None:
+            why = "EDGE_DISABLE_CORE is set" if self.disabled else f"{symbol} has no matcher"
+            raise ApiError(Code.CORE_UNAVAILABLE, f"orders are unavailable: {why}", 503)
+        return core
+
+    async def close(self) -> None:
+        for core in self.markets.values():
+            await core.close()

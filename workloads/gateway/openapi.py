@@ -1,0 +1,564 @@
+"""The OpenAPI 3 document served at `/openapi.json` (tests check real responses against it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workloads.gateway.errors import documented_codes
+
+DEC = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$", "description": "decimal string"}
+NDEC = {**DEC, "nullable": True}
+STR = {"type": "string"}
+NSTR = {"type": "string", "nullable": True}
+INT = {"type": "integer"}
+NINT = {"type": "integer", "nullable": True}
+BOOL = {"type": "boolean"}
+
+
+def obj(
+    props: dict[str, Any], required: list[str] | None = None, extra: bool = True
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    schema["required"] = list(props) if required is None else required
+    if not extra:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def arr(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item}
+
+
+LEVEL = {"type": "array", "items": DEC, "minItems": 2, "maxItems": 2}
+FILL = obj(
+    {
+        "trade_id": STR,
+        "order_id": STR,
+        "symbol": STR,
+        "side": {"enum": ["BUY", "SELL"]},
+        "liquidity": {"enum": ["MAKER", "TAKER"]},
+        "price": DEC,
+        "quantity": DEC,
+        "fee": DEC,
+        "fee_asset": STR,
+        "seq": INT,
+        "time": INT,
+    }
+)
+ORDER = obj(
+    {
+        "order_id": STR,
+        "client_order_id": STR,
+        "symbol": STR,
+        "side": {"type": "string", "enum": ["BUY", "SELL"], "nullable": True},
+        "type": {"type": "string", "enum": ["LIMIT", "MARKET"], "nullable": True},
+        "time_in_force": {"type": "string", "enum": ["GTC", "IOC", "FOK"], "nullable": True},
+        "price": NDEC,
+        "quantity": NDEC,
+        "filled_quantity": DEC,
+        "remaining_quantity": DEC,
+        "average_price": NDEC,
+        "status": {"enum": ["ACCEPTED", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED"]},
+        "reject_reason": NSTR,
+        "post_only": BOOL,
+        "seq": INT,
+        "updated_seq": INT,
+        "epoch": INT,
+        "created_at": INT,
+        "fills": arr(ref("Fill")),
+        "duplicate": BOOL,
+        "as_of_seq": INT,
+    },
+    required=["order_id", "symbol", "status", "seq", "epoch", "filled_quantity", "fills"],
+)
+TRADE = obj(
+    {
+        "trade_id": STR,
+        "symbol": STR,
+        "price": DEC,
+        "quantity": DEC,
+        "taker_side": {"enum": ["BUY", "SELL"]},
+        "seq": INT,
+        "time": INT,
+    }
+)
+CANDLE = obj(
+    {
+        "symbol": STR,
+        "interval": {"enum": ["1m"]},
+        "open_time": INT,
+        "close_time": INT,
+        "open": DEC,
+        "high": DEC,
+        "low": DEC,
+        "close": DEC,
+        "volume": DEC,
+        "quote_volume": DEC,
+        "trades": INT,
+        "final": BOOL,
+        "revision": INT,
+    }
+)
+TICKER = obj(
+    {
+        "symbol": STR,
+        "window_start": INT,
+        "window_end": INT,
+        "last_price": NDEC,
+        "open": NDEC,
+        "high": NDEC,
+        "low": NDEC,
+        "volume": DEC,
+        "quote_volume": DEC,
+        "trades": INT,
+        "change": {"type": "string"},
+        "change_percent": {"type": "string"},
+        "sample": BOOL,
+    }
+)
+BOOK = obj(
+    {
+        "symbol": STR,
+        "seq": INT,
+        "bids": arr(LEVEL),
+        "asks": arr(LEVEL),
+        "checksum": {"type": "integer", "minimum": 0, "maximum": 4294967295},
+        "sample": BOOL,
+    }
+)
+BALANCE = obj(
+    {
+        "asset": STR,
+        "available": DEC,
+        "hold": DEC,
+        "total": DEC,
+        "markets": arr(obj({"symbol": STR, "available": DEC, "hold": DEC})),
+    }
+)
+ERROR = obj({"code": STR, "message": STR}, extra=True)
+
+SIGNED: list[dict[str, list[str]]] = [
+    {"ApiKey": [], "ApiTimestamp": [], "ApiSignature": []},
+    {"Session": []},
+]
+IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+    "description": "Required on POST and DELETE; same key + same request = same response.",
+}
+SYMBOL = {"name": "symbol", "in": "path", "required": True, "schema": {"type": "string"}}
+ORDER_ID = {
+    "name": "orderId",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "`<symbol>:<seq>`, e.g. BTC-USDT:42",
+}
+
+
+def errors(*statuses: int) -> dict[str, Any]:
+    out = {}
+    for status in statuses:
+        out[str(status)] = {
+            "description": "error",
+            "content": {"application/json": {"schema": ref("Error")}},
+        }
+    return out
+
+
+def ok(schema: dict[str, Any], status: int = 200, description: str = "ok") -> dict[str, Any]:
+    return {
+        str(status): {
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+def op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    secure: bool = False,
+    body: dict[str, Any] | None = None,
+    params: list[dict[str, Any]] | None = None,
+    idempotent: bool = False,
+    tag: str = "",
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "summary": summary,
+        "responses": responses,
+        "tags": [tag] if tag else [],
+    }
+    parameters = list(params or [])
+    if idempotent:
+        parameters.append(IDEMPOTENCY)
+    if parameters:
+        result["parameters"] = parameters
+    if secure:
+        result["security"] = SIGNED
+    if body is not None:
+        result["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+    return result
+
+
+AUTH_ERRORS = (400, 401, 409, 429)
+CREDENTIALS = obj(
+    {
+        "email": {"type": "string", "format": "email"},
+        "password": {"type": "string", "minLength": 8, "maxLength": 128},
+    }
+)
+PLACE = obj(
+    {
+        "symbol": STR,
+        "side": {"enum": ["BUY", "SELL"]},
+        "type": {"enum": ["LIMIT", "MARKET"]},
+        "time_in_force": {"enum": ["GTC", "IOC", "FOK"]},
+        "price": DEC,
+        "quantity": DEC,
+        "post_only": BOOL,
+        "quote_budget": DEC,
+        "client_order_id": {"type": "string", "minLength": 1, "maxLength": 64},
+    },
+    required=["symbol", "side", "quantity"],
+    extra=False,
+)
+
+
+def document() -> dict[str, Any]:
+    codes = documented_codes()
+    code_table = "\n".join(f"- `{c}`: HTTP {s}" for c, s in sorted(codes.items()))
+    paths: dict[str, Any] = {
+        "/healthz": {"get": op("liveness", ok(obj({"status": STR})), tag="ops")},
+        "/readyz": {
+            "get": op(
+                "readiness", {**ok(obj({"ready": BOOL, "detail": STR})), **errors(503)}, tag="ops"
+            )
+        },
+        "/metrics": {
+            "get": op(
+                "Prometheus metrics",
+                {
+                    "200": {
+                        "description": "text exposition",
+                        "content": {"text/plain": {"schema": STR}},
+                    }
+                },
+                tag="ops",
+            )
+        },
+        "/v1/auth/signup": {
+            "post": op(
+                "create a user",
+                {
+                    **ok(obj({"user_id": INT, "email": STR, "account": STR}), 201),
+                    **errors(*AUTH_ERRORS),
+                },
+                body=CREDENTIALS,
+                idempotent=True,
+                tag="auth",
+            )
+        },
+        "/v1/auth/login": {
+            "post": op(
+                "open a session",
+                {
+                    **ok(
+                        obj(
+                            {
+                                "token": STR,
+                                "token_type": STR,
+                                "expires_at": INT,
+                                "user_id": INT,
+                                "account": STR,
+                            }
+                        )
+                    ),
+                    **errors(*AUTH_ERRORS),
+                },
+                body=CREDENTIALS,
+                idempotent=True,
+                tag="auth",
+            )
+        },
+        "/v1/auth/me": {
+            "get": op(
+                "the caller",
+                {
+                    **ok(
+                        obj(
+                            {
+                                "user_id": NINT,
+                                "email": NSTR,
+                                "account": STR,
+                                "auth": {"enum": ["api_key", "session"]},
+                                "api_key": NSTR,
+                            }
+                        )
+                    ),
+                    **errors(401, 429),
+                },
+                secure=True,
+                tag="auth",
+            )
+        },
+        "/v1/auth/logout": {
+            "post": op(
+                "end the session",
+                {**ok(obj({"logged_out": BOOL})), **errors(*AUTH_ERRORS)},
+                secure=True,
+                idempotent=True,
+                tag="auth",
+            )
+        },
+        "/v1/api-keys": {
+            "post": op(
+                "create an API key; the secret is shown only here",
+                {
+                    **ok(
+                        obj({"api_key": STR, "secret": STR, "label": STR, "created_at": INT}), 201
+                    ),
+                    **errors(400, 401, 403, 409, 429),
+                },
+                secure=True,
+                idempotent=True,
+                body=obj({"label": {"type": "string", "maxLength": 100}}, required=[]),
+                tag="keys",
+            ),
+            "get": op(
+                "list API keys (no secrets)",
+                {
+                    **ok(
+                        obj(
+                            {
+                                "keys": arr(
+                                    obj(
+                                        {
+                                            "api_key": STR,
+                                            "label": STR,
+                                            "created_at": INT,
+                                            "revoked_at": NINT,
+                                        }
+                                    )
+                                )
+                            }
+                        )
+                    ),
+                    **errors(401, 403, 429),
+                },
+                secure=True,
+                tag="keys",
+            ),
+        },
+        "/v1/api-keys/{apiKey}": {
+            "delete": op(
+                "revoke an API key",
+                {
+                    **ok(obj({"api_key": STR, "revoked": BOOL})),
+                    **errors(400, 401, 403, 404, 409, 429),
+                },
+                secure=True,
+                idempotent=True,
+                params=[{"name": "apiKey", "in": "path", "required": True, "schema": STR}],
+                tag="keys",
+            )
+        },
+        "/v1/account/balances": {
+            "get": op(
+                "balances per asset (matcher view)",
+                {
+                    **ok(
+                        obj(
+                            {
+                                "account": STR,
+                                "balances": arr(ref("Balance")),
+                                "as_of_seq": {"type": "object", "additionalProperties": INT},
+                            }
+                        )
+                    ),
+                    **errors(401, 429),
+                },
+                secure=True,
+                tag="account",
+            )
+        },
+        "/v1/account/portfolio": {
+            "get": op(
+                "balances valued at last prices",
+                {
+                    **ok(
+                        obj(
+                            {
+                                "account": STR,
+                                "assets": arr(
+                                    obj(
+                                        {
+                                            "asset": STR,
+                                            "total": DEC,
+                                            "price": NDEC,
+                                            "values": {
+                                                "type": "object",
+                                                "additionalProperties": DEC,
+                                            },
+                                        }
+                                    )
+                                ),
+                                "totals": {"type": "object", "additionalProperties": DEC},
+                                "as_of_seq": {"type": "object", "additionalProperties": INT},
+                            }
+                        )
+                    ),
+                    **errors(401, 429),
+                },
+                secure=True,
+                tag="account",
+            )
+        },
+        "/v1/orders": {
+            "post": op(
+                "place an order (the matcher's result, with seq and epoch)",
+                {
+                    **ok(ref("Order"), 201, "accepted"),
+                    **ok(ref("Order"), 200, "sequenced but rejected, or a duplicate"),
+                    **errors(400, 401, 404, 409, 429, 503),
+                },
+                secure=True,
+                idempotent=True,
+                body=PLACE,
+                tag="orders",
+            )
+        },
+        "/v1/orders/{orderId}": {
+            "delete": op(
+                "cancel an order",
+                {**ok(ref("Order")), **errors(400, 401, 404, 409, 429, 503)},
+                secure=True,
+                idempotent=True,
+                params=[ORDER_ID],
+                tag="orders",
+            ),
+            "get": op(
+                "an order's status",
+                {**ok(ref("Order")), **errors(401, 404, 429)},
+                secure=True,
+                params=[ORDER_ID],
+                tag="orders",
+            ),
+        },
+        "/v1/markets/{symbol}/trades": {
+            "get": op(
+                "recent trades, newest first",
+                {
+                    **ok(obj({"symbol": STR, "sample": BOOL, "trades": arr(ref("Trade"))})),
+                    **errors(400, 404, 429),
+                },
+                params=[
+                    SYMBOL,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+                tag="market",
+            )
+        },
+        "/v1/markets/{symbol}/orderbook": {
+            "get": op(
+                "the book (price levels) as of seq",
+                {**ok(ref("Book")), **errors(400, 404, 429, 503)},
+                params=[
+                    SYMBOL,
+                    {
+                        "name": "depth",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+                tag="market",
+            )
+        },
+        "/v1/markets/{symbol}/candles": {
+            "get": op(
+                "1-minute candles, oldest first",
+                {
+                    **ok(
+                        obj(
+                            {
+                                "symbol": STR,
+                                "interval": STR,
+                                "sample": BOOL,
+                                "candles": arr(ref("Candle")),
+                            }
+                        )
+                    ),
+                    **errors(400, 404, 429),
+                },
+                params=[
+                    SYMBOL,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1500},
+                    },
+                    {"name": "interval", "in": "query", "schema": {"enum": ["1m"]}},
+                    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                ],
+                tag="market",
+            )
+        },
+        "/v1/markets/{symbol}/ticker": {
+            "get": op(
+                "rolling 24h statistics",
+                {**ok(ref("Ticker")), **errors(404, 429)},
+                params=[SYMBOL],
+                tag="market",
+            )
+        },
+        "/ws": {
+            "get": op(
+                "WebSocket: channels trades, book, candles, ticker, orders, fills (see README)",
+                {"101": {"description": "switching protocols"}, **errors(400, 401, 403, 429)},
+                tag="ws",
+            )
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Exchange gateway",
+            "version": "1.0.0",
+            "description": "Prices and amounts are decimal strings. Signed requests: "
+            "X-SIGNATURE = hex HMAC-SHA256(secret, METHOD\\nPATH\\nX-TS\\nBODY), PATH with "
+            "query string, X-TS epoch ms. Errors are {code, message}:\n" + code_table,
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Order": ORDER,
+                "Fill": FILL,
+                "Trade": TRADE,
+                "Candle": CANDLE,
+                "Ticker": TICKER,
+                "Book": BOOK,
+                "Balance": BALANCE,
+                "Error": ERROR,
+            },
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-KEY"},
+                "ApiTimestamp": {"type": "apiKey", "in": "header", "name": "X-TS"},
+                "ApiSignature": {"type": "apiKey", "in": "header", "name": "X-SIGNATURE"},
+                "Session": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }

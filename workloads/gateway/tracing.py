@@ -1,0 +1,34 @@
+"""OpenTelemetry tracing: a provider from EDGE_OTEL_*, and every response's `X-Trace-Id`.
+
+The trace id exists even for a request that is not sampled (the SDK draws it before the
+sampler decides), so a client can always quote it. With EDGE_OTEL_ENDPOINT empty no span
+is exported. The trace id is also the matcher command's correlation id, so the events an
+order produced can be found from the HTTP request.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from workloads.gateway.settings import OtelSettings
+
+
+def provider(settings: OtelSettings, exporter: SpanExporter | None = None) -> TracerProvider:
+    result = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+    )
+    if exporter is not None:
+        result.add_span_processor(SimpleSpanProcessor(exporter))
+    elif settings.endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        result.add_span_processor(
+            BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=settings.endpoint, insecure=settings.insecure)
+            )
+        )
+    return result

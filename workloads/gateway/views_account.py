@@ -1,0 +1,85 @@
+"""Balances and portfolio, from the balance projection of the events topic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from workloads.gateway.guard import policy, principal
+from workloads.gateway.jsonio import json_response
+from workloads.gateway.keys import PROJECTION
+
+
+def as_of(request: web.Request) -> dict[str, int]:
+    return {s: d.seq for s, d in request.app[PROJECTION].data.items() if not d.sample}
+
+
+@policy("user")
+async def balances(request: web.Request) -> web.Response:
+    who = principal(request)
+    rows = request.app[PROJECTION].balances.of(who.account)
+    return json_response({"account": who.account, "balances": rows, "as_of_seq": as_of(request)})
+
+
+@policy("user")
+async def portfolio(request: web.Request) -> web.Response:
+    """Each asset valued in the quote asset of a market that trades it, at the last price."""
+    who = principal(request)
+    projection = request.app[PROJECTION]
+    raw = projection.balances.raw(who.account)
+    assets: dict[str, dict[str, Any]] = {}
+    totals: dict[str, int] = {}
+    for (symbol, asset), (available, hold) in sorted(raw.items()):
+        market = projection.markets[symbol]
+        data = projection.data[symbol]
+        amount = available + hold
+        entry = assets.setdefault(asset, {"asset": asset, "units": 0, "market": market})
+        entry["units"] += amount
+        if asset == market.quote_asset:
+            value, currency, price = amount, market.quote_asset, None
+        else:
+            last = data.trades[-1] if data.trades else None
+            if last is None:
+                continue
+            price_units = market.price_units(last["price"])
+            value = amount * price_units // market.lot_size
+            currency, price = market.quote_asset, last["price"]
+        entry.setdefault("values", {}).setdefault(currency, 0)
+        entry["values"][currency] += value
+        entry["price"] = price
+        totals[currency] = totals.get(currency, 0) + value
+    out = []
+    markets = projection.markets
+    for asset, entry in sorted(assets.items()):
+        market = entry["market"]
+        out.append(
+            {
+                "asset": asset,
+                "total": market.format_amount(asset, entry["units"]),
+                "price": entry.get("price"),
+                "values": {
+                    cur: _fmt(markets, cur, v) for cur, v in sorted(entry.get("values", {}).items())
+                },
+            }
+        )
+    return json_response(
+        {
+            "account": who.account,
+            "assets": out,
+            "totals": {cur: _fmt(markets, cur, v) for cur, v in sorted(totals.items())},
+            "as_of_seq": as_of(request),
+        }
+    )
+
+
+def _fmt(markets: dict[str, Any], asset: str, units: int) -> str:
+    for market in markets.values():
+        if asset in (market.base_asset, market.quote_asset):
+            return str(market.format_amount(asset, units))
+    return str(units)
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/v1/account/balances", balances)
+    router.add_get("/v1/account/portfolio", portfolio)

@@ -1,0 +1,144 @@
+"""Signup, login, me, logout, and API keys (create with the secret shown once, list, revoke)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from workloads.gateway.errors import ApiError, Code
+from workloads.gateway.guard import policy, principal
+from workloads.gateway.jsonio import decode, json_response
+from workloads.gateway.keys import PASSWORDS, SETTINGS, STORE
+from workloads.gateway.store import account_of
+
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s.]{1,63}$")
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        value = decode(await request.read())
+    except ValueError:
+        raise ApiError(Code.INVALID_JSON, "the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError(Code.INVALID_JSON, "the body must be a JSON object")
+    return value
+
+
+def credentials(body: dict[str, Any]) -> tuple[str, str]:
+    email, password = body.get("email"), body.get("password")
+    if not isinstance(email, str) or not EMAIL.match(email):
+        raise ApiError(Code.VALIDATION_FAILED, "email must be an email address")
+    if not isinstance(password, str) or not 8 <= len(password) <= 128:
+        raise ApiError(Code.VALIDATION_FAILED, "password must have 8 to 128 characters")
+    return email.lower(), password
+
+
+@policy("public")
+async def signup(request: web.Request) -> web.Response:
+    email, password = credentials(await json_object(request))
+    hashed = await request.app[PASSWORDS].hash(password)
+    user_id = await request.app[STORE].create_user(email, hashed)
+    if user_id is None:
+        raise ApiError(Code.EMAIL_TAKEN, "an account with this email exists")
+    return json_response(
+        {"user_id": user_id, "email": email, "account": account_of(user_id)}, status=201
+    )
+
+
+@policy("public")
+async def login(request: web.Request) -> web.Response:
+    email, password = credentials(await json_object(request))
+    store = request.app[STORE]
+    found = await store.user_by_email(email)
+    stored = found[1] if found else None
+    if found is None or not await request.app[PASSWORDS].verify(stored, password):
+        raise ApiError(Code.INVALID_CREDENTIALS, "wrong email or password")
+    ttl = request.app[SETTINGS].auth.session_ttl_hours * 3600
+    token, expires = await store.create_session(found[0], ttl)
+    return json_response(
+        {
+            "token": token,
+            "token_type": "Bearer",
+            "expires_at": int(expires * 1000),
+            "user_id": found[0],
+            "account": account_of(found[0]),
+        }
+    )
+
+
+@policy("user")
+async def me(request: web.Request) -> web.Response:
+    who = principal(request)
+    user = await request.app[STORE].user(who.user_id) if who.user_id else None
+    return json_response(
+        {
+            "user_id": who.user_id or None,
+            "email": user["email"] if user else None,
+            "account": who.account,
+            "auth": "api_key" if who.api_key else "session",
+            "api_key": who.api_key or None,
+        }
+    )
+
+
+@policy("session")
+async def logout(request: web.Request) -> web.Response:
+    who = principal(request)
+    await request.app[STORE].revoke_session(who.session_hash)
+    return json_response({"logged_out": True})
+
+
+def user_only(request: web.Request) -> int:
+    who = principal(request)
+    if who.static:
+        raise ApiError(Code.FORBIDDEN, "static keys (EDGE_API_SECRETS) have no user")
+    return who.user_id
+
+
+@policy("user")
+async def create_key(request: web.Request) -> web.Response:
+    user_id = user_only(request)
+    body = await json_object(request) if request.can_read_body else {}
+    label = body.get("label", "")
+    if not isinstance(label, str) or len(label) > 100:
+        raise ApiError(Code.VALIDATION_FAILED, "label: a string of at most 100 characters")
+    api_key, secret, created = await request.app[STORE].create_key(user_id, label)
+    return json_response(
+        {"api_key": api_key, "secret": secret, "label": label, "created_at": int(created * 1000)},
+        status=201,
+    )
+
+
+def key_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "api_key": row["api_key"],
+        "label": row["label"],
+        "created_at": int(float(row["created"]) * 1000),
+        "revoked_at": int(float(row["revoked"]) * 1000) if row["revoked"] is not None else None,
+    }
+
+
+@policy("user")
+async def list_keys(request: web.Request) -> web.Response:
+    rows = await request.app[STORE].list_keys(user_only(request))
+    return json_response({"keys": [key_json(r) for r in rows]})
+
+
+@policy("user")
+async def revoke_key(request: web.Request) -> web.Response:
+    api_key = request.match_info["apiKey"]
+    if not await request.app[STORE].revoke_key(user_only(request), api_key):
+        raise ApiError(Code.NOT_FOUND, "no such API key")
+    return json_response({"api_key": api_key, "revoked": True})
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_post("/v1/auth/signup", signup)
+    router.add_post("/v1/auth/login", login)
+    router.add_get("/v1/auth/me", me)
+    router.add_post("/v1/auth/logout", logout)
+    router.add_post("/v1/api-keys", create_key)
+    router.add_get("/v1/api-keys", list_keys)
+    router.add_delete("/v1/api-keys/{apiKey}", revoke_key)
