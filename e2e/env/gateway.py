@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from e2e.env.process import ManagedProcess, free_port
+from e2e.env.service import ServiceProcess
 
 
 @dataclass
-class GatewayProcess:
+class GatewayProcess(ServiceProcess):
     """`python -m workloads.gateway` on `dsn` (its own `schema`), reading `events_topic`.
 
     `markets` is EDGE_MARKETS (JSON, see workloads/gateway/markets.py)."""
@@ -29,6 +28,11 @@ class GatewayProcess:
     name: str = "gateway"
     extra_env: dict[str, str] = field(default_factory=dict)
     process: ManagedProcess | None = None
+    module: ClassVar[str] = "workloads.gateway"
+
+    @property
+    def ops_url(self) -> str:
+        return self.url
 
     @property
     def url(self) -> str:
@@ -48,20 +52,6 @@ class GatewayProcess:
             "EDGE_API_SECRETS": self.api_secrets,
             **self.extra_env,
         }
-
-    def start(self, timeout: float = 60.0) -> float:
-        self.process = ManagedProcess(
-            self.name, [sys.executable, "-m", "workloads.gateway"], self.run_dir, env=self.env()
-        )
-        self.process.start()
-        return self.process.wait_ready(self.ready, timeout)
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as r:
-                return bool(json.loads(r.read())["ready"])
-        except OSError:
-            return False
 
     @property
     def pid(self) -> int | None:

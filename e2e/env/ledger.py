@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from e2e.env.process import ManagedProcess, free_port
+from e2e.env.service import ServiceProcess
 
 
 @dataclass
-class LedgerProcess:
+class LedgerProcess(ServiceProcess):
     """`python -m workloads.ledger` on `dsn`, consuming `events_topic` (when Kafka is given).
 
     `markets` is LEDGER_MARKETS: `SYMBOL[=matcher host:port],...`."""
@@ -29,6 +28,11 @@ class LedgerProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     name: str = "ledger"
     process: ManagedProcess | None = None
+    module: ClassVar[str] = "workloads.ledger"
+
+    @property
+    def ops_url(self) -> str:
+        return self.url
 
     @property
     def url(self) -> str:
@@ -48,26 +52,3 @@ class LedgerProcess:
             "LEDGER_ADMIN_TOKENS": self.admin_tokens,
             **self.extra_env,
         }
-
-    def start(self, timeout: float = 60.0) -> float:
-        self.process = ManagedProcess(
-            self.name, [sys.executable, "-m", "workloads.ledger"], self.run_dir, env=self.env()
-        )
-        self.process.start()
-        return self.process.wait_ready(self.ready, timeout)
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as r:
-                return bool(json.loads(r.read())["ready"])
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(timeout=30)
-
-    def kill(self) -> None:
-        """kill -9: the crash drill."""
-        if self.process is not None:
-            self.process.kill()

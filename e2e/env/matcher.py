@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from e2e.env.process import ManagedProcess, free_port
+from e2e.env.service import ServiceProcess
 
 
 @dataclass
-class MatcherProcess:
+class MatcherProcess(ServiceProcess):
     """`python -m workloads.matcher` for one market, its data under `run_dir/matcher-<symbol>`."""
 
     run_dir: Path
@@ -23,7 +22,16 @@ class MatcherProcess:
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    name: str = ""
     process: ManagedProcess | None = None
+    module: ClassVar[str] = "workloads.matcher"
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"matcher-{self.symbol}"
+
+    @property
+    def ops_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -46,31 +54,3 @@ class MatcherProcess:
             "MATCHER_INSTANCE": f"local-{self.symbol}",
             **self.extra_env,
         }
-
-    def start(self, timeout: float = 60.0) -> float:
-        self.process = ManagedProcess(
-            f"matcher-{self.symbol}",
-            [sys.executable, "-m", "workloads.matcher"],
-            self.run_dir,
-            env=self.env(),
-        )
-        self.process.start()
-        return self.process.wait_ready(self.ready, timeout)
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.http_port}/readyz", timeout=1
-            ) as r:
-                return bool(json.loads(r.read())["ready"])
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(timeout=30)
-
-    def kill(self) -> None:
-        """kill -9: the crash drill."""
-        if self.process is not None:
-            self.process.kill()
