@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
@@ -263,8 +263,8 @@ class Outbox:
             async with asyncio.timeout(self._txn_timeout):
                 await producer.start()  # InitProducerId: settles what a predecessor left open
                 partitions = sorted(await producer.partitions_for(self.topic))
-                cursor = await self._read_cursor()
-            partition = DefaultPartitioner()(self._key, partitions, partitions)
+                partition = DefaultPartitioner()(self._key, partitions, partitions)
+                cursor = max(await self._read_cursor(), await self._seen_in_topic(partition))
             self._connected = True
             self._resume_at(cursor)
             log.info("publishing", extra={"symbol": self.spec.symbol, "from_seq": cursor + 1})
@@ -286,6 +286,38 @@ class Outbox:
         finally:
             await admin.close()
         return max((o.offset for tp, o in offsets.items() if tp.topic == self.topic), default=0)
+
+    async def _seen_in_topic(self, partition: int, window: int = 5_000) -> int:
+        """The highest seq of this market a read_committed reader sees near the end of its
+        partition: a second witness for the cursor. Right after a broker restart the group
+        offset can lag behind what was committed; trusting it alone would publish again."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            request_timeout_ms=int(self._txn_timeout * 1000),
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.topic, partition)
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]  # the last stable offset
+            consumer.seek(tp, max(0, end - window))
+            seen = 0
+            deadline = asyncio.get_running_loop().time() + self._txn_timeout
+            while await consumer.position(tp) < end:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError("reading the partition's tail took too long")
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                for record in batch.get(tp, []):
+                    if record.key == self._key and record.value:
+                        event = events_pb2.Event.FromString(record.value)
+                        body = event.WhichOneof("body")
+                        if body is not None:
+                            seen = max(seen, getattr(event, body).envelope.seq)
+            return seen
+        finally:
+            await consumer.stop()
 
     def _resume_at(self, cursor: int) -> None:
         """Go on from Kafka's cursor: the truth, also about a commit whose reply was lost."""
