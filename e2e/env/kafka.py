@@ -6,7 +6,6 @@ import asyncio
 import base64
 import shutil
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,13 +190,6 @@ async def metadata_ready(bootstrap: str) -> bool:
         return False
     finally:
         await admin.close()
-
-
-def wait_gone(broker: KafkaBroker, timeout: float = 30.0) -> None:
-    """Wait until nothing listens on the broker's port any more (after a stop)."""
-    deadline = time.monotonic() + timeout
-    while port_open(broker.host, broker.port) and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 async def ensure_topic(bootstrap: str, name: str, partitions: int = 1) -> None:

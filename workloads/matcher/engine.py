@@ -255,12 +255,6 @@ class Engine:
         state[1] += 1
         return state[1] > limit
 
-    def _band(self) -> int:
-        """The reference price the band is measured from (0: no band)."""
-        if not self.spec.price_band_bps:
-            return 0
-        return self.last_price or self.spec.reference_price
-
     def _place(
         self, cmd: tuple[Any, ...], seq: int, ts: int, events: list[tuple[Any, ...]]
     ) -> None:

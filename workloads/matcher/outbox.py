@@ -91,17 +91,17 @@ class _WalTail:
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)
                 data = handle.read(limit)
-                whole = _whole_records(data)
+                whole = wal.whole_records(data)
                 if whole == 0 and len(data) >= wal.HEADER.size:  # one record above `limit`
                     limit = wal.HEADER.size + wal.HEADER.unpack_from(data)[0]
                     handle.seek(self.offset)
                     data = handle.read(limit)
-                    whole = _whole_records(data)
+                    whole = wal.whole_records(data)
             if not newest and len(data) < limit:
-                whole = len(data)  # the end of a sealed segment: _scan reports any damage
+                whole = len(data)  # the end of a sealed segment: wal.scan reports any damage
             commands: list[_Command] = []
             consumed = 0
-            for offset, record in wal._scan(self.path, data[:whole], last_segment=newest):
+            for offset, record in wal.scan(self.path, data[:whole], last_segment=newest):
                 if record is None:
                     break
                 commands.extend(self._commands(record))
@@ -133,17 +133,6 @@ class _WalTail:
             commands.append(_Command(seq, encoded))
             self.next_seq = seq + 1
         return commands
-
-
-def _whole_records(data: bytes) -> int:
-    """Length of the prefix of `data` made of complete records (by their length fields)."""
-    end = 0
-    while len(data) - end >= wal.HEADER.size:
-        following = end + wal.HEADER.size + wal.HEADER.unpack_from(data, end)[0]
-        if following > len(data):
-            break
-        end = following
-    return end
 
 
 class Outbox:

@@ -78,7 +78,7 @@ def segments(directory: Path) -> list[Path]:
     return sorted(directory.glob(f"*{SUFFIX}"))
 
 
-def _scan(path: Path, data: bytes, *, last_segment: bool) -> Iterator[tuple[int, Record | None]]:
+def scan(path: Path, data: bytes, *, last_segment: bool) -> Iterator[tuple[int, Record | None]]:
     """Yield (offset, record) for each valid record; (offset, None) marks a torn tail."""
     offset = 0
     size = len(data)
@@ -105,6 +105,17 @@ def _scan(path: Path, data: bytes, *, last_segment: bool) -> Iterator[tuple[int,
         offset = end
 
 
+def whole_records(data: bytes) -> int:
+    """Length of the prefix of `data` made of complete records (by their length fields)."""
+    end = 0
+    while len(data) - end >= HEADER.size:
+        following = end + HEADER.size + HEADER.unpack_from(data, end)[0]
+        if following > len(data):
+            break
+        end = following
+    return end
+
+
 def read(directory: Path, from_seq: int = 1, *, repair: bool = False) -> Iterator[Record]:
     """Records that contain commands with seq >= `from_seq`, in order.
 
@@ -120,7 +131,7 @@ def read(directory: Path, from_seq: int = 1, *, repair: bool = False) -> Iterato
     for i, path in enumerate(files[start:], start):
         data = path.read_bytes()
         last = i == len(files) - 1
-        for offset, record in _scan(path, data, last_segment=last):
+        for offset, record in scan(path, data, last_segment=last):
             if record is None:
                 if repair:
                     with open(path, "r+b") as handle:
