@@ -53,15 +53,15 @@ def check_timestamp(ts: str, now_ms: int, skew_sec: int) -> None:
 def check_signature(
     record: KeyRecord, method: str, path: str, given: SignedHeaders, body: bytes
 ) -> None:
-    expected = sign(record.secret, method, path, given.ts, body)
+    expected = hmac.digest(
+        record.secret_bytes, payload(method, path, given.ts, body), hashlib.sha256
+    ).hex()
     if not hmac.compare_digest(expected, given.signature.lower()):
         raise ApiError(Code.INVALID_SIGNATURE, "X-SIGNATURE does not match the request")
 
 
 def principal_of(record: KeyRecord) -> Principal:
-    if record.static:
-        return Principal(0, record.api_key, api_key=record.api_key, static=True)
-    return Principal(record.user_id, account_of(record.user_id), api_key=record.api_key)
+    return record.principal
 
 
 async def verify_signed(
@@ -70,7 +70,7 @@ async def verify_signed(
     """A signed request's principal; raises the typed 401 otherwise. Replay and revocation
     are checked afterwards, in the batched admission."""
     check_timestamp(given.ts, now_ms, skew)
-    record = await store.key(given.api_key)
+    record = store.cached_key(given.api_key) or await store.key(given.api_key)
     if record is None:
         raise ApiError(Code.UNKNOWN_API_KEY, "unknown API key")
     check_signature(record, method, path, given, body)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import Histogram
 
@@ -57,7 +57,9 @@ class MicroBatcher(Generic[T, R]):
         self._histogram = BATCH_SIZE.labels(name)
         self._seconds = BATCH_SECONDS.labels(name)
 
-    async def submit(self, item: T) -> R:
+    def add(self, item: T) -> asyncio.Future[R]:
+        """Queue `item`; the future gets its result. No task per item: a caller that does
+        not wait for the result (a write behind) just adds a done callback."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._items.append(item)
@@ -69,7 +71,10 @@ class MicroBatcher(Generic[T, R]):
                 self._timer = loop.call_soon(self._on_timer)  # type: ignore[assignment]
             else:
                 self._timer = loop.call_later(self._window, self._on_timer)
-        return await future
+        return future
+
+    async def submit(self, item: T) -> R:
+        return await self.add(item)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -110,6 +115,10 @@ class MicroBatcher(Generic[T, R]):
             self._inflight -= 1
             if self._items:
                 self._flush()
+
+    def pending(self) -> set[asyncio.Future[Any]]:
+        """What is still to come: queued items' results and the batches in flight."""
+        return {*self._futures, *self._tasks}
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -66,6 +66,12 @@ class MarketCore:
     async def submit(self, command: matcher_pb2.Command) -> matcher_pb2.CommandReply:
         return await self.batcher.submit(command)
 
+    async def submit_batch(
+        self, commands: list[matcher_pb2.Command]
+    ) -> Sequence[matcher_pb2.CommandReply]:
+        """`commands` in one SubmitBatch of their own: sequenced in this order, together."""
+        return await self._submit(commands)
+
     async def book(self, depth: int) -> matcher_pb2.OrderBookSnapshot:
         try:
             return await self.stub.GetOrderBook(  # type: ignore[no-any-return]

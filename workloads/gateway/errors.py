@@ -46,6 +46,9 @@ class Code(StrEnum):
     CORE_UNAVAILABLE = "core_unavailable"
     NOT_LEADER = "not_leader"
     INTERNAL = "internal_error"
+    # the test-only smoke route
+    SMOKE_WOULD_CROSS = "smoke_would_cross"
+    SMOKE_NO_TRADE = "smoke_no_trade"
 
 
 STATUS: dict[str, int] = {
@@ -75,6 +78,8 @@ STATUS: dict[str, int] = {
     Code.CORE_UNAVAILABLE: 503,
     Code.NOT_LEADER: 503,
     Code.INTERNAL: 500,
+    Code.SMOKE_WOULD_CROSS: 409,
+    Code.SMOKE_NO_TRADE: 409,
 }
 
 

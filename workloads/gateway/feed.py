@@ -32,6 +32,7 @@ UNDECODABLE = Counter(
 )
 FAILED = Counter("gateway_events_failed_total", "Events whose application raised (a bug)")
 RESYNCS = Counter("gateway_book_resyncs_total", "Books replaced by a matcher snapshot", ["symbol"])
+_YIELD_EVERY = 64  # records applied between yields to the event loop
 
 
 class Feed:
@@ -74,10 +75,14 @@ class Feed:
             while True:
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=500)
                 received = time.time()
+                applied = 0
                 for tp, records in batch.items():
                     for record in records:
                         self._apply(record.value, received)
                         self._positions[tp] = record.offset + 1
+                        applied += 1
+                        if applied % _YIELD_EVERY == 0:
+                            await asyncio.sleep(0)  # a burst must not stall the order path
                 if batch:
                     self._advance()
                 if not self.ready.is_set() and await self._caught_up():

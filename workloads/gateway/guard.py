@@ -5,7 +5,7 @@ Each route declares its policy with `@policy(...)`: `none` (ops endpoints), `pub
 or a session) or `session` (a session only). Order of checks, cheapest first, and none of
 them reaches the matcher when it fails: credentials present; X-TS within the skew; key
 known; signature valid; Idempotency-Key present on POST/DELETE; then one batched
-`gw_admit` (key not revoked, signature not seen, rate window not full, key claimed).
+`gw_batch` (key not revoked, signature not seen, rate window not full, key claimed).
 
 An idempotent request's response (status and body) is stored once the handler returns
 (below 500; a 5xx releases the claim so a retry runs again). The same key with the same
@@ -145,17 +145,18 @@ def refusal(verdict: Verdict, headers: dict[str, str], now: float) -> ApiError |
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    kind = policy_of(request)
+    kind = getattr(request.match_info.handler, "edge_policy", "none")
     if kind == "none":
         return await handler(request)
     settings = request.app[SETTINGS]
     store = request.app[STORE]
+    method = request.method
     try:
         body = await request.read()
         found, signature = await authenticate(request, kind, body)
         if found is not None:
             request[PRINCIPAL] = found
-        idempotent = request.method in ("POST", "DELETE")
+        idempotent = method == "POST" or method == "DELETE"
         key = request.headers.get("Idempotency-Key", "") if idempotent else ""
         if idempotent and not key:
             raise ApiError(Code.MISSING_IDEMPOTENCY_KEY, "POST and DELETE need an Idempotency-Key")
@@ -165,12 +166,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 f"Idempotency-Key: at most {MAX_IDEMPOTENCY_KEY} printable characters",
             )
         scope = found.name if found else "anon"
-        digest = hashlib.sha256(
-            b"\n".join((request.method.encode(), request.raw_path.encode(), body))
-        ).digest()
+        digest = (
+            hashlib.sha256(b"\n".join((method.encode(), request.raw_path.encode(), body))).digest()
+            if key
+            else b""
+        )
         verdict = await store.admit(
             Admission(
-                found.name if found else f"ip:{request.remote}",
+                scope if found else f"ip:{request.remote}",
                 found.api_key if found and found.api_key and not found.static else "",
                 signature,
                 scope,
@@ -180,11 +183,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
         now = time.time()
         headers = rate_headers(settings.auth.rate_limit_per_minute, verdict.rate_count, now)
-        refused = refusal(verdict, headers, now)
-        if refused is not None:
-            raise refused
-        if verdict.verdict in (schema.IDEMPOTENT_MATCH, schema.IDEMPOTENT_MISMATCH):
-            return stored_response(verdict, headers, store.unwritten.get((scope, key)))
+        if verdict.verdict:
+            refused = refusal(verdict, headers, now)
+            if refused is not None:
+                raise refused
+            if verdict.verdict in (schema.IDEMPOTENT_MATCH, schema.IDEMPOTENT_MISMATCH):
+                return stored_response(verdict, headers, store.unwritten.get((scope, key)))
     except ApiError as exc:
         AUTH_FAILURES.labels(exc.code).inc()
         raise

@@ -1,9 +1,11 @@
-"""WebSocket fan-out: channels, per-tick frames shared by all subscribers, backpressure.
+"""WebSocket fan-out: channels, frames shared by all subscribers, backpressure.
 
-Every `flush_ms` the hub turns what changed into one frame per channel and market (trades
-of the tick in one message, one book diff, the latest candle, the ticker at most once a
-second) and writes the same bytes to each subscriber's transport. No subscriber is ever
-awaited: a write either fits or the connection is slow.
+When something changed, at most once per `flush_ms`, the hub turns it into one message per
+channel and market (every trade since the last one, with `prev_seq`/`seq` so they chain; one
+book diff; the latest candle; the ticker at most once a second), encodes and frames it once,
+and writes the same bytes to each subscriber's transport (`write_all`). The cost is one
+send(2) per subscriber and frame, however many trades the frame carries. No subscriber is
+ever awaited: a write either fits or the connection is slow.
 
 Backpressure policy (a connection is slow while its unsent bytes exceed
 EDGE_WS_SEND_BUFFER_BYTES; the kernel buffer is capped per socket too):
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -78,6 +82,9 @@ def close_frame(code: int, reason: str) -> bytes:
     return bytes((0x88, len(body))) + body
 
 
+_serials = itertools.count()
+
+
 class Conn:
     """One WebSocket connection's subscriptions and backpressure state."""
 
@@ -86,6 +93,7 @@ class Conn:
         "closed",
         "commands",
         "last_seen",
+        "serial",
         "slots",
         "stale_books",
         "subs",
@@ -105,6 +113,7 @@ class Conn:
         self.last_seen = time.monotonic()
         self.commands: deque[float] = deque()
         self.closed = False
+        self.serial = next(_serials)  # spreads pings over the interval
 
     def buffered(self) -> int:
         return self.transport.get_write_buffer_size()
@@ -117,6 +126,24 @@ class Conn:
         self.write(text_frame(_encode(message)))
 
 
+def write_all(
+    conns: Iterable[Conn], frame: bytes, limit: int | None = None
+) -> tuple[int, list[Conn]]:
+    """Write one frame to many connections: one transport.write each (a send(2) when the
+    transport holds nothing), nothing awaited. Connections with more than `limit` unsent
+    bytes are returned instead (slow). Returns (frames written, slow connections)."""
+    slow: list[Conn] = []
+    sent = 0
+    for conn in conns:
+        transport = conn.transport
+        if limit is not None and transport.get_write_buffer_size() > limit:
+            slow.append(conn)
+        elif not transport.is_closing():
+            transport.write(frame)
+            sent += 1
+    return sent, slow
+
+
 class Hub:
     def __init__(self, settings: WsSettings, projection: Projection) -> None:
         self.settings = settings
@@ -127,31 +154,48 @@ class Hub:
         self.accounts: dict[str, set[Conn]] = {}
         self.backlogged: set[Conn] = set()
         self._trades: dict[str, list[dict[str, Any]]] = {}
-        self._trades_ts: dict[str, float] = {}
+        self._trades_head: dict[str, tuple[int, float]] = {}  # (prev_seq, oldest receipt)
+        self._trade_seq: dict[str, int] = {}  # seq of the last trade seen per market
         self._books: set[str] = set()
         self._candles: dict[tuple[str, int], dict[str, Any]] = {}
         self._tickers: set[str] = set()
         self._ticker_sent: dict[str, float] = {}
         self._private: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._dirty = asyncio.Event()
         projection.sink = self
 
     # ------------------------------------------------------------------ sink (no I/O)
 
-    def trade(self, symbol: str, trade: dict[str, Any]) -> None:
-        if ("trades", symbol) in self.subscribers:
-            self._trades.setdefault(symbol, []).append(trade)
-            self._trades_ts.setdefault(symbol, time.time())
+    def trade(self, symbol: str, trade: dict[str, Any], received: float | None = None) -> None:
+        """Queue a trade for the next frame; `received` is when the feed read it (epoch s).
+
+        The chain (`prev_seq`) advances with every trade, subscribed or not, so a client
+        can tell a message that follows what it holds from one after a gap."""
+        prev = self._trade_seq.get(symbol, 0)
+        self._trade_seq[symbol] = trade["seq"]
+        if ("trades", symbol) not in self.subscribers:
+            return
+        batch = self._trades.get(symbol)
+        if batch is None:
+            self._trades[symbol] = batch = []
+            self._trades_head[symbol] = (prev, time.time() if received is None else received)
+            self._wake()
+        batch.append(trade)
 
     def book_changed(self, symbol: str) -> None:
-        self._books.add(symbol)
+        self._books.add(symbol)  # taken at the next flush even unsubscribed: diffs chain
+        if ("book", symbol) in self.subscribers:
+            self._wake()
 
     def candle(self, symbol: str, candle: dict[str, Any]) -> None:
         if ("candles", symbol) in self.subscribers:
             self._candles[(symbol, candle["open_time"])] = candle
+            self._wake()
 
     def ticker_changed(self, symbol: str) -> None:
         if ("ticker", symbol) in self.subscribers:
             self._tickers.add(symbol)
+            self._wake()
 
     def wants(self, account: str) -> bool:
         """Whether a connection of `account` is open (else private messages are not built)."""
@@ -160,6 +204,7 @@ class Hub:
     def private(self, account: str, channel: str, payload: dict[str, Any]) -> None:
         if account in self.accounts:
             self._private.setdefault((account, channel), []).append(payload)
+            self._wake()
 
     # ------------------------------------------------------------------ connections
 
@@ -248,11 +293,16 @@ class Hub:
             return
         channel, symbol = key
         limit = self.limit
-        sent = 0
+        ready: list[Conn] = []
+        if slot is None and channel != "book":  # trades: never conflated, overflow closes
+            sent, overflowing = write_all(subs, frame, limit)
+            for conn in overflowing:
+                WS_DROPPED.labels(channel, "slow_consumer").inc()
+                self.close(conn, CLOSE_SLOW_CONSUMER, f"slow consumer: {channel} overflow")
+            WS_FRAMES.labels(channel).inc(sent)
+            return
         for conn in tuple(subs):
-            if conn.closed:
-                continue
-            slow = conn.buffered() > limit
+            slow = conn.transport.get_write_buffer_size() > limit
             if slot is not None:  # conflatable
                 skey = (channel, symbol, slot)
                 if slow or skey in conn.slots:
@@ -261,33 +311,30 @@ class Hub:
                     conn.slots[skey] = frame
                     self.backlogged.add(conn)
                     continue
-            elif channel == "book":
-                if slow or symbol in conn.stale_books:
-                    if symbol not in conn.stale_books:
-                        conn.stale_books.add(symbol)
-                        self.backlogged.add(conn)
-                    WS_CONFLATED.labels(channel).inc()
-                    continue
-            elif slow:
-                WS_DROPPED.labels(channel, "slow_consumer").inc()
-                self.close(conn, CLOSE_SLOW_CONSUMER, f"slow consumer: {channel} overflow")
+            elif slow or symbol in conn.stale_books:  # book
+                if symbol not in conn.stale_books:
+                    conn.stale_books.add(symbol)
+                    self.backlogged.add(conn)
+                WS_CONFLATED.labels(channel).inc()
                 continue
-            conn.transport.write(frame)
-            sent += 1
-        if sent:
-            WS_FRAMES.labels(channel).inc(sent)
+            ready.append(conn)
+        if ready:
+            WS_FRAMES.labels(channel).inc(write_all(ready, frame)[0])
 
     def flush(self) -> None:
         """One tick: build each channel's frame once and fan it out."""
         if self._trades:
-            trades, stamps = self._trades, self._trades_ts
-            self._trades, self._trades_ts = {}, {}
+            trades, heads = self._trades, self._trades_head
+            self._trades, self._trades_head = {}, {}
             sent = int(time.time() * 1000)
             for symbol, items in trades.items():
+                prev_seq, received = heads[symbol]
                 message = {
                     "channel": "trades",
                     "symbol": symbol,
-                    "ts": int(stamps[symbol] * 1000),
+                    "prev_seq": prev_seq,
+                    "seq": items[-1]["seq"],
+                    "ts": int(received * 1000),
                     "sent": sent,
                     "data": items,
                 }
@@ -318,6 +365,7 @@ class Hub:
             private, self._private = self._private, {}
             for (account, channel), items in private.items():
                 frame = text_frame(_encode({"channel": channel, "data": items}))
+                ready = []
                 for conn in tuple(self.accounts.get(account, ())):
                     if (channel, "") not in conn.subs or conn.closed:
                         continue
@@ -325,7 +373,8 @@ class Hub:
                         WS_DROPPED.labels(channel, "slow_consumer").inc()
                         self.close(conn, CLOSE_SLOW_CONSUMER, f"slow consumer: {channel} overflow")
                         continue
-                    conn.transport.write(frame)
+                    ready.append(conn)
+                WS_FRAMES.labels(channel).inc(write_all(ready, frame)[0])
         if self.backlogged:
             self._drain()
 
@@ -351,37 +400,60 @@ class Hub:
         for conn in tuple(self.subscribers.get(("book", symbol), ())):
             conn.stale_books.add(symbol)
             self.backlogged.add(conn)
+        self._wake()
 
     # ------------------------------------------------------------------ background
 
+    def _wake(self) -> None:
+        self._dirty.set()
+
     async def run(self) -> None:
+        """Flush as soon as something changed, but start flushes at least `flush_ms` apart:
+        a lone trade goes out at once, a busy market gets one frame per channel per
+        `flush_ms` (the fan-out cost is per frame and subscriber, not per trade). A flush
+        that takes longer than `flush_ms` is followed at once by the next, after one turn of
+        the loop (whatever arrived meanwhile then shares one frame)."""
+        loop = asyncio.get_running_loop()
         interval = self.settings.flush_ms / 1000
+        start_at = 0.0  # the next flush starts no earlier than this
         candle_check = 0.0
-        spent = 0.0
         while True:
-            # Keep the cadence: a long fan-out shortens the next wait (never below zero).
-            await asyncio.sleep(max(0.0, interval - spent))
-            now = time.monotonic()
-            if now - candle_check > 1.0:
-                candle_check = now
+            if not self._dirty.is_set():
+                with contextlib.suppress(TimeoutError):  # at least once a second: candles
+                    await asyncio.wait_for(self._dirty.wait(), 1.0)
+            # Always yield, even when no wait is due: the loop must read sockets (and drain
+            # them) between two flushes.
+            await asyncio.sleep(max(0.0, start_at - loop.time()))
+            self._dirty.clear()
+            start = loop.time()
+            if start - candle_check > 1.0:
+                candle_check = start
                 for symbol, candle in self.projection.tick_candles(int(time.time() * 1000)):
                     self.candle(symbol, candle.to_json(self.projection.markets[symbol]))
             try:
                 self.flush()
             except Exception:  # a bug in one tick must not end fan-out for everyone
                 log.exception("fan-out tick failed")
-            spent = time.monotonic() - now
-            WS_TICK.observe(spent)
+            if self._tickers or self.backlogged:
+                self._dirty.set()  # held back (ticker once a second) or waiting to drain
+            start_at = start + interval
+            WS_TICK.observe(loop.time() - start)
 
     async def keepalive(self) -> None:
-        """Ping every connection each interval; close those silent past the pong timeout."""
+        """Ping every connection once per interval, a slice of them each second (so 5,000
+        pongs do not come back in one burst that holds up a fan-out); close connections
+        silent past the pong timeout."""
         s = self.settings
+        step = min(1.0, s.ping_interval_sec)
+        rounds = max(1, round(s.ping_interval_sec / step))
+        tick = 0
         while True:
-            await asyncio.sleep(s.ping_interval_sec)
+            await asyncio.sleep(step)
             now = time.monotonic()
+            part, tick = tick % rounds, tick + 1
             for conn in tuple(self.conns):
                 if now - conn.last_seen > s.pong_timeout_sec:
                     WS_DROPPED.labels("control", "pong_timeout").inc()
                     self.close(conn, CLOSE_PONG_TIMEOUT, "pong timeout")
-                elif conn.buffered() <= self.limit:
+                elif conn.serial % rounds == part and conn.buffered() <= self.limit:
                     conn.write(PING_FRAME)

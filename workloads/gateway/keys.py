@@ -22,3 +22,4 @@ HUB = web.AppKey("hub", Hub)
 PASSWORDS = web.AppKey("passwords", Passwords)
 TRACER = web.AppKey("tracer", Tracer)
 PRINCIPAL = web.RequestKey("principal", Principal)  # None for public routes (not set)
+TRACE_ID = web.RequestKey("trace_id", str)  # 32 hex digits, set by the observe middleware

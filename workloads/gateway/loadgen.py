@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hmac
 import itertools
 import json
 import os
@@ -24,7 +25,6 @@ import uuid
 import grpc
 
 from contracts.v1 import funding_pb2, matcher_pb2, matcher_pb2_grpc
-from workloads.gateway.client import encode, signed_headers
 
 KEYS = [f"load-{i}" for i in range(64)]
 
@@ -58,27 +58,20 @@ async def fund(matcher: str) -> None:
 
 
 _ids = itertools.count()
+_SECRETS = {key: secret_of(key).encode() for key in KEYS}
 
 
-def order_request() -> tuple[bytes, dict[str, str]]:
-    i = next(_ids)
-    key = KEYS[i % len(KEYS)]
+def order_body(i: int) -> bytes:
+    """The i-th order's body: sides, prices around 60,000.00, sizes and TIFs in turn."""
     buy = i % 2 == 0
     offset = i % 40
-    price = 60000 + (offset - 20 if buy else offset - 18) * 0.01
-    body = encode(
-        {
-            "symbol": "BTC-USDT",
-            "side": "BUY" if buy else "SELL",
-            "price": f"{price:.2f}",
-            "quantity": f"0.{1 + i % 5:04d}",
-            "time_in_force": "GTC" if i % 10 else "IOC",
-        }
-    )
-    headers = signed_headers(key, secret_of(key), "POST", "/v1/orders", body)
-    headers["Idempotency-Key"] = f"{i}-{time.monotonic_ns()}"
-    headers["Content-Type"] = "application/json"
-    return body, headers
+    cents = 6_000_000 + (offset - 20 if buy else offset - 18)
+    tif = "GTC" if i % 10 else "IOC"
+    return (
+        f'{{"symbol":"BTC-USDT","side":"{"BUY" if buy else "SELL"}",'
+        f'"price":"{cents // 100}.{cents % 100:02d}","quantity":"0.{1 + i % 5:04d}",'
+        f'"time_in_force":"{tif}"}}'
+    ).encode()
 
 
 class _HttpConnection(asyncio.Protocol):
@@ -119,10 +112,21 @@ class _HttpConnection(asyncio.Protocol):
 
 
 def raw_order(host: str) -> bytes:
-    body, headers = order_request()
-    lines = ["POST /v1/orders HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    """The next signed order as HTTP/1.1 bytes, with its own Idempotency-Key (formatted in
+    one go: the generator shares the cores with what it measures)."""
+    i = next(_ids)
+    key = KEYS[i % len(KEYS)]
+    body = order_body(i)
+    ts = str(int(time.time() * 1000))
+    signature = hmac.digest(
+        _SECRETS[key], b"POST\n/v1/orders\n" + ts.encode() + b"\n" + body, "sha256"
+    )
+    head = (
+        f"POST /v1/orders HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+        f"X-API-KEY: {key}\r\nX-TS: {ts}\r\nX-SIGNATURE: {signature.hex()}\r\n"
+        f"Idempotency-Key: {i}-{time.monotonic_ns()}\r\nContent-Type: application/json\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 async def orders(

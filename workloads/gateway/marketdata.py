@@ -37,7 +37,7 @@ RECENT_TRADES = 1000
 class Sink(Protocol):
     """What the WebSocket hub takes from the projection (no I/O happens in these calls)."""
 
-    def trade(self, symbol: str, trade: dict[str, Any]) -> None: ...
+    def trade(self, symbol: str, trade: dict[str, Any], received: float | None = None) -> None: ...
     def book_changed(self, symbol: str) -> None: ...
     def candle(self, symbol: str, candle: dict[str, Any]) -> None: ...
     def ticker_changed(self, symbol: str) -> None: ...
@@ -56,10 +56,19 @@ class MarketData:
     last_key: tuple[int, int] = (0, -1)  # (seq, index) of the last event applied
     mode: int = common_pb2.SYMBOL_MODE_NORMAL
     sample: bool = False
+    # This market's metric children, bound once: labels() costs microseconds per event.
+    events_applied: Any = None
+    feed_seq: Any = None
 
     @classmethod
     def new(cls, market: Market) -> MarketData:
-        return cls(market, Book(market), CandleSeries(market))
+        return cls(
+            market,
+            Book(market),
+            CandleSeries(market),
+            events_applied=EVENTS.labels(market.symbol),
+            feed_seq=FEED_SEQ.labels(market.symbol),
+        )
 
 
 def envelope_of(event: events_pb2.Event) -> common_pb2.EventEnvelope | None:
@@ -96,8 +105,8 @@ class Projection:
             return False  # replayed by the topic: already applied
         data.last_key = key
         data.seq = env.seq
-        EVENTS.labels(env.symbol).inc()
-        FEED_SEQ.labels(env.symbol).set(env.seq)
+        data.events_applied.inc()
+        data.feed_seq.set(env.seq)
         self.balances.apply(event)
         data.book.apply(event)
         data.book.note_seq(env.seq)
@@ -134,7 +143,7 @@ class Projection:
             (env.seq, event_index(env)), time_ms, t.price, t.quantity, t.quote_amount
         )
         if self.sink is not None:
-            self.sink.trade(m.symbol, trade)
+            self.sink.trade(m.symbol, trade, received)
             for candle in changed:
                 self.sink.candle(m.symbol, candle.to_json(m))
             self.sink.ticker_changed(m.symbol)

@@ -4,7 +4,8 @@ Units are the matcher's (see workloads/matcher/spec.py): a quantity is base mino
 (a multiple of `lot_size`), a price is quote minor units *per lot* (a multiple of
 `tick_size`). A decimal price P (quote per one whole base unit) is therefore
 `P * 10**quote_decimals * lot_size / 10**base_decimals` per lot. Conversions are exact
-(Fraction); a decimal that is not a whole number of steps is refused, never rounded.
+(integers for a plain `123.45`, else Fraction, which also words the refusal); a decimal
+that is not a whole number of steps is refused, never rounded.
 
 `EDGE_MARKETS` is a JSON array of objects with the fields of `Market` (`matcher` is the
 leader's gRPC `host:port`; without it the market is a sample market). `matcher_env()`
@@ -14,6 +15,7 @@ gives the `MATCHER_MARKET_*` variables that keep a matcher consistent with this 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -108,32 +110,46 @@ class Market:
     # ------------------------------------------------------------------ decimal -> units
 
     def quantity_units(self, text: object, field: str = "quantity") -> int:
+        plain = _plain(text)
+        if plain is not None:  # the common case, in integers; anything else takes Fraction
+            units, rest = divmod(plain[0] * 10**self.base_decimals, 10 ** plain[1])
+            largest = self.max_lots * self.lot_size
+            if not rest and 0 < units <= largest and not units % self.lot_size:
+                return int(units)
         value = _decimal(text, field, "invalid_quantity")
-        units = value * 10**self.base_decimals
-        if units <= 0 or units.denominator != 1 or units > self.max_lots * self.lot_size:
+        units_f = value * 10**self.base_decimals
+        if units_f <= 0 or units_f.denominator != 1 or units_f > self.max_lots * self.lot_size:
             raise NotRepresentable(
                 "invalid_quantity",
                 f"{field} must be positive, at most {self.max_lots} lots, and a whole number "
                 f"of {self.format_quantity(self.lot_size)} steps",
             )
-        if int(units) % self.lot_size:
+        if int(units_f) % self.lot_size:
             raise NotRepresentable(
                 "quantity_not_on_lot",
                 f"{field} must be a multiple of {self.format_quantity(self.lot_size)}",
             )
-        return int(units)
+        return int(units_f)
 
     def price_units(self, text: object, field: str = "price") -> int:
+        plain = _plain(text)
+        if plain is not None:
+            units, rest = divmod(
+                plain[0] * 10**self.quote_decimals * self.lot_size,
+                10 ** (plain[1] + self.base_decimals),
+            )
+            if not rest and 0 < units <= self.max_price and not units % self.tick_size:
+                return int(units)
         value = _decimal(text, field, "invalid_price")
-        units = value * 10**self.quote_decimals * self.lot_size / 10**self.base_decimals
-        if units <= 0 or units > self.max_price:
+        units_f = value * 10**self.quote_decimals * self.lot_size / 10**self.base_decimals
+        if units_f <= 0 or units_f > self.max_price:
             raise NotRepresentable("invalid_price", f"{field} must be positive and in range")
-        if units.denominator != 1 or int(units) % self.tick_size:
+        if units_f.denominator != 1 or int(units_f) % self.tick_size:
             raise NotRepresentable(
                 "price_not_on_tick",
                 f"{field} must be a multiple of {self.format_price(self.tick_size)}",
             )
-        return int(units)
+        return int(units_f)
 
     def quote_units(self, text: object, field: str = "quote_budget") -> int:
         value = _decimal(text, field, "invalid_amount")
@@ -196,6 +212,23 @@ class Market:
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_PLAIN = re.compile(r"([0-9]{1,40})(?:\.([0-9]{1,40}))?")
+
+
+def _plain(text: object) -> tuple[int, int] | None:
+    """`"123.45"` -> (12345, 2): a plain positive decimal as digits and decimal places;
+    None for anything else (the exact path decides, and words the refusal)."""
+    if type(text) is not str or len(text) > 40:
+        return None
+    found = _PLAIN.fullmatch(text)
+    if found is None:
+        return None
+    whole, fraction = found.groups()
+    if fraction is None:
+        return int(whole), 0
+    return int(whole + fraction), len(fraction)
 
 
 def _decimal(text: object, field: str, code: str) -> Fraction:

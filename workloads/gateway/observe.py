@@ -2,13 +2,19 @@
 
 Every failure leaves as `{"code", "message"}`: an `ApiError` with its status, aiohttp's
 own HTTP errors (404, 405, 413) with a code, and anything unexpected as a logged 500.
+
+Per request this stays O(1) and small: metric children are looked up once per (route,
+method, status) and kept, and without an exporter no span is built (see tracing.py).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from opentelemetry import context, trace
@@ -16,7 +22,8 @@ from opentelemetry.propagate import extract
 from prometheus_client import Counter, Histogram
 
 from workloads.gateway.errors import ApiError, Code
-from workloads.gateway.keys import TRACER
+from workloads.gateway.keys import TRACE_ID, TRACER
+from workloads.gateway.tracing import IdsOnly
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +51,63 @@ def route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}(?:-|$)")
+_counters: dict[tuple[str, str, int], Any] = {}
+_latencies: dict[tuple[str, str], Any] = {}
+
+
+def record(route: str, method: str, status: int, seconds: float) -> None:
+    """Count and time one request (prometheus' `labels()` costs more than the increment)."""
+    counter = _counters.get((route, method, status))
+    if counter is None:
+        counter = _counters[(route, method, status)] = REQUESTS.labels(route, method, str(status))
+    counter.inc()
+    latency = _latencies.get((route, method))
+    if latency is None:
+        latency = _latencies[(route, method)] = LATENCY.labels(route, method)
+    latency.observe(seconds)
+
+
+def incoming_trace_id(request: web.Request) -> int:
+    """The trace id of a valid W3C `traceparent` (continued), else 0."""
+    parent = request.headers.get("traceparent")
+    found = _TRACEPARENT.match(parent) if parent else None
+    return int(found[1], 16) if found else 0
+
+
+async def respond(request: web.Request, handler: Handler, route: str) -> web.StreamResponse:
+    """The handler's response, every failure turned into a typed JSON error."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, Code.BAD_REQUEST)
+        return ApiError(code, exc.reason or code, exc.status).response()
+    except Exception:
+        log.exception("unhandled error", extra={"route": route, "trace_id": request[TRACE_ID]})
+        return ApiError(Code.INTERNAL, "internal error; quote X-Trace-Id", 500).response()
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     route = route_of(request)
     tracer = request.app[TRACER]
+    if isinstance(tracer, IdsOnly):
+        trace_id = format(incoming_trace_id(request) or random.getrandbits(128) or 1, "032x")
+        request[TRACE_ID] = trace_id
+        status = 599  # the client went away (the request task was cancelled)
+        try:
+            response = await respond(request, handler, route)
+            if not response.prepared:
+                response.headers["X-Trace-Id"] = trace_id
+            status = response.status
+            return response
+        finally:
+            record(route, request.method, status, time.perf_counter() - started)
     span = tracer.start_span(
         f"{request.method} {route}", kind=trace.SpanKind.SERVER, context=extract(request.headers)
     )
@@ -56,21 +115,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     if recording:
         span.set_attributes({"http.method": request.method, "http.route": route})
     token = context.attach(trace.set_span_in_context(span))
-    trace_id = format(span.get_span_context().trace_id, "032x")
-    status = 599  # the client went away (the request task was cancelled)
+    trace_id = request[TRACE_ID] = format(span.get_span_context().trace_id, "032x")
+    status = 599
     try:
-        try:
-            response = await handler(request)
-        except ApiError as exc:
-            response = exc.response()
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            code = _HTTP_CODES.get(exc.status, Code.BAD_REQUEST)
-            response = ApiError(code, exc.reason or code, exc.status).response()
-        except Exception:
-            log.exception("unhandled error", extra={"route": route, "trace_id": trace_id})
-            response = ApiError(Code.INTERNAL, "internal error; quote X-Trace-Id", 500).response()
+        response = await respond(request, handler, route)
         if not response.prepared:
             response.headers["X-Trace-Id"] = trace_id
         status = response.status
@@ -80,5 +128,4 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         context.detach(token)
         span.end()
-        REQUESTS.labels(route, request.method, str(status)).inc()
-        LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+        record(route, request.method, status, time.perf_counter() - started)

@@ -181,6 +181,25 @@ def ok(schema: dict[str, Any], status: int = 200, description: str = "ok") -> di
     }
 
 
+WS_DESCRIPTION = """\
+Commands are JSON text messages: {"op":"subscribe"|"unsubscribe","channel","symbol","id"},
+{"op":"auth",...}, {"op":"ping"}. The server sends one text frame per channel and market per
+flush (at most one every EDGE_WS_FLUSH_MS; a lone update goes out at once).
+
+trades: {"channel":"trades","symbol","prev_seq","seq","ts","sent","data":[Trade,...]}: every
+trade of the market since the previous message, oldest first. seq is the event seq of the last
+trade in data, prev_seq that of the market's trade before the first one, so messages chain:
+holding trades up to seq S (from earlier messages or GET /v1/markets/{symbol}/trades), apply a
+message when prev_seq <= S (skip trade_ids you hold; one command's trades share a seq), and
+refetch when prev_seq > S (a gap). ts: epoch ms at which the gateway read the oldest trade of
+the message from the events topic; sent: epoch ms at which the frame was built.
+
+A connection whose unsent bytes exceed EDGE_WS_SEND_BUFFER_BYTES is slow: book diffs are
+replaced by a fresh snapshot once it drains, candles and ticker keep only the newest value, and
+trades, orders and fills are never dropped: the connection is closed with 4008 "slow consumer".
+"""
+
+
 def op(
     summary: str,
     responses: dict[str, Any],
@@ -232,6 +251,20 @@ PLACE = obj(
     },
     required=["symbol", "side", "quantity"],
     extra=False,
+)
+
+SMOKE = obj({"symbol": STR, "price": DEC, "quantity": DEC}, required=["symbol"], extra=False)
+SMOKE_TRADE = obj(
+    {
+        "symbol": STR,
+        "price": DEC,
+        "quantity": DEC,
+        "maker_order_id": STR,
+        "taker_order_id": STR,
+        "trades": arr(ref("Trade")),
+        "seq": INT,
+        "epoch": INT,
+    }
 )
 
 
@@ -525,12 +558,28 @@ def document() -> dict[str, Any]:
                 tag="market",
             )
         },
-        "/ws": {
-            "get": op(
-                "WebSocket: channels trades, book, candles, ticker, orders, fills (see README)",
-                {"101": {"description": "switching protocols"}, **errors(400, 401, 403, 429)},
-                tag="ws",
+        "/v1/smoke/trades": {
+            "post": op(
+                "test only (EDGE_ENABLE_SMOKE_ROUTES=true, else 404): one real trade through "
+                "the matcher between the accounts smoke-maker and smoke-taker, which are "
+                "credited what the trade needs; price defaults to the last trade's, quantity "
+                "to one lot",
+                {**ok(SMOKE_TRADE, 201, "traded"), **errors(400, 401, 404, 409, 429, 503)},
+                secure=True,
+                idempotent=True,
+                body=SMOKE,
+                tag="smoke",
             )
+        },
+        "/ws": {
+            "get": {
+                **op(
+                    "WebSocket: channels trades, book, candles, ticker, orders, fills (see README)",
+                    {"101": {"description": "switching protocols"}, **errors(400, 401, 403, 429)},
+                    tag="ws",
+                ),
+                "description": WS_DESCRIPTION,
+            }
         },
     }
     return {

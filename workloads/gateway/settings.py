@@ -99,7 +99,8 @@ class WsSettings:
     """EDGE_WS_SOCKET_SNDBUF_BYTES: kernel send buffer per WebSocket (SO_SNDBUF). Bounds kernel
     memory per connection; loopback autotuning would otherwise grow it to megabytes."""
     flush_ms: float = 20
-    """EDGE_WS_FLUSH_MS: fan-out tick; messages of one tick share one frame per channel."""
+    """EDGE_WS_FLUSH_MS: least time between two flushes; what changed in between shares one
+    frame per channel and market."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ class GatewaySettings:
     seed_market_data: bool = True
     """EDGE_SEED_MARKET_DATA: sample trades/book for catalogue markets without a matcher
     (never for a live market)."""
+    smoke_routes: bool = False
+    """EDGE_ENABLE_SMOKE_ROUTES: serve the test-only `POST /v1/smoke/trades` (404 when off)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -184,8 +187,10 @@ class _Reader:
         raw = self.text("EDGE_API_SECRETS", "")
         for item in filter(None, (p.strip() for p in raw.split(","))):
             key, sep, secret = item.partition(":")
-            if not sep or not key or not secret or len(key) > 64:
-                raise SettingsError("EDGE_API_SECRETS must be `key:secret,...` (keys <= 64 chars)")
+            if not sep or not key or not secret or len(key) > 64 or not key.isprintable():
+                raise SettingsError(
+                    "EDGE_API_SECRETS must be `key:secret,...` (keys: <= 64 printable chars)"
+                )
             out[key] = secret
         return out
 
@@ -266,4 +271,5 @@ class _Reader:
                 batch_window_ms=self.number("EDGE_DB_BATCH_WINDOW_MS", 1.0, 0.0, 100.0),
             ),
             seed_market_data=self.flag("EDGE_SEED_MARKET_DATA", True),
+            smoke_routes=self.flag("EDGE_ENABLE_SMOKE_ROUTES", False),
         )

@@ -1,21 +1,23 @@
 """Shared state in PostgreSQL: users, API keys, sessions, idempotency, replay, rate limits.
 
-Per-request writes on the order path are coalesced (see batching.py): one `gw_admit` call
-admits every request that arrived within the batch window, one UPDATE stores all their
-idempotent responses. Key secrets are cached in memory (they never change); whether a key
-is revoked is checked inside `gw_admit`, so a revocation holds on every replica at once.
+Per-request writes on the order path are coalesced (see batching.py) into one `gw_batch`
+call per batch window: it stores the responses that finished since the last call and admits
+every request that arrived within the window. Key secrets are cached in memory (they never
+change); whether a key is revoked is checked inside `gw_batch`, so a revocation holds on
+every replica at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -34,41 +36,73 @@ class Principal:
     api_key: str = ""
     static: bool = False
     session_hash: bytes = b""
+    name: str = field(init=False, compare=False)
+    """The rate-limit and idempotency scope (computed once: it is read on every request)."""
 
-    @property
-    def name(self) -> str:
-        """The rate-limit and idempotency scope."""
-        if self.api_key:
-            return f"key:{self.api_key}"
-        return f"user:{self.user_id}"
+    def __post_init__(self) -> None:
+        name = f"key:{self.api_key}" if self.api_key else f"user:{self.user_id}"
+        object.__setattr__(self, "name", name)
 
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
+    """A key as cached: its secret (as the bytes HMAC takes) and the principal it signs as."""
+
     api_key: str
     secret: str
     user_id: int
     static: bool = False
+    secret_bytes: bytes = field(init=False, repr=False, compare=False)
+    principal: Principal = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "secret_bytes", self.secret.encode())
+        if self.static:
+            principal = Principal(0, self.api_key, api_key=self.api_key, static=True)
+        else:
+            principal = Principal(self.user_id, account_of(self.user_id), api_key=self.api_key)
+        object.__setattr__(self, "principal", principal)
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """One request's entry to `gw_admit`."""
+class Admission(NamedTuple):
+    """One request's entry to `gw_batch` (tuples: built for every request, cheaply)."""
 
     principal: str
     api_key: str  # checked for revocation; "" for static keys and sessions
     signature: str
     scope: str
     idempotency_key: str
-    request_hash: bytes
+    request_hash: bytes  # SHA-256 of method, target and body; b"" without an Idempotency-Key
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Finished(NamedTuple):
+    """A response to store under its Idempotency-Key (rides along with the next batch)."""
+
+    scope: str
+    key: str
+    status: int
+    body: bytes
+
+
+class Verdict(NamedTuple):
     verdict: int
     rate_count: int
     stored_status: int | None
     stored_body: bytes | None
+
+
+SEP = "\x1e"
+"""Joins each text list of a batch into one value (see `gw_batch`): no principal, scope,
+signature (hex) or Idempotency-Key (printable) holds it."""
+NO_HASH = bytes(32)
+
+
+def joined(values: list[str]) -> str:
+    """`["a", "b"]` -> `"<SEP>a<SEP>b"`; refuses a value that holds SEP (it would split)."""
+    text = SEP + SEP.join(values) if values else ""
+    if text.count(SEP) != len(values):
+        raise ValueError("a batched value holds the list separator")
+    return text
 
 
 def account_of(user_id: int) -> str:
@@ -81,7 +115,7 @@ def token_hash(token: str) -> bytes:
 
 async def _keep_session(_: asyncpg.Connection) -> None:
     """Skip asyncpg's reset round trip on release: no statement here leaves session state
-    (gw_admit's setting is transaction-local)."""
+    (gw_batch's setting is transaction-local)."""
 
 
 class Store:
@@ -102,16 +136,13 @@ class Store:
         self._keys: dict[str, KeyRecord] = {
             k: KeyRecord(k, s, 0, static=True) for k, s in static_keys.items()
         }
-        self._admit = MicroBatcher[Admission, Verdict](
-            "db_admit", self._admit_batch, window=batch_window, max_size=1000, max_inflight=3
+        # Admissions and finished responses share one batcher, hence one statement per window.
+        self._batch = MicroBatcher[Admission | Finished, Verdict | None](
+            "db_admit", self._run_batch, window=batch_window, max_size=1000, max_inflight=3
         )
-        self._pending: set[asyncio.Task[None]] = set()
         # Responses on their way to the idempotency table: a retry to this replica in that
         # window is answered from here rather than with 409 in progress.
         self.unwritten: dict[tuple[str, str], tuple[int, bytes]] = {}
-        self._finish = MicroBatcher[tuple[str, str, int, bytes], None](
-            "db_idempotency", self._finish_batch, window=batch_window, max_size=1000, max_inflight=3
-        )
 
     @classmethod
     async def open(cls, dsn: str, db_schema: str, pool_size: int, **kwargs: Any) -> Store:
@@ -133,85 +164,117 @@ class Store:
         )
         return cls(pool, **kwargs)
 
+    async def drain(self) -> None:
+        """Wait (at most 5 s) until what is queued (responses written behind) has gone out."""
+        pending = self._batch.pending()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
     async def close(self) -> None:
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=5)
-        await self._admit.close()
-        await self._finish.close()
+        await self.drain()  # the last responses still go out
+        await self._batch.close()
         await self.pool.close()
 
     # ------------------------------------------------------------------ admission
 
     async def admit(self, item: Admission) -> Verdict:
-        return await self._admit.submit(item)
-
-    async def _admit_batch(self, items: list[Admission]) -> Sequence[Verdict]:
-        for attempt in range(3):
-            try:
-                return await self._admit_once(items)
-            except asyncpg.exceptions.DeadlockDetectedError:
-                if attempt == 2:  # PostgreSQL broke a rare cross-scope cycle; retry it
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _admit_once(self, items: list[Admission]) -> Sequence[Verdict]:
-        now = time.time()
-        rows = await self.pool.fetch(
-            "SELECT * FROM gw_admit($1, $2, $3, $4, $5, $6, $7, $8,"
-            " to_timestamp($9), to_timestamp($10))",
-            [i.principal for i in items],
-            [i.api_key for i in items],
-            [i.signature for i in items],
-            [i.scope for i in items],
-            [i.idempotency_key for i in items],
-            [i.request_hash for i in items],
-            self.rate_limit,
-            int(now // 60),
-            now + self.replay_ttl,
-            now + self.idempotency_ttl,
-        )
-        return [Verdict(r[0], r[1], r[2], r[3]) for r in rows]
-
-    async def finish_idempotent(self, scope: str, key: str, status: int, body: bytes) -> None:
-        await self._finish.submit((scope, key, status, body))
+        verdict = await self._batch.submit(item)
+        assert verdict is not None
+        return verdict
 
     def finish_idempotent_later(self, scope: str, key: str, status: int, body: bytes) -> None:
-        """Store the response without holding the reply back for it.
+        """Store the response with the next batch, without holding the reply back for it.
 
         Safe because the claim is already held: a retry that arrives first gets 409
         `idempotency_in_progress` (retry), and if this replica dies before the write, the
         claim's lease expires and the retry re-runs; for orders the matcher answers that
         DUPLICATE (the client order id is the Idempotency-Key) with the original result."""
         self.unwritten[(scope, key)] = (status, body)
-        task = asyncio.get_running_loop().create_task(
-            self._finish_quietly(scope, key, status, body)
-        )
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        future = self._batch.add(Finished(scope, key, status, body))
+        future.add_done_callback(functools.partial(self._written, (scope, key)))
 
-    async def _finish_quietly(self, scope: str, key: str, status: int, body: bytes) -> None:
-        try:
-            await self._finish.submit((scope, key, status, body))
-        except Exception as exc:  # the claim's lease lets a retry run again
-            log.warning("idempotency record not stored", extra={"why": repr(exc)})
-        finally:
-            self.unwritten.pop((scope, key), None)
+    def _written(self, key: tuple[str, str], future: asyncio.Future[Verdict | None]) -> None:
+        self.unwritten.pop(key, None)
+        if not future.cancelled() and future.exception() is not None:
+            # the claim's lease lets a retry run again
+            log.warning("idempotency record not stored", extra={"why": repr(future.exception())})
 
-    async def _finish_batch(self, items: list[tuple[str, str, int, bytes]]) -> Sequence[None]:
-        # Asynchronous commit, as gw_admit: a response lost in a database crash only means a
-        # retry runs again, and the matcher answers it DUPLICATE with the original result.
-        await self.pool.execute(
-            "WITH async AS (SELECT set_config('synchronous_commit', 'off', true))"
-            " UPDATE idempotency d SET status = u.status, body = u.body"
-            " FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[])"
-            " AS u(scope, key, status, body), async"
-            " WHERE d.scope = u.scope AND d.key = u.key",
-            [i[0] for i in items],
-            [i[1] for i in items],
-            [i[2] for i in items],
-            [i[3] for i in items],
+    async def _run_batch(self, items: list[Admission | Finished]) -> list[Verdict | None]:
+        """One `gw_batch` call for `items`. A signature or an Idempotency-Key that occurs
+        twice in one batch goes to a second call after the first (the set-based statements
+        see each key once), where it meets the first one's row as any later request would."""
+        results: list[Verdict | None] = [None] * len(items)
+        now_items: list[int] = []
+        admissions: list[Admission] = []
+        later: list[int] = []
+        signatures: set[str] = set()
+        claims: set[tuple[str, str]] = set()
+        finished: list[Finished] = []
+        for i, item in enumerate(items):
+            if isinstance(item, Finished):
+                finished.append(item)
+                continue
+            claim = (item.scope, item.idempotency_key)
+            signature = item.signature.lower()  # as gw_batch compares them
+            if (signature and signature in signatures) or (
+                item.idempotency_key and claim in claims
+            ):
+                later.append(i)
+                continue
+            if signature:
+                signatures.add(signature)
+            if item.idempotency_key:
+                claims.add(claim)
+            now_items.append(i)
+            admissions.append(item)
+        verdicts = await self._call(finished, admissions)
+        for i, verdict in zip(now_items, verdicts, strict=True):
+            results[i] = verdict
+        if later:
+            again = await self._run_batch([items[i] for i in later])
+            for i, maybe in zip(later, again, strict=True):
+                results[i] = maybe
+        return results
+
+    async def _call(self, finished: list[Finished], items: list[Admission]) -> list[Verdict]:
+        for attempt in range(3):
+            try:
+                return await self._call_once(finished, items)
+            except asyncpg.exceptions.DeadlockDetectedError:
+                if attempt == 2:  # PostgreSQL broke a rare cycle of crossing retries; again
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _call_once(self, finished: list[Finished], items: list[Admission]) -> list[Verdict]:
+        now = time.time()
+        hashes = b"".join([i.request_hash or NO_HASH for i in items])
+        if len(hashes) != 32 * len(items):
+            raise ValueError("a request hash is not a SHA-256 digest")
+        row = await self.pool.fetchrow(
+            "SELECT * FROM gw_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+            " to_timestamp($14), to_timestamp($15))",
+            joined([f.scope for f in finished]),
+            joined([f.key for f in finished]),
+            joined([str(f.status) for f in finished]),
+            joined([str(len(f.body)) for f in finished]),
+            b"".join([f.body for f in finished]),
+            joined([i.principal for i in items]),
+            joined([i.api_key for i in items]),
+            joined([i.signature.lower() for i in items]),
+            joined([i.scope for i in items]),
+            joined([i.idempotency_key for i in items]),
+            hashes,
+            self.rate_limit,
+            int(now // 60),
+            now + self.replay_ttl,
+            now + self.idempotency_ttl,
         )
-        return [None] * len(items)
+        assert row is not None
+        verdicts, counts, taken, taken_status, taken_body = row
+        out = list(map(Verdict, verdicts, counts, repeat(None), repeat(None)))
+        for i, status, body in zip(taken, taken_status, taken_body, strict=True):
+            out[i - 1] = Verdict(verdicts[i - 1], counts[i - 1], status, body)
+        return out
 
     async def release_idempotent(self, scope: str, key: str) -> None:
         """Forget a claim whose request failed on our side (5xx): a retry may run again."""
@@ -235,6 +298,10 @@ class Store:
         return removed
 
     # ------------------------------------------------------------------ keys
+
+    def cached_key(self, api_key: str) -> KeyRecord | None:
+        """The key if this replica has it cached (no await on the hot path)."""
+        return self._keys.get(api_key)
 
     async def key(self, api_key: str) -> KeyRecord | None:
         """The key's secret and owner (cached: a key's secret never changes)."""

@@ -4,6 +4,11 @@ The trace id exists even for a request that is not sampled (the SDK draws it bef
 sampler decides), so a client can always quote it. With EDGE_OTEL_ENDPOINT empty no span
 is exported. The trace id is also the matcher command's correlation id, so the events an
 order produced can be found from the HTTP request.
+
+When nothing would export a span (no EDGE_OTEL_ENDPOINT and no exporter given), the gateway
+does not build spans at all: `tracer()` returns `IDS_ONLY` and the request middleware draws
+the trace id itself (or continues the incoming traceparent's). A recorded span that nobody
+exports cost about a tenth of the gateway's CPU per order.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import NoOpTracer, Tracer
 
 from workloads.gateway.settings import OtelSettings
 
@@ -32,3 +38,16 @@ def provider(settings: OtelSettings, exporter: SpanExporter | None = None) -> Tr
             )
         )
     return result
+
+
+class IdsOnly(NoOpTracer):
+    """The tracer when no span is exported: requests get trace ids, and no spans."""
+
+
+IDS_ONLY = IdsOnly()
+
+
+def tracer(settings: OtelSettings, exporter: SpanExporter | None = None) -> Tracer:
+    if exporter is None and not settings.endpoint:
+        return IDS_ONLY
+    return provider(settings, exporter).get_tracer("workloads.gateway")

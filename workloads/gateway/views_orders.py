@@ -12,13 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from opentelemetry import trace
 
 from contracts.v1 import common_pb2, matcher_pb2
 from workloads.gateway.errors import REJECT_STATUS, ApiError, Code, reject_code
 from workloads.gateway.guard import policy, principal
 from workloads.gateway.jsonio import json_response
-from workloads.gateway.keys import CORE, FEED, PROJECTION, SETTINGS
+from workloads.gateway.keys import CORE, FEED, PROJECTION, SETTINGS, TRACE_ID
 from workloads.gateway.markets import Market, NotRepresentable
 from workloads.gateway.orders import order_key
 from workloads.gateway.views_auth import json_object
@@ -45,8 +44,9 @@ ORDER_FIELDS = frozenset(
 )
 
 
-def correlation_id() -> str:
-    return format(trace.get_current_span().get_span_context().trace_id, "032x")
+def correlation_id(request: web.Request) -> str:
+    """The request's trace id (see observe.py): the matcher command's correlation id."""
+    return str(request.get(TRACE_ID, ""))
 
 
 def market_of(request: web.Request, symbol: object) -> Market:
@@ -57,9 +57,9 @@ def market_of(request: web.Request, symbol: object) -> Market:
 
 
 def place_request(
-    body: dict[str, Any], market: Market, account: str, idem: str
+    body: dict[str, Any], market: Market, account: str, idem: str, correlation: str = ""
 ) -> matcher_pb2.PlaceOrderRequest:
-    unknown = set(body) - ORDER_FIELDS
+    unknown = set(body) - ORDER_FIELDS if not ORDER_FIELDS.issuperset(body) else ()
     if unknown:
         raise ApiError(Code.VALIDATION_FAILED, f"unknown fields {sorted(unknown)}")
     side = SIDES.get(str(body.get("side")))
@@ -106,7 +106,7 @@ def place_request(
         quantity=quantity,
         post_only=post_only,
         quote_budget=budget,
-        correlation_id=correlation_id(),
+        correlation_id=correlation,
     )
 
 
@@ -120,7 +120,13 @@ async def place(request: web.Request) -> web.Response:
     who = principal(request)
     body = await json_object(request)
     market = market_of(request, body.get("symbol"))
-    req = place_request(body, market, who.account, request.headers.get("Idempotency-Key", ""))
+    req = place_request(
+        body,
+        market,
+        who.account,
+        request.headers.get("Idempotency-Key", ""),
+        correlation_id(request),
+    )
     reply = await request.app[CORE].of(market.symbol).submit(matcher_pb2.Command(place_order=req))
     if reply.status == matcher_pb2.COMMAND_STATUS_REJECTED and not reply.seq:
         raise refused(reply)
@@ -169,7 +175,7 @@ async def cancel(request: web.Request) -> web.Response:
         symbol=market.symbol,
         account=who.account,
         order_id=str(seq),
-        correlation_id=correlation_id(),
+        correlation_id=correlation_id(request),
     )
     reply = await request.app[CORE].of(market.symbol).submit(matcher_pb2.Command(cancel_order=req))
     if reply.status == matcher_pb2.COMMAND_STATUS_REJECTED:

@@ -26,6 +26,9 @@ from workloads.ledger.settings import LedgerSettings, SettingsError
 
 log = logging.getLogger("workloads.ledger")
 
+GC_THRESHOLDS = (50_000, 20, 20)
+"""The collector's thresholds while serving (see `serve`)."""
+
 
 async def serve(settings: LedgerSettings) -> None:
     ledger = await Ledger.open(settings)
@@ -37,6 +40,13 @@ async def serve(settings: LedgerSettings) -> None:
     # re-scanning it on every full collection (a measurable share of settlement CPU).
     gc.collect()
     gc.freeze()
+    # Settling allocates ~15 tracked objects per event (records, entries, rows), and a batch
+    # in flight keeps ~100k of them alive, none in a cycle (reference counting frees them).
+    # With the default thresholds (700, 10, 10) they are promoted and full collections keep
+    # traversing them: a third of the process's CPU in ledger.settle (6.5 s -> 4.3 s per
+    # 100,000 trades with this alone). A young generation of 50,000 lets a batch's garbage
+    # die young; cyclic garbage is still collected.
+    gc.set_threshold(*GC_THRESHOLDS)
     log.info(
         "serving",
         extra={

@@ -6,6 +6,8 @@
   `request[ADMIN]`.
 - Every 4xx is `{"code", "message"}` with a stable code (`errors.Code`), and is counted in
   `ledger_api_errors_total{code}`. Bodies above `LEDGER_MAX_BODY_BYTES` get 413.
+- Every response carries `X-Trace-Id` (an incoming `traceparent` is continued); with
+  LEDGER_OTEL_ENDPOINT set, each request is a server span (`tracing.py`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.propagate import extract
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from workloads.ledger import metrics
+from workloads.ledger import metrics, tracing
 from workloads.ledger.auth import AdminTokens
 from workloads.ledger.errors import ApiError, Code
 from workloads.ledger.service import Ledger
@@ -41,6 +45,33 @@ _HTTP_CODES = {
 def error_response(code: Code, message: str) -> web.Response:
     metrics.API_ERRORS.labels(code.name_).inc()
     return web.json_response({"code": code.name_, "message": message}, status=code.status)
+
+
+@web.middleware
+async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A server span per request when spans are exported; `X-Trace-Id` on every response."""
+    ledger = request.app[LEDGER]
+    if ledger.tracer_provider is None:
+        parent = request.headers.get("traceparent")
+        trace_id = tracing.incoming_trace_id(parent) or tracing.new_trace_id()
+        response = await handler(request)
+        if not response.prepared:
+            response.headers["X-Trace-Id"] = trace_id
+        return response
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    with ledger.tracer.start_as_current_span(
+        f"{request.method} {route}", kind=trace.SpanKind.SERVER, context=extract(request.headers)
+    ) as span:
+        response = await handler(request)
+        if span.is_recording():
+            span.set_attributes(
+                {"http.method": request.method, "http.route": route,
+                 "http.status_code": response.status}
+            )  # fmt: skip
+        if not response.prepared:
+            response.headers["X-Trace-Id"] = format(span.get_span_context().trace_id, "032x")
+        return response
 
 
 @web.middleware
@@ -87,7 +118,8 @@ def build_app(ledger: Ledger) -> web.Application:
     from workloads.ledger import views_admin, views_internal
 
     app = web.Application(
-        middlewares=[errors, authenticate], client_max_size=ledger.settings.http.max_body_bytes
+        middlewares=[traced, errors, authenticate],
+        client_max_size=ledger.settings.http.max_body_bytes,
     )
     app[LEDGER] = ledger
     app[TOKENS] = AdminTokens(ledger.settings.http.admin_tokens)

@@ -34,8 +34,9 @@ class Rows(NamedTuple):
 
     journal: list[JournalRow]
     postings: list[Posting]
-    deltas: dict[int, list[int]]  # account id -> [available delta, hold delta]
-    holds: dict[tuple[str, int], int]  # (market, account id) -> hold delta
+    available: dict[int, int]  # account id -> available delta
+    hold: dict[int, int]  # account id -> hold delta
+    holds: dict[str, dict[int, int]]  # market -> account id -> hold delta
 
 
 class Plan(NamedTuple):
@@ -57,33 +58,32 @@ def rows(
     entries: Sequence[Entry], tx_ids: Sequence[int], ids: Mapping[tuple[str, str], int]
 ) -> Rows:
     """Journal rows, postings and balance deltas of `entries`, with their journal ids
-    (KeyError: an account missing from `ids`)."""
+    (KeyError: an account missing from `ids`). The innermost loop of settlement: it runs
+    for every posting, so it unpacks tuples and keeps one flat dict per delta."""
     journal: list[JournalRow] = []
     postings: list[Posting] = []
+    add_entry = journal.append
     add = postings.append
-    deltas: dict[int, list[int]] = {}
-    holds: dict[tuple[str, int], int] = {}
+    available: dict[int, int] = {}
+    hold: dict[int, int] = {}
+    holds: dict[str, dict[int, int]] = {}
     for entry, tx in zip(entries, tx_ids, strict=True):
-        market = entry.market
-        journal.append(
-            (tx, entry.kind, entry.reference, market, entry.seq, entry.epoch, entry.trade_id,
-             entry.correction_id, entry.occurred_at)
-        )  # fmt: skip
+        reference, kind, market, seq, epoch, occurred_at, lines, trade_id, correction_id, _ = entry
+        add_entry((tx, kind, reference, market, seq, epoch, trade_id, correction_id, occurred_at))
+        market_holds = holds.get(market)
         line = 0
-        for owner, asset, bucket, amount in entry.postings:
+        for owner, asset, bucket, amount in lines:
             account = ids[(owner, asset)]
             add((tx, line, account, asset, bucket, amount))
             line += 1  # noqa: SIM113  (cheaper than enumerate in the hottest loop)
-            delta = deltas.get(account)
-            if delta is None:
-                delta = deltas[account] = [0, 0]
             if bucket == HOLD:
-                delta[1] += amount
-                key = (market, account)
-                holds[key] = holds.get(key, 0) + amount
+                hold[account] = hold.get(account, 0) + amount
+                if market_holds is None:
+                    market_holds = holds[market] = {}
+                market_holds[account] = market_holds.get(account, 0) + amount
             else:
-                delta[0] += amount
-    return Rows(journal, postings, deltas, holds)
+                available[account] = available.get(account, 0) + amount
+    return Rows(journal, postings, available, hold, holds)
 
 
 def plan(
@@ -102,21 +102,26 @@ def plan(
     positions: list[int] = []
     stale: dict[str, int] = {}
     apply, duplicate, gap = Verdict.APPLY, Verdict.DUPLICATE, Verdict.GAP
-    for item in items:
-        market = item.market
+    for market, seq, idx, epoch, _, _, entry, _ in items:
         st = state.get(market)
         if st is None:
             cursor = cursors.get(market)
             if cursor is None or cursor.stalled:
                 return None
             st = state[market] = [cursor.seq, cursor.idx, cursor.max_epoch, 0]
-        seq, idx, epoch = item.seq, item.idx, item.epoch
-        verdict = classify(st[0], st[1], st[2], seq, idx, epoch)
+        # The usual case inline (the next position, no older epoch); `classify` decides
+        # every other one.
+        applied_seq = st[0]
+        if epoch >= st[2] and (
+            (seq == applied_seq and idx == st[1] + 1) or (seq == applied_seq + 1 and idx == 0)
+        ):
+            verdict = apply
+        else:
+            verdict = classify(applied_seq, st[1], st[2], seq, idx, epoch)
         if verdict is apply:
             st[0], st[1] = seq, idx
             if epoch > st[2]:
                 st[2] = epoch
-            entry = item.entry
             if entry is not None:
                 if entry.funding_id is not None:
                     return None

@@ -15,8 +15,11 @@ import logging
 from dataclasses import dataclass, field
 
 import asyncpg
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.trace import Tracer
 
-from workloads.ledger import migrate
+from workloads.ledger import migrate, tracing
 from workloads.ledger.applier import Applier
 from workloads.ledger.consumer import SettlementConsumer
 from workloads.ledger.corrections import Corrections
@@ -39,16 +42,27 @@ class Ledger:
     reconciler: Reconciler
     funding: Funding
     corrections: Corrections
+    tracer: Tracer
+    tracer_provider: TracerProvider | None = None
     consumer: SettlementConsumer | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     revision: str = ""
 
     @classmethod
-    async def open(cls, settings: LedgerSettings) -> Ledger:
+    async def open(
+        cls, settings: LedgerSettings, span_exporter: SpanExporter | None = None
+    ) -> Ledger:
+        """`span_exporter` (tests) receives every span; else LEDGER_OTEL_ENDPOINT's does."""
         db = settings.database
         revision = await migrate.upgrade(db.dsn) if db.migrate_on_start else ""
+        provider = None
+        if span_exporter is not None or settings.otel.endpoint:
+            provider = tracing.provider(settings.otel, span_exporter)
+        tracer = tracing.tracer(provider)
         pool = await asyncpg.create_pool(db.dsn, min_size=2, max_size=db.pool_size)
-        applier = Applier(db.dsn, settings.fee_account, settings.kafka.batch_max_events)
+        applier = Applier(
+            db.dsn, settings.fee_account, settings.kafka.batch_max_events, tracer=tracer
+        )
         await applier.start()
         matchers = MatcherClients(settings.markets)
         invariants = Invariants(pool, matchers, settings.markets)
@@ -65,6 +79,8 @@ class Ledger:
             reconciler,
             funding,
             corrections,
+            tracer,
+            provider,
             revision=revision,
         )
         if settings.kafka.enabled:
@@ -102,4 +118,6 @@ class Ledger:
         await self.applier.stop()
         await self.matchers.close()
         await self.pool.close()
+        if self.tracer_provider is not None:  # flushes the spans still queued (blocking)
+            await asyncio.to_thread(self.tracer_provider.shutdown)
         log.info("ledger closed")

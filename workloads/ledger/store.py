@@ -10,18 +10,20 @@ what makes PostgreSQL settle tens of thousands of trades per second):
    id are the exactly-once guarantee, inside this transaction (a conflict falls back to
    `INSERT ... ON CONFLICT DO NOTHING RETURNING`, which writes exactly the new rows);
 5. postings by binary COPY (the double-entry trigger checks them once per statement);
-6. balance and per-market hold deltas, aggregated per account;
+6. balance and per-market hold deltas, aggregated per account, set-based (one UPDATE per
+   table from arrays);
 7. the cursors (and parked events behind a gap).
 Kafka offsets are committed by the caller only after this transaction commits.
 
-Two ways in: `execute` writes a plan computed ahead (`plan.plan`) after checking, under the
-lock, that the database is what the plan assumed (else `PlanRejected`); `apply_batch` does
-all of it inside the transaction, including what plans decline (gaps, parking, funding
-counterparties, new accounts).
+Two ways in: `execute` writes a plan computed ahead (`plan.plan`) in five round trips and
+checks, under the lock and before the commit, that the database is what the plan assumed
+(else `PlanRejected`, nothing kept); `apply_batch` does all of it inside the transaction,
+including what plans decline (gaps, parking, funding counterparties, new accounts).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -32,6 +34,8 @@ from workloads.ledger.cursor import Cursor, Verdict
 from workloads.ledger.plan import Outcome, Plan, Rows, rows
 from workloads.ledger.rules import Entry, FundingOrigin, Incoming
 
+PLAN_REFUSED = "LP001"
+"""SQLSTATE of `ledger_apply_plan` when the database is not what a plan assumed."""
 APPLY_LOCK = "SELECT pg_advisory_xact_lock(hashtext('exchange-ledger-apply:' || current_schema()))"
 
 _LOAD_CURSORS = """
@@ -61,13 +65,10 @@ _JOURNAL_COLUMNS = (
     "occurred_at",
 )
 _NEXT_ID = "SELECT coalesce(max(id), 0) + 1 FROM journal"
-# The plan's check in one round trip: the next free journal id, with the markets' cursors
-# (a market without a row yields one row of NULLs, so next_id is always there).
-_CHECK = """
-SELECT (SELECT coalesce(max(id), 0) + 1 FROM journal) AS next_id, s.*
-  FROM (SELECT 1) one
-  LEFT JOIN market_state s ON s.market = ANY($1::text[])
-"""
+# The transaction's start and the lock in one round trip (the simple query protocol).
+BEGIN_LOCKED = f"BEGIN; {APPLY_LOCK}"
+# A plan's check, then its balance, hold and cursor updates (migration 0002).
+_APPLY_PLAN = f"SELECT ledger_apply_plan({', '.join(f'${i}' for i in range(1, 22))})"
 # Balance and market hold deltas, and the cursors, in one round trip.
 _AFTER_BATCH = """
 SELECT ledger_after_batch($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[],
@@ -174,45 +175,66 @@ async def load_cursors(conn: asyncpg.Connection, markets: Sequence[str]) -> dict
 async def execute(conn: asyncpg.Connection, plan: Plan) -> BatchResult:
     """Write a plan made ahead, if the database is as it assumed; else `PlanRejected`.
 
-    Few round trips: each one waits for the event loop, which is busy planning ahead. No
-    savepoint: a conflicting event or trade id aborts the whole transaction, and the batch
-    takes the full path, which writes exactly the new rows."""
+    Five round trips, whatever the batch's size (each waits for the event loop, which is
+    busy planning ahead): the transaction's start with the lock, the journal and the
+    postings by COPY, the check with the balance, hold and cursor updates
+    (`ledger_apply_plan`), the commit. No savepoint: a conflicting event or trade id aborts
+    the whole transaction, and the batch takes the full path, which writes exactly the new
+    rows."""
+    changed = [c for m, c in plan.after.items() if c != plan.before[m]]
+    before = list(plan.before.values())
     try:
-        async with conn.transaction():
-            await conn.execute(APPLY_LOCK)
-            rows = await conn.fetch(_CHECK, list(plan.before))
-            next_id = rows[0]["next_id"]
-            found = {r["market"]: cursor_from_row(r) for r in rows if r["market"] is not None}
-            if {m: found.get(m, Cursor(m)) for m in plan.before} != plan.before:
-                raise PlanRejected("the cursors moved")
-            if next_id > plan.first_id:
-                raise PlanRejected("the planned journal ids are taken")
-            if plan.rows.journal:
-                await _copy_journal(conn, plan.rows)
-                await conn.copy_records_to_table(
-                    "postings", records=plan.rows.postings, columns=_POSTING_COLUMNS
-                )
-            changed = [c for m, c in plan.after.items() if c != plan.before[m]]
-            if plan.rows.journal or changed:
-                await conn.execute(
-                    _AFTER_BATCH, *_delta_columns(plan.rows), *_cursor_columns(changed)
-                )
-    except asyncpg.UniqueViolationError:
-        raise PlanRejected("an event or trade id exists already") from None
+        await conn.execute(BEGIN_LOCKED)
+        if plan.rows.journal:
+            await _copy_journal(conn, plan.rows)
+            await conn.copy_records_to_table(
+                "postings", records=plan.rows.postings, columns=_POSTING_COLUMNS
+            )
+        await conn.execute(
+            _APPLY_PLAN,
+            *_cursor_columns(before),
+            plan.next_id,
+            *_delta_columns(plan.rows),
+            *_cursor_columns(changed),
+        )
+        await conn.execute("COMMIT")
+    except BaseException as exc:
+        await _rollback(conn)
+        if isinstance(exc, asyncpg.UniqueViolationError):
+            raise PlanRejected("an event or trade id exists already") from None
+        if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == PLAN_REFUSED:
+            raise PlanRejected(str(exc)) from None
+        raise
     return BatchResult(
         plan.outcomes, plan.after, {}, len(plan.rows.postings), plan.next_id, plan.stale, []
     )
 
 
+async def _rollback(conn: asyncpg.Connection) -> None:
+    """End a failed transaction if the connection can still say so; a broken connection is
+    closed by the caller, which ends it on the server."""
+    if not conn.is_closed() and conn.is_in_transaction():
+        with contextlib.suppress(Exception):
+            await conn.execute("ROLLBACK")
+
+
 def _delta_columns(written: Rows) -> tuple[list[Any], ...]:
-    deltas, holds = written.deltas, written.holds
+    available, hold = written.available, written.hold
+    accounts = list(available.keys() | hold.keys())
+    markets: list[str] = []
+    holders: list[int] = []
+    amounts: list[int] = []
+    for market, deltas in written.holds.items():
+        markets += [market] * len(deltas)
+        holders += deltas.keys()
+        amounts += deltas.values()
     return (
-        list(deltas),
-        [d[0] for d in deltas.values()],
-        [d[1] for d in deltas.values()],
-        [k[0] for k in holds],
-        [k[1] for k in holds],
-        list(holds.values()),
+        accounts,
+        [available.get(a, 0) for a in accounts],
+        [hold.get(a, 0) for a in accounts],
+        markets,
+        holders,
+        amounts,
     )
 
 
@@ -354,7 +376,7 @@ async def _book(
     if funding_ids:
         entries = await _with_origins(conn, entries, funding_ids)
     ids, new_accounts = await accounts.resolve(
-        conn, {(p.owner, p.asset) for e in entries for p in e.postings}
+        conn, {(p[0], p[1]) for e in entries for p in e.postings}
     )
     tx_ids = range(first, first + len(entries))
     written = rows(entries, tx_ids, ids)

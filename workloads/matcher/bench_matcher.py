@@ -28,7 +28,7 @@ from workloads.matcher import engine as e
 from workloads.matcher import recovery, snapshot, wal
 from workloads.matcher.bare_book import HeapBook, SimpleBook
 from workloads.matcher.epoch import FileEpoch
-from workloads.matcher.sequencer import Sequencer, SequencerSettings
+from workloads.matcher.sequencer import Sequencer, SequencerSettings, tune_runtime
 from workloads.matcher.spec import MarketSpec
 
 ACCOUNTS = 1000
@@ -209,8 +209,8 @@ async def _wal_latency(
         await asyncio.sleep(max(0.0, start + (i // per_tick) * tick - loop.time()))
         sent = time.perf_counter()
         chunk = commands[i : i + per_tick]
-        sequencer.execute_nowait([(c, "") for c in chunk])
-        waits.append(asyncio.create_task(timed(sent, sequencer.engine.seq, len(chunk))))
+        executed = sequencer.execute_nowait([(c, "") for c in chunk])
+        waits.append(asyncio.create_task(timed(sent, executed.last_seq, len(chunk))))
     await asyncio.gather(*waits)
     await sequencer.close()
     latencies.sort()
@@ -233,6 +233,7 @@ async def _sequencer(data_dir: Path) -> Sequencer:
 
 def wal_benchmark(count: int = 300_000) -> dict[str, object]:
     commands = generate(count)
+    tune_runtime()  # as the matcher process does after recovery
     with tempfile.TemporaryDirectory(dir=os.environ.get("EXCHANGE_BENCH_DIR")) as first:
         throughput = asyncio.run(_wal_throughput(Path(first), commands))
     with tempfile.TemporaryDirectory(dir=os.environ.get("EXCHANGE_BENCH_DIR")) as second:

@@ -6,6 +6,7 @@ become protobuf only for replies and for the outbox.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from contracts.v1 import common_pb2, events_pb2, funding_pb2, matcher_pb2
@@ -278,3 +279,302 @@ def event_proto(
 def hash_bytes(state_hash: int) -> bytes:
     """The rolling state hash as 8 big-endian bytes (as GetStatus and EpochStarted show it)."""
     return (state_hash & _U64).to_bytes(8, "big")
+
+
+# ---------------------------------------------------------------------- wire encoding
+#
+# Replies and the outbox need each event serialized. Building protobuf objects from
+# keyword arguments costs ~12 us per event in Python; writing the wire format straight
+# from the engine's tuples costs a fraction of that. `EventEncoder` produces exactly the
+# bytes `event_proto(...).SerializeToString()` does (fields in number order, proto3
+# defaults omitted; a test compares them), and replies are assembled from those bytes.
+
+_VARINT_TABLE = [bytes((i,)) for i in range(128)] + [
+    bytes(((i & 127) | 128, i >> 7)) for i in range(128, 1 << 14)
+]  # every value below 2^14 as its ready-made varint (1.5 MB)
+_U64_WRAP = 1 << 64
+
+
+def varint(value: int) -> bytes:
+    """Protobuf base-128 varint; negative values as 64-bit two's complement (10 bytes)."""
+    if 0 <= value < 16384:
+        return _VARINT_TABLE[value]
+    if value < 0:
+        value += _U64_WRAP
+    if value < 268435456:  # 3 or 4 bytes: prices, quantities, seqs
+        if value < 2097152:
+            return bytes((value & 127 | 128, value >> 7 & 127 | 128, value >> 14))
+        return bytes(
+            (value & 127 | 128, value >> 7 & 127 | 128, value >> 14 & 127 | 128, value >> 21)
+        )
+    out = bytearray()
+    while value > 127:
+        out.append(value & 127 | 128)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _string(key: bytes, text: str) -> bytes:
+    """A whole string field (key, length, UTF-8); b"" for the proto3 default."""
+    if not text:
+        return b""
+    data = text.encode()
+    size = len(data)
+    return key + (_VARINT_TABLE[size] if size < 16384 else varint(size)) + data
+
+
+# Keys of varint (wire type 0) and length-delimited (2) fields, by field number.
+_V = [varint(n << 3) for n in range(21)]
+_L = [varint(n << 3 | 2) for n in range(21)]
+_EVENT_KEY = {
+    e.E_ACCEPTED: _L[1],
+    e.E_REJECTED: _L[2],
+    e.E_CANCELED: _L[3],
+    e.E_EXPIRED: _L[4],
+    e.E_TRADE: _L[5],
+    e.E_MODE: _L[6],
+    e.E_EPOCH: _L[7],
+    e.E_CREDITED: _L[8],
+    e.E_DEBITED: _L[9],
+    e.E_FUNDING_REJECTED: _L[10],
+    e.E_MASS_CANCELED: _L[11],
+}
+_STATUS = [_V[1] + varint(status) if status else b"" for status in range(4)]
+
+
+class EventEncoder:
+    """Serializes one market's engine events and command replies to wire bytes.
+
+    One function per event kind, fields in number order, written out by hand: Python
+    calls are what this costs, so there are as few as the format allows.
+    """
+
+    def __init__(self, spec: MarketSpec) -> None:
+        self.spec = spec
+        self.symbol = spec.symbol
+        self._prefix = (
+            _V[2] + varint(EVENT_VERSION) + _string(_L[3], spec.symbol)
+        )  # event_version and symbol: the same in every envelope
+        base, quote = spec.base_asset, spec.quote_asset
+        self._reserved = {False: _string(_L[11], base), True: _string(_L[11], quote)}
+        self._released = {False: _string(_L[6], base), True: _string(_L[6], quote)}
+        self._trade_assets = _string(_L[12], base) + _string(_L[13], quote)
+        self._ts, self._ts_field = 0, b""
+        self._bodies: dict[int, Callable[[Sequence[Any], bytes], bytes]] = {
+            e.E_ACCEPTED: self._accepted,
+            e.E_REJECTED: self._rejected,
+            e.E_CANCELED: self._canceled,
+            e.E_EXPIRED: self._canceled,
+            e.E_TRADE: self._trade,
+            e.E_MODE: self._mode,
+            e.E_EPOCH: self._epoch,
+            e.E_CREDITED: self._funds,
+            e.E_DEBITED: self._funds,
+            e.E_FUNDING_REJECTED: self._funding_rejected,
+            e.E_MASS_CANCELED: self._mass_canceled,
+        }
+
+    def command_events(
+        self, events: Sequence[Any], seq: int, epoch: int, ts: int, correlation_id: str
+    ) -> list[bytes]:
+        """Each event of one command as a serialized `Event`, in index order."""
+        symbol = self.symbol
+        if ts != self._ts:  # commands of one sequenced batch share their timestamp
+            self._ts, self._ts_field = ts, _V[5] + varint(ts) if ts else b""
+        # Every field of the envelope but event_id is the same for all of a command's events.
+        shared = b"".join(
+            (
+                self._prefix,
+                _V[4] + varint(seq) if seq else b"",
+                self._ts_field,
+                _string(_L[6], correlation_id),
+                _string(_L[7], f"{symbol}:cmd:{seq}"),
+                _V[8] + varint(epoch) if epoch else b"",
+            )
+        )
+        bodies = self._bodies
+        out = []
+        for index, event in enumerate(events):
+            kind = event[0]
+            event_id = f"{symbol}:{seq}:{index}".encode()
+            envelope = b"\x0a" + varint(len(event_id)) + event_id + shared
+            body = bodies[kind](event, b"\x0a" + varint(len(envelope)) + envelope)
+            out.append(_EVENT_KEY[kind] + varint(len(body)) + body)
+        return out
+
+    def _accepted(self, event: Sequence[Any], envelope: bytes) -> bytes:
+        _, oid, cid, account, side, otype, tif, price, qty, post_only, is_quote, reserved = event
+        return b"".join(
+            (
+                envelope,
+                _string(b"\x12", str(oid)),
+                _string(b"\x1a", cid),
+                _string(b'"', account),
+                b"(" + varint(side) if side else b"",
+                b"0" + varint(otype) if otype else b"",
+                b"8" + varint(tif) if tif else b"",
+                b"@" + varint(price) if price else b"",
+                b"H" + varint(qty) if qty else b"",
+                b"P\x01" if post_only else b"",
+                self._reserved[bool(is_quote)],
+                b"`" + varint(reserved) if reserved else b"",
+            )
+        )
+
+    def _rejected(self, event: Sequence[Any], envelope: bytes) -> bytes:
+        _, cid, account, reason, detail = event
+        return b"".join(
+            (
+                envelope,
+                _string(b"\x12", cid),
+                _string(b"\x1a", account),
+                b" " + varint(reason) if reason else b"",
+                _string(b"*", detail),
+            )
+        )
+
+    def _canceled(self, event: Sequence[Any], envelope: bytes) -> bytes:
+        """OrderCanceled, and OrderExpired: the same fields without the cause."""
+        oid, cid, account, qty, is_quote, released = event[1:7]
+        cause = event[7] if event[0] == e.E_CANCELED else 0
+        return b"".join(
+            (
+                envelope,
+                _string(b"\x12", str(oid)),
+                _string(b"\x1a", cid),
+                _string(b'"', account),
+                b"(" + varint(qty) if qty else b"",
+                self._released[bool(is_quote)],
+                b"8" + varint(released) if released else b"",
+                b"@" + varint(cause) if cause else b"",
+            )
+        )
+
+    def _trade(self, event: Sequence[Any], envelope: bytes) -> bytes:
+        (
+            _,
+            trade_id,
+            price,
+            qty,
+            taker_side,
+            maker_oid,
+            taker_oid,
+            maker_account,
+            taker_account,
+            base_amount,
+            quote_amount,
+            buyer_fee,
+            seller_fee,
+            buyer_released,
+            maker_remaining,
+            taker_remaining,
+        ) = event
+        if taker_side == e.BUY:
+            buyer, seller = taker_account, maker_account
+        else:
+            buyer, seller = maker_account, taker_account
+        return b"".join(
+            (
+                envelope,
+                _string(b"\x12", f"{self.symbol}:{trade_id}"),
+                b"\x18" + varint(price) if price else b"",
+                b" " + varint(qty) if qty else b"",
+                b"(" + varint(taker_side) if taker_side else b"",
+                _string(b"2", str(maker_oid)),
+                _string(b":", str(taker_oid)),
+                _string(b"B", maker_account),
+                _string(b"J", taker_account),
+                _string(b"R", buyer),
+                _string(b"Z", seller),
+                self._trade_assets,
+                b"p" + varint(base_amount) if base_amount else b"",
+                b"x" + varint(quote_amount) if quote_amount else b"",
+                b"\x80\x01" + varint(buyer_fee) if buyer_fee else b"",
+                b"\x88\x01" + varint(seller_fee) if seller_fee else b"",
+                b"\x90\x01" + varint(buyer_released) if buyer_released else b"",
+                b"\x98\x01" + varint(maker_remaining) if maker_remaining else b"",
+                b"\xa0\x01" + varint(taker_remaining) if taker_remaining else b"",
+            )
+        )
+
+    def _mode(self, event: Sequence[Any], envelope: bytes) -> bytes:
+        _, previous, mode, reason = event
+        return b"".join(
+            (
+                envelope,
+                b"\x10" + varint(previous) if previous else b"",
+                b"\x18" + varint(mode) if mode else b"",
+                _string(b'"', reason),
+            )
+        )
+
+    def _epoch(self, event: Sequence[Any], envelope: bytes) -> bytes:
+        _, previous_epoch, leader, state_hash = event
+        return b"".join(
+            (
+                envelope,
+                b"\x10" + varint(previous_epoch) if previous_epoch else b"",
+                _string(b"\x1a", leader),
+                b'"\x08' + hash_bytes(state_hash),
+            )
+        )
+
+    def _funds(self, event: Sequence[Any], envelope: bytes) -> bytes:
+        _, funding_id, account, asset, amount, after = event
+        return b"".join(
+            (
+                envelope,
+                _string(b"\x12", funding_id),
+                _string(b"\x1a", account),
+                _string(b'"', asset),
+                b"(" + varint(amount) if amount else b"",
+                b"0" + varint(after) if after else b"",
+            )
+        )
+
+    def _funding_rejected(self, event: Sequence[Any], envelope: bytes) -> bytes:
+        _, funding_id, account, asset, amount, direction, reason = event
+        return b"".join(
+            (
+                envelope,
+                _string(b"\x12", funding_id),
+                _string(b"\x1a", account),
+                _string(b'"', asset),
+                b"(" + varint(amount) if amount else b"",
+                b"0" + varint(direction) if direction else b"",
+                b"8" + varint(reason) if reason else b"",
+            )
+        )
+
+    def _mass_canceled(self, event: Sequence[Any], envelope: bytes) -> bytes:
+        _, account, count = event
+        return b"".join(
+            (envelope, _string(b"\x12", account), b"\x18" + varint(count) if count else b"")
+        )
+
+    def reply(
+        self, status: int, reason: int, seq: int, epoch: int, order_id: int, events: list[bytes]
+    ) -> bytes:
+        """A serialized `CommandReply` around already serialized events."""
+        parts = [
+            _STATUS[status] if 0 <= status < 4 else _V[1] + varint(status),
+            b"\x10" + varint(reason) if reason else b"",
+            b"\x18" + varint(seq) if seq else b"",
+            b" " + varint(epoch) if epoch else b"",
+        ]
+        for event in events:
+            parts += (b"*", varint(len(event)), event)
+        if order_id:
+            parts.append(_string(b"2", str(order_id)))
+        return b"".join(parts)
+
+
+def batch_reply(replies: Sequence[bytes], epoch: int) -> bytes:
+    """A serialized `CommandBatchReply` around serialized replies."""
+    parts: list[bytes] = []
+    for reply in replies:
+        parts += (b"\x0a", varint(len(reply)), reply)
+    if epoch:
+        parts.append(_V[2] + varint(epoch))
+    return b"".join(parts)

@@ -99,8 +99,12 @@ CREDIT = 1
 DEBIT = 2
 
 # Order records are lists, for speed:
-# [order_id, account, side, price, remaining_lots, client_order_id].
-O_ID, O_ACCOUNT, O_SIDE, O_PRICE, O_REMAINING, O_CLIENT_ID = range(6)
+# [order_id, account, side, price, remaining_lots, client_order_id, balance, account_orders]:
+# the last two are the owner's balance list and resting-orders dict, so that a cancel or a
+# fill reaches them without looking the account up twice (a resting order and that dict
+# refer to each other until the order leaves the book). Snapshots keep the first six.
+O_ID, O_ACCOUNT, O_SIDE, O_PRICE, O_REMAINING, O_CLIENT_ID, O_BALANCE, O_MINE = range(8)
+_ORDER_FIELDS = 6
 # Balances per account: [available base, hold base, available quote, hold quote].
 AVAIL_BASE, HOLD_BASE, AVAIL_QUOTE, HOLD_QUOTE = range(4)
 
@@ -111,6 +115,12 @@ _MODE_REJECT = {
     HARD_HALT: c.REJECT_REASON_MARKET_HARD_HALT,
 }
 _MAX_ID_LENGTH = 64
+# Enum values read on hot paths, bound once (a module attribute lookup each time otherwise).
+_RATE_LIMITED = c.REJECT_REASON_RATE_LIMITED
+_INSUFFICIENT_FUNDS = c.REJECT_REASON_INSUFFICIENT_FUNDS
+_CAUSE_USER = ev.CANCEL_CAUSE_USER
+_CAUSE_SELF_TRADE = ev.CANCEL_CAUSE_SELF_TRADE
+_CAUSE_MARKET_REMAINDER = ev.CANCEL_CAUSE_MARKET_REMAINDER
 
 
 def validate_place(spec: MarketSpec, cmd: tuple[Any, ...]) -> int:
@@ -168,15 +178,24 @@ class Engine:
         self.bid_heap: list[int] = []  # negated prices; stale entries are skipped lazily
         self.ask_heap: list[int] = []
         self.orders: dict[int, list[Any]] = {}
-        # Resting orders per account; an account's dict stays once made (cheaper than churn).
+        # Resting orders per account, made with the account's balance and kept (cheaper
+        # than churn); `_accounts` holds both, for the place path's single lookup.
         self.account_orders: dict[str, dict[int, list[Any]]] = {}
         self.balances: dict[str, list[int]] = {}
+        self._accounts: dict[str, tuple[list[int], dict[int, list[Any]]]] = {}
         self.rate: dict[str, list[int]] = {}  # account -> [window index, commands in it]
-        # (account, client_order_id) -> (seq, status, reason, order_id); oldest first.
-        self.idempotency: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+        # (account, client_order_id) -> (seq, status, reason, order_id), oldest first; an
+        # accepted order's result is stored as just its seq (= order id): no tuple to build.
+        self.idempotency: dict[tuple[str, str], int | tuple[int, int, int, int]] = {}
         self.funding_seen: dict[
             str, tuple[int, int, int]
         ] = {}  # funding_id -> (seq, status, reason)
+        # The keys of the two tables in insertion order, so that forgetting the oldest is
+        # O(1): `del table[next(iter(table))]` rescans the dict's growing prefix of deleted
+        # slots on every call (microseconds per command once a window is full).
+        self._idempotency_order: deque[tuple[str, str]] = deque()
+        self._funding_order: deque[str] = deque()
+        self._max_quantity = spec.max_lots * spec.lot_size
 
     # ------------------------------------------------------------------ dispatch
 
@@ -184,32 +203,246 @@ class Engine:
         """The original (seq, status, reason, order_id) if `cmd` repeats an idempotency key."""
         kind = cmd[0]
         if kind == C_PLACE and cmd[2]:
-            return self.idempotency.get((cmd[1], cmd[2]))
+            found = self.idempotency.get((cmd[1], cmd[2]))
+            return None if found is None else _expand(found)
         if kind == C_FUNDING:
             seen = self.funding_seen.get(cmd[1])
             return None if seen is None else (*seen, 0)
         return None
 
     def execute(self, cmd: tuple[Any, ...], seq: int, ts: int) -> list[tuple[Any, ...]]:
-        """Apply one sequenced command; return its events (at least one)."""
+        """Apply one sequenced command; return its events (at least one).
+
+        PLACE and CANCEL, nine commands in ten, run inline here: one more Python call per
+        command would cost as much as several of their checks. Their rare branches
+        (rejects, matching, expiry) call helpers; every branch ends by folding the
+        rolling hash, whose formula is the same everywhere (recovery checks it).
+        """
         kind = cmd[0]
-        events: list[tuple[Any, ...]] = []
         self.seq = seq
         if kind == C_PLACE:
-            self._place(cmd, seq, ts, events)
+            _, account, client_id, side, otype, tif, price, qty, post_only, budget = cmd
+            spec = self.spec
+            # validate_place, inlined as one test that a well-formed LIMIT order passes;
+            # any other order goes through validate_place, which names the exact reason.
+            # (Comparisons are spelled out: CPython 3.11 specializes a comparison only when
+            # a branch follows it, not in chains, `in` tests or stored results.)
+            if not (
+                otype == LIMIT
+                and (side == BUY or side == SELL)  # noqa: SIM109
+                and (tif == GTC or ((tif == IOC or tif == FOK) and not post_only))  # noqa: SIM109
+                and budget == 0
+                and qty > 0
+                and qty <= self._max_quantity
+                and price > 0
+                and price <= spec.max_price
+                and qty % spec.lot_size == 0
+                and price % spec.tick_size == 0
+                and account
+                and len(account) <= _MAX_ID_LENGTH
+                and len(client_id) <= _MAX_ID_LENGTH
+            ):
+                reason = validate_place(spec, cmd)
+                if reason:
+                    return self._rejected(cmd, seq, reason)
+            # Market mode, rate limit and price band; `bound`: the worst price to trade at.
+            bound = price if otype == LIMIT else 0
+            if self.mode != NORMAL or spec.rate_limit or spec.price_band_bps:
+                reason, bound = self._admit(cmd, ts, bound)
+                if reason:
+                    return self._rejected(cmd, seq, reason)
+            known = self._accounts.get(account)
+            if known is None:
+                balance = None
+            else:
+                balance, mine = known
+                if tif == GTC and len(mine) >= spec.max_open_orders:
+                    return self._rejected(cmd, seq, c.REJECT_REASON_TOO_MANY_OPEN_ORDERS)
+            # The best opposite price (0: none), dropping stale heap entries.
+            best = 0
+            crosses = False
+            if side == BUY:
+                is_buy = True
+                heap, levels = self.ask_heap, self.ask_levels
+                while heap:
+                    if heap[0] in levels:
+                        best = heap[0]
+                        if otype == MARKET or price >= best:
+                            crosses = True
+                        break
+                    heappop(heap)
+            else:
+                is_buy = False
+                heap, levels = self.bid_heap, self.bid_levels
+                while heap:
+                    if -heap[0] in levels:
+                        best = -heap[0]
+                        if otype == MARKET or price <= best:
+                            crosses = True
+                        break
+                    heappop(heap)
+            if crosses and post_only:
+                return self._rejected(cmd, seq, c.REJECT_REASON_POST_ONLY_WOULD_TAKE)
+            lots = qty // spec.lot_size
+            if tif != GTC:
+                if otype == MARKET and best == 0:
+                    return self._rejected(cmd, seq, c.REJECT_REASON_NO_LIQUIDITY)
+                if tif == FOK and not self._fillable(account, side, bound, lots):
+                    return self._rejected(cmd, seq, c.REJECT_REASON_FOK_NOT_FILLABLE)
+            # Risk: reserve what the order may spend.
+            if balance is None:
+                return self._rejected(cmd, seq, _INSUFFICIENT_FUNDS)
+            if is_buy:
+                available = balance[AVAIL_QUOTE]
+                reserve = price * lots if otype == LIMIT else (budget or available)
+                if reserve <= 0 or available < reserve:
+                    return self._rejected(cmd, seq, _INSUFFICIENT_FUNDS)
+                balance[AVAIL_QUOTE] = available - reserve
+                balance[HOLD_QUOTE] += reserve
+            else:
+                reserve = qty
+                available = balance[AVAIL_BASE]
+                if available < reserve:
+                    return self._rejected(cmd, seq, _INSUFFICIENT_FUNDS)
+                balance[AVAIL_BASE] = available - reserve
+                balance[HOLD_BASE] += reserve
+            events: list[tuple[Any, ...]] = [
+                (
+                    E_ACCEPTED,
+                    seq,
+                    client_id,
+                    account,
+                    side,
+                    otype,
+                    tif,
+                    price,
+                    qty,
+                    post_only,
+                    is_buy,
+                    reserve,
+                )
+            ]
+            if client_id:  # _remember, inlined; an accepted order's result is just its seq
+                table = self.idempotency
+                key = (account, client_id)
+                size = len(table)
+                table[key] = seq
+                if len(table) > size:
+                    self._idempotency_order.append(key)
+                    if size >= spec.idempotency_window:
+                        del table[self._idempotency_order.popleft()]
+            order = [seq, account, side, price, lots, client_id, balance, mine]
+            if crosses:
+                self._take(order, otype, tif, bound, reserve, balance, events)
+                lots = order[O_REMAINING]
+            elif tif != GTC:  # IOC that found nothing to take
+                self._expire(order, lots, balance, events)
+                lots = 0
+            if tif == GTC and lots:
+                # Rest on the book.
+                levels = self.bid_levels if is_buy else self.ask_levels
+                level = levels.get(price)
+                if level is None:
+                    levels[price] = [lots, deque((order,))]
+                    self._push_level(side, price)
+                else:
+                    level[0] += lots
+                    level[1].append(order)
+                self.orders[seq] = order
+                mine[seq] = order
         elif kind == C_CANCEL:
-            self._cancel(cmd, ts, events)
+            account = cmd[1]
+            oid = cmd[2]
+            orders = self.orders
+            if oid:
+                victim = orders.get(oid)
+            else:
+                oid = self._order_id_of(account, cmd[3])
+                victim = orders.get(oid) if oid else None
+            if (
+                victim is None
+                or victim[O_ACCOUNT] != account
+                or self.mode == HARD_HALT
+                or self.spec.rate_limit
+            ):
+                reason = self._cancel_refused(account, victim, ts)
+                if reason:
+                    events = [(E_REJECTED, cmd[3], account, reason, str(oid) if oid else "")]
+                    self.state_hash = hash(
+                        (
+                            self.state_hash,
+                            seq,
+                            C_CANCEL,
+                            1,
+                            self.last_price,
+                            self.next_trade_id,
+                            len(orders),
+                        )
+                    )
+                    return events
+                assert victim is not None
+            # Take the order out of the book: level total, indexes, hold, event.
+            lots = victim[O_REMAINING]
+            price = victim[O_PRICE]
+            balance = victim[O_BALANCE]
+            if victim[O_SIDE] == BUY:
+                level = self.bid_levels[price]
+                released = price * lots
+                balance[HOLD_QUOTE] -= released
+                balance[AVAIL_QUOTE] += released
+                quantity = lots * self.spec.lot_size
+                is_buy = True
+            else:
+                level = self.ask_levels[price]
+                quantity = released = lots * self.spec.lot_size
+                balance[HOLD_BASE] -= released
+                balance[AVAIL_BASE] += released
+                is_buy = False
+            level[0] -= lots
+            if not level[0]:
+                if is_buy:
+                    del self.bid_levels[price]
+                else:
+                    del self.ask_levels[price]
+            del orders[oid]
+            del victim[O_MINE][oid]
+            victim[O_REMAINING] = 0  # its queue entry goes when matching reaches it
+            events = [
+                (
+                    E_CANCELED,
+                    oid,
+                    victim[O_CLIENT_ID],
+                    account,
+                    quantity,
+                    is_buy,
+                    released,
+                    _CAUSE_USER,
+                )
+            ]
+            self.state_hash = hash(
+                (
+                    self.state_hash,
+                    seq,
+                    C_CANCEL,
+                    1,
+                    self.last_price,
+                    self.next_trade_id,
+                    len(orders),
+                )
+            )
+            return events
         elif kind == C_CANCEL_ALL:
-            self._cancel_all(cmd, ts, events)
+            events = self._cancel_all(cmd, ts)
         elif kind == C_FUNDING:
-            self._funding(cmd, seq, events)
+            events = self._funding(cmd, seq)
         elif kind == C_SET_MODE:
-            self._set_mode(cmd, events)
+            events = self._set_mode(cmd)
         elif kind == C_EPOCH:
             self.epoch = cmd[1]
-            events.append((E_EPOCH, cmd[2], cmd[3], self.state_hash))
+            events = [(E_EPOCH, cmd[2], cmd[3], self.state_hash)]
         else:
-            events.append((E_REJECTED, "", "", c.REJECT_REASON_UNSUPPORTED_COMMAND, f"kind {kind}"))
+            events = [(E_REJECTED, "", "", c.REJECT_REASON_UNSUPPORTED_COMMAND, f"kind {kind}")]
+        # The rolling hash (the same formula on the inlined paths above).
         self.state_hash = hash(
             (
                 self.state_hash,
@@ -225,23 +458,69 @@ class Engine:
 
     # ------------------------------------------------------------------ orders
 
-    def _reject(
-        self,
-        events: list[tuple[Any, ...]],
-        cmd: tuple[Any, ...],
-        seq: int,
-        reason: int,
-        detail: str = "",
-    ) -> None:
-        events.append((E_REJECTED, cmd[2], cmd[1], reason, detail))
+    def _rejected(self, cmd: tuple[Any, ...], seq: int, reason: int) -> list[tuple[Any, ...]]:
+        """A place command's reject: remembered, hashed, returned (ends `execute`)."""
+        events = self._reject(cmd, seq, reason)
+        self.state_hash = hash(
+            (
+                self.state_hash,
+                seq,
+                C_PLACE,
+                1,
+                self.last_price,
+                self.next_trade_id,
+                len(self.orders),
+            )
+        )
+        return events
+
+    def _reject(self, cmd: tuple[Any, ...], seq: int, reason: int) -> list[tuple[Any, ...]]:
         if cmd[2]:
             self._remember((cmd[1], cmd[2]), (seq, REJECTED, reason, 0))
+        return [(E_REJECTED, cmd[2], cmd[1], reason, "")]
 
-    def _remember(self, key: tuple[str, str], result: tuple[int, int, int, int]) -> None:
+    def _remember(self, key: tuple[str, str], result: int | tuple[int, int, int, int]) -> None:
+        """Record a place's result under its key; past the window, forget the oldest key."""
         table = self.idempotency
+        size = len(table)
         table[key] = result
-        if len(table) > self.spec.idempotency_window:
-            del table[next(iter(table))]
+        if len(table) > size:  # a new key (a repeated one keeps its place, as in a dict)
+            self._idempotency_order.append(key)
+            if size >= self.spec.idempotency_window:
+                del table[self._idempotency_order.popleft()]
+
+    def _order_id_of(self, account: str, client_id: str) -> int:
+        """The order id an accepted (account, client order id) got; 0 if none is known."""
+        if not client_id:
+            return 0
+        known = _expand(self.idempotency.get((account, client_id)))
+        return 0 if known is None else known[3]
+
+    def _admit(self, cmd: tuple[Any, ...], ts: int, bound: int) -> tuple[int, int]:
+        """Market mode, rate limit and price band: (reject reason or 0, the order's bound)."""
+        _, account, _, side, otype, _, price, _, post_only, _ = cmd
+        spec = self.spec
+        mode = self.mode
+        if mode != NORMAL and not (mode == SOFT_HALT and post_only):
+            return _MODE_REJECT[mode], bound
+        if spec.rate_limit and self._rate_limited(account, ts):
+            return _RATE_LIMITED, bound
+        if spec.price_band_bps:
+            ref = self.last_price or spec.reference_price
+            if ref and otype == LIMIT:
+                if abs(price - ref) * 10_000 > ref * spec.price_band_bps:
+                    return c.REJECT_REASON_PRICE_OUT_OF_BAND, bound
+            elif ref:
+                delta = ref * spec.price_band_bps // 10_000
+                bound = ref + delta if side == BUY else max(ref - delta, 1)
+        return 0, bound
+
+    def _open_account(self, account: str) -> list[int]:
+        """A new account's zero balance, with its (empty) index of resting orders."""
+        balance = self.balances[account] = [0, 0, 0, 0]
+        mine = self.account_orders[account] = {}
+        self._accounts[account] = (balance, mine)
+        return balance
 
     def _rate_limited(self, account: str, ts: int) -> bool:
         limit = self.spec.rate_limit
@@ -255,143 +534,69 @@ class Engine:
         state[1] += 1
         return state[1] > limit
 
-    def _place(
-        self, cmd: tuple[Any, ...], seq: int, ts: int, events: list[tuple[Any, ...]]
+    def _take(
+        self,
+        order: list[Any],
+        otype: int,
+        tif: int,
+        bound: int,
+        reserve: int,
+        balance: list[int],
+        events: list[tuple[Any, ...]],
     ) -> None:
-        # The hot path: helpers are inlined where a call would cost more than the work.
-        spec = self.spec
-        reason = validate_place(spec, cmd)
-        if reason:
-            self._reject(events, cmd, seq, reason)
-            return
-        _, account, client_id, side, otype, tif, price, qty, post_only, budget = cmd
-        mode = self.mode
-        if mode != NORMAL and not (mode == SOFT_HALT and post_only):
-            self._reject(events, cmd, seq, _MODE_REJECT[mode])
-            return
-        if spec.rate_limit and self._rate_limited(account, ts):
-            self._reject(events, cmd, seq, c.REJECT_REASON_RATE_LIMITED)
-            return
-        lots = qty // spec.lot_size
-        bound = price if otype == LIMIT else 0  # the worst price this order may trade at
-        if spec.price_band_bps:
-            ref = self.last_price or spec.reference_price
-            if ref and otype == LIMIT:
-                if abs(price - ref) * 10_000 > ref * spec.price_band_bps:
-                    self._reject(events, cmd, seq, c.REJECT_REASON_PRICE_OUT_OF_BAND)
-                    return
-            elif ref:
-                delta = ref * spec.price_band_bps // 10_000
-                bound = ref + delta if side == BUY else max(ref - delta, 1)
-        account_orders = self.account_orders
-        mine = account_orders.get(account)
-        if tif == GTC and mine is not None and len(mine) >= spec.max_open_orders:
-            self._reject(events, cmd, seq, c.REJECT_REASON_TOO_MANY_OPEN_ORDERS)
-            return
-        # The best opposite price, dropping stale heap entries.
-        if side == BUY:
-            heap, levels = self.ask_heap, self.ask_levels
-            while heap and heap[0] not in levels:
-                heappop(heap)
-            best = heap[0] if heap else 0
-            crosses = best and (otype == MARKET or price >= best)
-        else:
-            heap, levels = self.bid_heap, self.bid_levels
-            while heap and -heap[0] not in levels:
-                heappop(heap)
-            best = -heap[0] if heap else 0
-            crosses = best and (otype == MARKET or price <= best)
-        if crosses and post_only:
-            self._reject(events, cmd, seq, c.REJECT_REASON_POST_ONLY_WOULD_TAKE)
-            return
-        if otype == MARKET and not best:
-            self._reject(events, cmd, seq, c.REJECT_REASON_NO_LIQUIDITY)
-            return
-        if tif == FOK and not self._fillable(account, side, bound, lots):
-            self._reject(events, cmd, seq, c.REJECT_REASON_FOK_NOT_FILLABLE)
-            return
-        balance = self.balances.get(account)
-        if balance is None:
-            self._reject(events, cmd, seq, c.REJECT_REASON_INSUFFICIENT_FUNDS)
-            return
-        if side == BUY:
-            reserve = price * lots if otype == LIMIT else (budget or balance[AVAIL_QUOTE])
-            if reserve <= 0 or balance[AVAIL_QUOTE] < reserve:
-                self._reject(events, cmd, seq, c.REJECT_REASON_INSUFFICIENT_FUNDS)
-                return
-            balance[AVAIL_QUOTE] -= reserve
-            balance[HOLD_QUOTE] += reserve
-        else:
-            reserve = qty
-            if balance[AVAIL_BASE] < reserve:
-                self._reject(events, cmd, seq, c.REJECT_REASON_INSUFFICIENT_FUNDS)
-                return
-            balance[AVAIL_BASE] -= reserve
-            balance[HOLD_BASE] += reserve
-        events.append(
-            (
-                E_ACCEPTED,
-                seq,
-                client_id,
-                account,
-                side,
-                otype,
-                tif,
-                price,
-                qty,
-                post_only,
-                side == BUY,
-                reserve,
-            )
-        )
-        if client_id:
-            table = self.idempotency
-            table[(account, client_id)] = (seq, ACCEPTED, 0, seq)
-            if len(table) > spec.idempotency_window:
-                del table[next(iter(table))]
-        order = [seq, account, side, price, lots, client_id]
-        if crosses:
-            reserve = self._match(order, otype, bound, reserve, balance, events)
-            lots = order[O_REMAINING]
+        """Match a crossing order, then settle its rest unless it goes on the book (GTC)."""
+        unspent = self._match(order, otype, bound, reserve, balance, events)
+        lots = order[O_REMAINING]
         if otype == MARKET:
-            released = reserve if side == BUY else lots * spec.lot_size
+            lot = self.spec.lot_size
+            side = order[O_SIDE]
+            released = unspent if side == BUY else lots * lot
             if lots or released:
                 self._release(balance, side, released)
                 events.append(
                     (
                         E_CANCELED,
-                        seq,
-                        client_id,
-                        account,
-                        lots * spec.lot_size,
+                        order[O_ID],
+                        order[O_CLIENT_ID],
+                        order[O_ACCOUNT],
+                        lots * lot,
                         side == BUY,
                         released,
-                        ev.CANCEL_CAUSE_MARKET_REMAINDER,
+                        _CAUSE_MARKET_REMAINDER,
                     )
                 )
-        elif not lots:
-            return
-        elif tif == GTC:
-            # Rest on the book (inlined _rest).
-            own_levels = self.bid_levels if side == BUY else self.ask_levels
-            level = own_levels.get(price)
-            if level is None:
-                level = own_levels[price] = [lots, deque((order,))]
-                self._push_level(side, price)
-            else:
-                level[0] += lots
-                level[1].append(order)
-            self.orders[seq] = order
-            if mine is None:
-                account_orders[account] = {seq: order}
-            else:
-                mine[seq] = order
-        else:
-            released = price * lots if side == BUY else lots * spec.lot_size
-            self._release(balance, side, released)
-            events.append(
-                (E_EXPIRED, seq, client_id, account, lots * spec.lot_size, side == BUY, released)
+        elif lots and tif != GTC:
+            self._expire(order, lots, balance, events)
+
+    def _expire(
+        self, order: list[Any], lots: int, balance: list[int], events: list[tuple[Any, ...]]
+    ) -> None:
+        """Release an IOC/FOK order's unfilled `lots` and report them expired."""
+        lot = self.spec.lot_size
+        side = order[O_SIDE]
+        released = order[O_PRICE] * lots if side == BUY else lots * lot
+        self._release(balance, side, released)
+        events.append(
+            (
+                E_EXPIRED,
+                order[O_ID],
+                order[O_CLIENT_ID],
+                order[O_ACCOUNT],
+                lots * lot,
+                side == BUY,
+                released,
             )
+        )
+
+    def _cancel_refused(self, account: str, order: list[Any] | None, ts: int) -> int:
+        """Why a cancel is rejected (0: it is not), checks in their order of precedence."""
+        if self.mode == HARD_HALT:
+            return c.REJECT_REASON_MARKET_HARD_HALT
+        if self.spec.rate_limit and self._rate_limited(account, ts):  # counts the command
+            return _RATE_LIMITED
+        if order is None or order[O_ACCOUNT] != account:
+            return c.REJECT_REASON_ORDER_NOT_FOUND  # a foreign order is not revealed
+        return 0
 
     def _release(self, balance: list[int], side: int, amount: int) -> None:
         if side == BUY:
@@ -400,22 +605,6 @@ class Engine:
         else:
             balance[HOLD_BASE] -= amount
             balance[AVAIL_BASE] += amount
-
-    def _best(self, side: int) -> int:
-        """Best live price on `side` (0 when empty), dropping stale heap entries."""
-        if side == BUY:
-            heap, levels = self.bid_heap, self.bid_levels
-            while heap:
-                if -heap[0] in levels:
-                    return -heap[0]
-                heappop(heap)
-        else:
-            heap, levels = self.ask_heap, self.ask_levels
-            while heap:
-                if heap[0] in levels:
-                    return heap[0]
-                heappop(heap)
-        return 0
 
     def _fillable(self, account: str, side: int, bound: int, lots: int) -> bool:
         """Whether `lots` can fill at once within `bound`, not counting own orders (STP)."""
@@ -449,31 +638,32 @@ class Engine:
         spec = self.spec
         lot = spec.lot_size
         taker_oid, account, side, limit, remaining = taker[:5]
-        market_buy = otype == MARKET and side == BUY
+        is_buy = side == BUY
+        market_buy = otype == MARKET and is_buy
         budget = reserve
         maker_fee, taker_fee = spec.maker_fee_bps, spec.taker_fee_bps
-        if side == BUY:
+        charges_fees = maker_fee != 0 or taker_fee != 0
+        buyer_fee = seller_fee = 0
+        if is_buy:
             levels, heap = self.ask_levels, self.ask_heap
         else:
             levels, heap = self.bid_levels, self.bid_heap
-        balances = self.balances
-        fb = balances.get(spec.fee_account)
+        fb = self.balances.get(spec.fee_account)
         if fb is None:
-            fb = balances[spec.fee_account] = [0, 0, 0, 0]
+            fb = self._open_account(spec.fee_account)
         orders = self.orders
-        account_orders = self.account_orders
         trade_id = self.next_trade_id
         last_price = 0
         exhausted = False
         while remaining and not exhausted:
             while heap:
-                price = heap[0] if side == BUY else -heap[0]
+                price = heap[0] if is_buy else -heap[0]
                 if price in levels:
                     break
                 heappop(heap)
             else:
                 break
-            if bound and (price > bound if side == BUY else price < bound):
+            if bound and (price > bound if is_buy else price < bound):
                 break
             level = levels[price]
             queue = level[1]
@@ -488,7 +678,7 @@ class Engine:
                     queue.popleft()
                     level[0] -= mrem
                     self._drop(maker)
-                    events.append(self._cancel_resting(maker, mrem, ev.CANCEL_CAUSE_SELF_TRADE))
+                    events.append(self._cancel_resting(maker, mrem, _CAUSE_SELF_TRADE))
                     continue
                 fill = remaining if remaining < mrem else mrem
                 if market_buy:
@@ -500,10 +690,11 @@ class Engine:
                             break
                 base = fill * lot
                 quote = price * fill
-                mb = balances[maker_account]
-                if side == BUY:
-                    buyer_fee = base * taker_fee // 10_000
-                    seller_fee = quote * maker_fee // 10_000
+                mb = maker[O_BALANCE]
+                if is_buy:
+                    if charges_fees:
+                        buyer_fee = base * taker_fee // 10_000
+                        seller_fee = quote * maker_fee // 10_000
                     held = quote if market_buy else limit * fill
                     tb[HOLD_QUOTE] -= held
                     released = held - quote
@@ -514,15 +705,17 @@ class Engine:
                     if market_buy:
                         budget -= quote
                 else:
-                    buyer_fee = base * maker_fee // 10_000
-                    seller_fee = quote * taker_fee // 10_000
+                    if charges_fees:
+                        buyer_fee = base * maker_fee // 10_000
+                        seller_fee = quote * taker_fee // 10_000
                     released = 0
                     tb[HOLD_BASE] -= base
                     tb[AVAIL_QUOTE] += quote - seller_fee
                     mb[HOLD_QUOTE] -= quote
                     mb[AVAIL_BASE] += base - buyer_fee
-                fb[AVAIL_BASE] += buyer_fee
-                fb[AVAIL_QUOTE] += seller_fee
+                if charges_fees:
+                    fb[AVAIL_BASE] += buyer_fee
+                    fb[AVAIL_QUOTE] += seller_fee
                 mrem -= fill
                 remaining -= fill
                 maker[O_REMAINING] = mrem
@@ -552,7 +745,7 @@ class Engine:
                 if not mrem:
                     queue.popleft()
                     del orders[maker[O_ID]]
-                    del account_orders[maker_account][maker[O_ID]]
+                    del maker[O_MINE][maker[O_ID]]
             if not level[0]:
                 del levels[price]
         if last_price:
@@ -580,14 +773,14 @@ class Engine:
         """Forget a resting order that leaves the book (its queue entry is removed lazily)."""
         oid = order[O_ID]
         del self.orders[oid]
-        del self.account_orders[order[O_ACCOUNT]][oid]
+        del order[O_MINE][oid]
 
     def _cancel_resting(self, order: list[Any], lots: int, cause: int) -> tuple[Any, ...]:
         """Release a resting order's hold and return its OrderCanceled event."""
         lot = self.spec.lot_size
         side = order[O_SIDE]
         released = order[O_PRICE] * lots if side == BUY else lots * lot
-        self._release(self.balances[order[O_ACCOUNT]], side, released)
+        self._release(order[O_BALANCE], side, released)
         order[O_REMAINING] = 0
         return (
             E_CANCELED,
@@ -612,85 +805,31 @@ class Engine:
         self._drop(order)
         return self._cancel_resting(order, lots, cause)
 
-    def _cancel(self, cmd: tuple[Any, ...], ts: int, events: list[tuple[Any, ...]]) -> None:
-        _, account, oid, client_id = cmd
-        if not oid and client_id:
-            known = self.idempotency.get((account, client_id))
-            oid = known[3] if known else 0
-        order = self.orders.get(oid) if oid else None
-        reason = 0
-        if self.mode == HARD_HALT:
-            reason = c.REJECT_REASON_MARKET_HARD_HALT
-        elif self.spec.rate_limit and self._rate_limited(account, ts):
-            reason = c.REJECT_REASON_RATE_LIMITED
-        elif order is None or order[O_ACCOUNT] != account:
-            reason = c.REJECT_REASON_ORDER_NOT_FOUND  # a foreign order is not revealed
-        if reason:
-            events.append((E_REJECTED, client_id, account, reason, str(oid) if oid else ""))
-            return
-        assert order is not None
-        # The hot path of _unbook, inlined: level total, indexes, hold, event.
-        lots = order[O_REMAINING]
-        price = order[O_PRICE]
-        balance = self.balances[account]
-        if order[O_SIDE] == BUY:
-            levels = self.bid_levels
-            released = price * lots
-            balance[HOLD_QUOTE] -= released
-            balance[AVAIL_QUOTE] += released
-        else:
-            levels = self.ask_levels
-            released = lots * self.spec.lot_size
-            balance[HOLD_BASE] -= released
-            balance[AVAIL_BASE] += released
-        level = levels[price]
-        level[0] -= lots
-        if not level[0]:
-            del levels[price]
-        del self.orders[oid]
-        del self.account_orders[account][oid]
-        order[O_REMAINING] = 0
-        events.append(
-            (
-                E_CANCELED,
-                oid,
-                order[O_CLIENT_ID],
-                account,
-                lots * self.spec.lot_size,
-                order[O_SIDE] == BUY,
-                released,
-                ev.CANCEL_CAUSE_USER,
-            )
-        )
-
-    def _cancel_all(self, cmd: tuple[Any, ...], ts: int, events: list[tuple[Any, ...]]) -> None:
+    def _cancel_all(self, cmd: tuple[Any, ...], ts: int) -> list[tuple[Any, ...]]:
         account = cmd[1]
         if self.mode == HARD_HALT:
-            events.append((E_REJECTED, "", account, c.REJECT_REASON_MARKET_HARD_HALT, "cancel-all"))
-            return
+            return [(E_REJECTED, "", account, c.REJECT_REASON_MARKET_HARD_HALT, "cancel-all")]
         if account and self._rate_limited(account, ts):
-            events.append((E_REJECTED, "", account, c.REJECT_REASON_RATE_LIMITED, "cancel-all"))
-            return
+            return [(E_REJECTED, "", account, _RATE_LIMITED, "cancel-all")]
         if account:
             victims = list(self.account_orders.get(account, {}).values())
         else:
             victims = list(self.orders.values())
         victims.sort(key=lambda o: o[O_ID])  # deterministic: oldest first
-        for order in victims:
-            events.append(self._unbook(order, ev.CANCEL_CAUSE_CANCEL_ALL))
+        events = [self._unbook(order, ev.CANCEL_CAUSE_CANCEL_ALL) for order in victims]
         events.append((E_MASS_CANCELED, account, len(victims)))
+        return events
 
     # ------------------------------------------------------------------ mode, funding
 
-    def _set_mode(self, cmd: tuple[Any, ...], events: list[tuple[Any, ...]]) -> None:
+    def _set_mode(self, cmd: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         _, mode, reason = cmd
         if mode not in _MODES:
-            events.append((E_REJECTED, "", "", c.REJECT_REASON_INVALID_MODE, f"mode {mode}"))
-            return
-        events.append((E_MODE, self.mode, mode, reason))
-        self.mode = mode
+            return [(E_REJECTED, "", "", c.REJECT_REASON_INVALID_MODE, f"mode {mode}")]
+        previous, self.mode = self.mode, mode
+        return [(E_MODE, previous, mode, reason)]
 
-    def _funding(self, cmd: tuple[Any, ...], seq: int, events: list[tuple[Any, ...]]) -> None:
+    def _funding(self, cmd: tuple[Any, ...], seq: int) -> list[tuple[Any, ...]]:
         _, funding_id, account, asset, amount, direction = cmd
         spec = self.spec
         reason = 0
@@ -709,24 +848,34 @@ class Engine:
             if direction == CREDIT and available > INT64_MAX - amount:
                 reason = c.REJECT_REASON_BALANCE_OVERFLOW
             elif direction == DEBIT and available < amount:
-                reason = c.REJECT_REASON_INSUFFICIENT_FUNDS
+                reason = _INSUFFICIENT_FUNDS
         if reason:
-            events.append(
-                (E_FUNDING_REJECTED, funding_id, account, asset, amount, direction, reason)
+            event: tuple[Any, ...] = (
+                E_FUNDING_REJECTED,
+                funding_id,
+                account,
+                asset,
+                amount,
+                direction,
+                reason,
             )
             status = REJECTED
         else:
             if balance is None:
-                balance = self.balances[account] = [0, 0, 0, 0]
+                balance = self._open_account(account)
             balance[slot] += amount if direction == CREDIT else -amount
             kind = E_CREDITED if direction == CREDIT else E_DEBITED
-            events.append((kind, funding_id, account, asset, amount, balance[slot]))
+            event = (kind, funding_id, account, asset, amount, balance[slot])
             status = ACCEPTED
         if funding_id:
             seen = self.funding_seen
+            size = len(seen)
             seen[funding_id] = (seq, status, reason)
-            if len(seen) > spec.idempotency_window:
-                del seen[next(iter(seen))]
+            if len(seen) > size:  # a new id (see _remember)
+                self._funding_order.append(funding_id)
+                if size >= spec.idempotency_window:
+                    del seen[self._funding_order.popleft()]
+        return [event]
 
     # ------------------------------------------------------------------ snapshots
 
@@ -735,7 +884,7 @@ class Engine:
         book: list[list[Any]] = []
         for levels in (self.bid_levels, self.ask_levels):
             for price in sorted(levels):
-                book.extend(list(o) for o in levels[price][1] if o[O_REMAINING])
+                book.extend(o[:_ORDER_FIELDS] for o in levels[price][1] if o[O_REMAINING])
         return {
             "seq": self.seq,
             "mode": self.mode,
@@ -746,7 +895,10 @@ class Engine:
             "book": book,
             "balances": self.balances,
             "rate": self.rate,
-            "idempotency": [[*key, *result] for key, result in self.idempotency.items()],
+            "idempotency": [
+                [*key, *((r, ACCEPTED, 0, r) if isinstance(r, int) else r)]
+                for key, r in self.idempotency.items()
+            ],
             "funding_seen": [[key, *result] for key, result in self.funding_seen.items()],
         }
 
@@ -755,12 +907,16 @@ class Engine:
         engine = cls(spec)
         for name in ("seq", "mode", "epoch", "state_hash", "last_price", "next_trade_id"):
             setattr(engine, name, state[name])
-        engine.balances = {k: list(v) for k, v in state["balances"].items()}
+        for account, balance in state["balances"].items():
+            engine._open_account(account)[:] = balance
         engine.rate = {k: list(v) for k, v in state["rate"].items()}
         engine.idempotency = {
-            (a, cid): (s, st, r, o) for a, cid, s, st, r, o in state["idempotency"]
+            (a, cid): s if (st, r, o) == (ACCEPTED, 0, s) else (s, st, r, o)
+            for a, cid, s, st, r, o in state["idempotency"]
         }
         engine.funding_seen = {f: (s, st, r) for f, s, st, r in state["funding_seen"]}
+        engine._idempotency_order.extend(engine.idempotency)
+        engine._funding_order.extend(engine.funding_seen)
         for order in state["book"]:  # in price, then time order: appending keeps priority
             side, price, lots = order[O_SIDE], order[O_PRICE], order[O_REMAINING]
             levels = engine.bid_levels if side == BUY else engine.ask_levels
@@ -769,8 +925,10 @@ class Engine:
                 level = levels[price] = [0, deque()]
             level[0] += lots
             level[1].append(order)
+            balance, mine = engine._accounts[order[O_ACCOUNT]]
+            order += (balance, mine)
             engine.orders[order[O_ID]] = order
-            engine.account_orders.setdefault(order[O_ACCOUNT], {})[order[O_ID]] = order
+            mine[order[O_ID]] = order
         engine.bid_heap = [-p for p in engine.bid_levels]
         engine.ask_heap = list(engine.ask_levels)
         heapify(engine.bid_heap)
@@ -806,6 +964,13 @@ class Engine:
                 base += order[O_REMAINING] * lot
             out[order[O_ACCOUNT]] = (base, quote)
         return out
+
+
+def _expand(result: int | tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+    """A stored idempotency result as (seq, status, reason, order_id)."""
+    if isinstance(result, int):  # an accepted order: its seq, which is also its id
+        return (result, ACCEPTED, 0, result)
+    return result
 
 
 def outcome(events: list[tuple[Any, ...]]) -> tuple[int, int]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,41 @@ class WalGap(RuntimeError):
     """The WAL no longer holds commands the cursor still needs: publishing would lose events."""
 
 
+class EncodedEvents:
+    """Events the reply path has already serialized, by seq, for the outbox to publish as
+    they are instead of encoding them a second time (the same encoder on the same WAL
+    entry gives the same bytes). Bounded: while the outbox lags (Kafka down), new entries
+    are not kept and the outbox encodes from the WAL; published seqs are dropped.
+    Thread-safe: the WAL tail takes entries in a worker thread."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self._by_seq: OrderedDict[int, list[bytes]] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._by_seq)
+
+    def put(self, seq: int, events: list[bytes]) -> None:
+        with self._lock:
+            if len(self._by_seq) < self._limit:
+                self._by_seq[seq] = events
+
+    def take(self, seq: int) -> list[bytes] | None:
+        with self._lock:
+            return self._by_seq.pop(seq, None)
+
+    def drop_through(self, seq: int) -> None:
+        """Forget everything up to `seq` (published, or skipped by the cursor)."""
+        by_seq = self._by_seq
+        with self._lock:
+            while by_seq:
+                first = next(iter(by_seq))
+                if first > seq:
+                    return
+                del by_seq[first]
+
+
 @dataclass(frozen=True, slots=True)
 class _Command:
     seq: int
@@ -65,17 +101,31 @@ class _WalTail:
 
     `wal.read` rescans a whole segment per call; tailing that way would cost O(segment) per
     group commit. This reads only new bytes, in bounded slices, and is run in a thread.
+    Events are serialized by `codec.EventEncoder` (no protobuf objects), and a slice is
+    small (256 KiB by default), so one read holds the GIL, and with it the event loop
+    serving replies, only briefly.
     """
 
-    def __init__(self, directory: Path, spec: MarketSpec, next_seq: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        spec: MarketSpec,
+        next_seq: int,
+        encoded: EncodedEvents | None = None,
+    ) -> None:
         self.directory = directory
         self.spec = spec
+        self.encoder = codec.EventEncoder(spec)
+        self.encoded = encoded
         self.next_seq = next_seq
         self.path: Path | None = None
         self.offset = 0
 
-    def read(self, limit: int) -> list[_Command]:
-        """Commands of whole records after the last read (about `limit` bytes); [] at the end."""
+    def read(self, limit: int, through_seq: int | None = None) -> list[_Command]:
+        """Commands of whole records after the last read (about `limit` bytes); [] at the end.
+        With `through_seq`, a record starting after it is left for a later read: records
+        are written before their fsync returns, and those not yet durable have no reply
+        (hence no `encoded` events) yet."""
         while True:
             files = wal.segments(self.directory)
             if self.path is None:
@@ -101,13 +151,17 @@ class _WalTail:
                 whole = len(data)  # the end of a sealed segment: wal.scan reports any damage
             commands: list[_Command] = []
             consumed = 0
+            held = False
             for offset, record in wal.scan(self.path, data[:whole], last_segment=newest):
                 if record is None:
+                    break
+                if through_seq is not None and record.first_seq > through_seq:
+                    held = True
                     break
                 commands.extend(self._commands(record))
                 consumed = offset + wal.HEADER.size + wal.HEADER.unpack_from(data, offset)[0]
             self.offset += consumed
-            if commands:
+            if commands or held:
                 return commands
             if consumed:
                 continue  # only records before `next_seq` so far: keep skipping
@@ -121,16 +175,21 @@ class _WalTail:
     def _commands(self, record: wal.Record) -> list[_Command]:
         if record.first_seq > self.next_seq:
             raise WalGap(f"WAL jumps from seq {self.next_seq - 1} to {record.first_seq}")
-        spec, epoch, commands = self.spec, record.epoch, []
+        encode, epoch, commands = self.encoder.command_events, record.epoch, []
+        take = self.encoded.take if self.encoded is not None else None
         for seq, entry in enumerate(record.entries, record.first_seq):
             if seq < self.next_seq:
                 continue
             ts, _command, events, correlation_id, _hash = entry
-            encoded = []
-            for index, event in enumerate(events):
-                message = codec.event_proto(spec, event, seq, index, epoch, ts, correlation_id)
-                encoded.append((_TYPE[event[0]], message.SerializeToString()))
-            commands.append(_Command(seq, encoded))
+            values = take(seq) if take is not None else None
+            if values is None or len(values) != len(events):
+                values = encode(events, seq, epoch, ts, correlation_id)
+            commands.append(
+                _Command(
+                    seq,
+                    [(_TYPE[event[0]], value) for event, value in zip(events, values, strict=True)],
+                )
+            )
             self.next_seq = seq + 1
         return commands
 
@@ -155,13 +214,15 @@ class Outbox:
         retry_backoff: float = 0.5,
         max_retry_backoff: float = 30.0,
         transaction_timeout: float = 30.0,
-        read_bytes: int = 1 << 20,
+        read_bytes: int = 256 << 10,
         may_connect: Callable[[], bool] = lambda: True,
+        encoded: EncodedEvents | None = None,
     ) -> None:
         """`transaction_timeout` (s) bounds one connect or transaction on our side; the
         broker's is twice that, so our own abandoned transaction is never what fences us.
         `may_connect` (e.g. "still holds the lease") is asked before every (re)connect: a
-        stale leader that re-initialised the transactional id would fence the new leader."""
+        stale leader that re-initialised the transactional id would fence the new leader.
+        `encoded`: events the replies already serialized (see `EncodedEvents`)."""
         self.spec = spec
         self.topic = topic
         self.transactional_id = f"matcher-{spec.symbol}"
@@ -177,6 +238,7 @@ class Outbox:
         self._txn_timeout = transaction_timeout
         self._read_bytes = read_bytes
         self._may_connect = may_connect
+        self._encoded = encoded
         self._connected = False
         self._key = spec.symbol.encode()
         self._tail: _WalTail | None = None
@@ -315,7 +377,7 @@ class Outbox:
         elif not (self._tail and self._inflight and cursor == self._inflight[-1].seq):
             if cursor < self.published_seq:
                 log.warning("cursor went back", extra={"cursor": cursor, "was": self.published_seq})
-            self._tail = _WalTail(self._wal_dir, self.spec, cursor + 1)
+            self._tail = _WalTail(self._wal_dir, self.spec, cursor + 1, self._encoded)
             self._pending.clear()
         self._inflight = []
         self._set_published(cursor)
@@ -330,7 +392,7 @@ class Outbox:
             while target > self.published_seq and (
                 not self._pending or self._pending[-1].seq < target
             ):
-                more = await asyncio.to_thread(self._tail.read, self._read_bytes)
+                more = await asyncio.to_thread(self._tail.read, self._read_bytes, durable)
                 if not more:
                     break
                 self._pending.extend(more)
@@ -387,6 +449,8 @@ class Outbox:
     def _set_published(self, seq: int) -> None:
         self.published_seq = seq
         PUBLISHED_SEQ.set(seq)
+        if self._encoded is not None:
+            self._encoded.drop_through(seq)
 
 
 async def _first(*events: asyncio.Event, within: float | None) -> None:

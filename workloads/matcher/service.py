@@ -18,54 +18,62 @@ from prometheus_client import Counter
 from contracts.v1 import common_pb2, funding_pb2, matcher_pb2, matcher_pb2_grpc
 from workloads.matcher import codec
 from workloads.matcher import engine as e
-from workloads.matcher.sequencer import NotLeader, Result, Sequencer, SequencerFailed
+from workloads.matcher.outbox import EncodedEvents
+from workloads.matcher.sequencer import Executed, NotLeader, Result, Sequencer, SequencerFailed
 from workloads.matcher.spec import MarketSpec
 
 BAD_REQUESTS = Counter(
     "matcher_bad_requests_total", "Requests rejected before sequencing", ["reason"]
 )
 MAX_BATCH = 5_000
+SERVICE_NAME = "exchange.v1.Matcher"
 MAX_DEPTH = 1_000
 
 
 class MatcherService(matcher_pb2_grpc.MatcherServicer):
+    """The servicer. Command RPCs are implemented once, returning the reply's wire bytes
+    (`*_wire`); `add_to_server` serves those bytes as they are, while the generated
+    `add_MatcherServicer_to_server` still works through the message-returning methods."""
+
     def __init__(
-        self, spec: MarketSpec, sequencer: Sequencer, published_seq: Callable[[], int]
+        self,
+        spec: MarketSpec,
+        sequencer: Sequencer,
+        published_seq: Callable[[], int],
+        encoded: EncodedEvents | None = None,
     ) -> None:
+        """`encoded`: where to leave the serialized events of each reply for the outbox."""
         self.spec = spec
         self.sequencer = sequencer
         self.published_seq = published_seq
+        self.encoder = codec.EventEncoder(spec)
+        self.encoded = encoded
 
     # ------------------------------------------------------------------ helpers
 
-    def _reply(self, result: Result) -> matcher_pb2.CommandReply:
-        spec = self.spec
-        return matcher_pb2.CommandReply(
-            status=matcher_pb2.CommandStatus.ValueType(result.status),
-            reject_reason=common_pb2.RejectReason.ValueType(result.reason),
-            seq=result.seq,
-            epoch=result.epoch,
-            order_id=str(result.order_id) if result.order_id else "",
-            events=[
-                codec.event_proto(
-                    spec, ev, result.seq, i, result.epoch, result.ts, result.correlation_id
-                )
-                for i, ev in enumerate(result.events)
-            ],
-        )
+    def _reply(self, result: Result) -> bytes:
+        """A `CommandReply` on the wire, its events encoded straight from the engine's."""
+        encoder = self.encoder
+        seq, epoch = result.seq, result.epoch
+        events: list[bytes] = []
+        if result.events:  # sequenced now (a duplicate's reply carries no events)
+            events = encoder.command_events(
+                result.events, seq, epoch, result.ts, result.correlation_id
+            )
+            if self.encoded is not None:
+                self.encoded.put(seq, events)
+        return encoder.reply(result.status, result.reason, seq, epoch, result.order_id, events)
 
-    def _refused(self, reason: int) -> matcher_pb2.CommandReply:
+    def _refused(self, reason: int) -> bytes:
         typed = common_pb2.RejectReason.ValueType(reason)
         BAD_REQUESTS.labels(common_pb2.RejectReason.Name(typed)).inc()
-        return matcher_pb2.CommandReply(
-            status=matcher_pb2.COMMAND_STATUS_REJECTED,
-            reject_reason=typed,
-            epoch=self.sequencer.epoch,
+        return self.encoder.reply(
+            matcher_pb2.COMMAND_STATUS_REJECTED, reason, 0, self.sequencer.epoch, 0, []
         )
 
     async def _submit(
         self, items: list[tuple[tuple[Any, ...], str]], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> list[Result]:
+    ) -> Executed:
         try:
             return await self.sequencer.submit(items)
         except NotLeader:
@@ -76,18 +84,18 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
 
     async def _one(
         self, cmd: tuple[Any, ...], correlation_id: str, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> matcher_pb2.CommandReply:
-        (result,) = await self._submit([(cmd, correlation_id)], context)
+    ) -> bytes:
+        (result,) = (await self._submit([(cmd, correlation_id)], context)).results()
         return self._reply(result)
 
     def _wrong_market(self, symbol: str) -> bool:
         return symbol != self.spec.symbol
 
-    # ------------------------------------------------------------------ commands
+    # ------------------------------------------------------------------ commands (wire)
 
-    async def PlaceOrder(
+    async def place_order_wire(
         self, request: matcher_pb2.PlaceOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> matcher_pb2.CommandReply:
+    ) -> bytes:
         if self._wrong_market(request.symbol):
             return self._refused(common_pb2.REJECT_REASON_UNKNOWN_MARKET)
         cmd = codec.place_command(request)
@@ -96,9 +104,9 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             return self._refused(reason)
         return await self._one(cmd, request.correlation_id, context)
 
-    async def CancelOrder(
+    async def cancel_order_wire(
         self, request: matcher_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> matcher_pb2.CommandReply:
+    ) -> bytes:
         if self._wrong_market(request.symbol):
             return self._refused(common_pb2.REJECT_REASON_UNKNOWN_MARKET)
         try:
@@ -107,16 +115,16 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             return self._refused(bad.reason)
         return await self._one(cmd, request.correlation_id, context)
 
-    async def CancelAll(
+    async def cancel_all_wire(
         self, request: matcher_pb2.CancelAllRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> matcher_pb2.CommandReply:
+    ) -> bytes:
         if self._wrong_market(request.symbol):
             return self._refused(common_pb2.REJECT_REASON_UNKNOWN_MARKET)
         return await self._one((e.C_CANCEL_ALL, request.account), request.correlation_id, context)
 
-    async def SetSymbolMode(
+    async def set_symbol_mode_wire(
         self, request: matcher_pb2.SetSymbolModeRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> matcher_pb2.CommandReply:
+    ) -> bytes:
         if self._wrong_market(request.symbol):
             return self._refused(common_pb2.REJECT_REASON_UNKNOWN_MARKET)
         try:
@@ -125,38 +133,73 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             return self._refused(bad.reason)
         return await self._one(cmd, request.correlation_id, context)
 
-    async def ApplyFunding(
+    async def apply_funding_wire(
         self, request: funding_pb2.FundingCommand, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> matcher_pb2.CommandReply:
+    ) -> bytes:
         return await self._one(codec.funding_command(request), request.correlation_id, context)
 
-    async def SubmitBatch(
+    async def submit_batch_wire(
         self, request: matcher_pb2.CommandBatch, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> matcher_pb2.CommandBatchReply:
+    ) -> bytes:
         if len(request.commands) > MAX_BATCH:
             BAD_REQUESTS.labels("REJECT_REASON_BATCH_TOO_LARGE").inc()
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"REJECT_REASON_BATCH_TOO_LARGE: at most {MAX_BATCH} commands per batch",
             )
-        replies: list[matcher_pb2.CommandReply | None] = []
+        replies: list[bytes | None] = []
         items: list[tuple[tuple[Any, ...], str]] = []
+        spec = self.spec
+        symbol = spec.symbol
         for wrapped in request.commands:
             try:
-                cmd, symbol, correlation_id = codec.command(self.spec, wrapped)
-                if self._wrong_market(symbol):
-                    raise codec.BadCommand(common_pb2.REJECT_REASON_UNKNOWN_MARKET, symbol)
+                cmd, command_symbol, correlation_id = codec.command(spec, wrapped)
+                if command_symbol != symbol:
+                    raise codec.BadCommand(common_pb2.REJECT_REASON_UNKNOWN_MARKET, command_symbol)
             except codec.BadCommand as bad:
                 replies.append(self._refused(bad.reason))
                 continue
             replies.append(None)
             items.append((cmd, correlation_id))
-        results = iter(await self._submit(items, context))
-        return matcher_pb2.CommandBatchReply(
-            replies=[
-                reply if reply is not None else self._reply(next(results)) for reply in replies
-            ],
-            epoch=self.sequencer.epoch,
+        results = (await self._submit(items, context)).results()
+        reply = self._reply
+        return codec.batch_reply(
+            [done if done is not None else reply(next(results)) for done in replies],
+            self.sequencer.epoch,
+        )
+
+    # ------------------------------------------------------------------ commands (messages)
+
+    async def PlaceOrder(
+        self, request: matcher_pb2.PlaceOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> matcher_pb2.CommandReply:
+        return _CommandReply(await self.place_order_wire(request, context))
+
+    async def CancelOrder(
+        self, request: matcher_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> matcher_pb2.CommandReply:
+        return _CommandReply(await self.cancel_order_wire(request, context))
+
+    async def CancelAll(
+        self, request: matcher_pb2.CancelAllRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> matcher_pb2.CommandReply:
+        return _CommandReply(await self.cancel_all_wire(request, context))
+
+    async def SetSymbolMode(
+        self, request: matcher_pb2.SetSymbolModeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> matcher_pb2.CommandReply:
+        return _CommandReply(await self.set_symbol_mode_wire(request, context))
+
+    async def ApplyFunding(
+        self, request: funding_pb2.FundingCommand, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> matcher_pb2.CommandReply:
+        return _CommandReply(await self.apply_funding_wire(request, context))
+
+    async def SubmitBatch(
+        self, request: matcher_pb2.CommandBatch, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> matcher_pb2.CommandBatchReply:
+        return matcher_pb2.CommandBatchReply.FromString(
+            await self.submit_batch_wire(request, context)
         )
 
     # ------------------------------------------------------------------ queries
@@ -222,3 +265,38 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
                 for account, (base, quote) in sorted(engine.reserved().items())
             ],
         )
+
+
+_CommandReply = matcher_pb2.CommandReply.FromString
+
+
+def add_to_server(service: MatcherService, server: grpc.aio.Server) -> None:
+    """Register the service so that command replies go out as the bytes built for them
+    (no protobuf objects on that path); queries use the generated message types."""
+    c, f = matcher_pb2, funding_pb2
+    wire: dict[str, tuple[Any, Any]] = {
+        "PlaceOrder": (service.place_order_wire, c.PlaceOrderRequest.FromString),
+        "CancelOrder": (service.cancel_order_wire, c.CancelOrderRequest.FromString),
+        "CancelAll": (service.cancel_all_wire, c.CancelAllRequest.FromString),
+        "SetSymbolMode": (service.set_symbol_mode_wire, c.SetSymbolModeRequest.FromString),
+        "ApplyFunding": (service.apply_funding_wire, f.FundingCommand.FromString),
+        "SubmitBatch": (service.submit_batch_wire, c.CommandBatch.FromString),
+    }
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            behaviour, request_deserializer=deserializer, response_serializer=None
+        )
+        for name, (behaviour, deserializer) in wire.items()
+    }
+    for name, request_type, reply_type in (
+        ("GetOrderBook", c.GetOrderBookRequest, c.OrderBookSnapshot),
+        ("GetStatus", c.GetStatusRequest, c.MatcherStatus),
+        ("GetReservations", c.GetReservationsRequest, c.Reservations),
+    ):
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            getattr(service, name),
+            request_deserializer=request_type.FromString,
+            response_serializer=reply_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -10,7 +10,8 @@
 | MATCHER_HTTP_PORT | 8090 | /healthz, /readyz, /metrics |
 | MATCHER_KAFKA_BOOTSTRAP | 127.0.0.1:29092 | Kafka for the outbox; empty disables publishing |
 | MATCHER_EVENTS_TOPIC | core.events.v1 | the core events topic |
-| MATCHER_WAL_MAX_BATCH | 2000 | most commands per WAL record / fsync |
+| MATCHER_OUTBOX_MAX_COMMANDS | 5000 | most commands (with their events) per outbox transaction |
+| MATCHER_WAL_MAX_BATCH | 2000 | most commands per WAL record (one fsync may cover several) |
 | MATCHER_WAL_MAX_DELAY_MS | 0 | extra wait for a batch to grow when idle |
 | MATCHER_WAL_SEGMENT_BYTES | 67108864 | WAL segment rotation size |
 | MATCHER_SNAPSHOT_EVERY | 200000 | commands between periodic snapshots (0: only at shutdown) |
@@ -41,6 +42,7 @@ class MatcherSettings:
     http_port: int
     kafka_bootstrap: str
     events_topic: str
+    outbox_max_commands: int
     sequencer: SequencerSettings
     instance: str
 
@@ -70,6 +72,7 @@ class MatcherSettings:
             http_port=integer("MATCHER_HTTP_PORT", 8090, 1),
             kafka_bootstrap=env.get("MATCHER_KAFKA_BOOTSTRAP", "127.0.0.1:29092"),
             events_topic=env.get("MATCHER_EVENTS_TOPIC", "core.events.v1"),
+            outbox_max_commands=integer("MATCHER_OUTBOX_MAX_COMMANDS", 5000, 1),
             sequencer=SequencerSettings(
                 max_batch=integer("MATCHER_WAL_MAX_BATCH", 2000, 1),
                 max_delay=integer("MATCHER_WAL_MAX_DELAY_MS", 0) / 1000,

@@ -1,7 +1,8 @@
 """The write-ahead log: CRC-framed binary records in rotating segment files.
 
-One record holds one group-commit batch of sequenced commands (with their events), so a
-single fsync covers the batch and a torn write can only ever cut the newest record.
+One record holds one group-commit batch of sequenced commands (with their events), at
+most `max_batch` of them; one fsync covers the records of a group, so a torn write can
+only ever cut the newest records.
 
 Record layout (little-endian):
     length u32      bytes after this header
@@ -24,7 +25,7 @@ import itertools
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ import msgspec
 
 HEADER = struct.Struct("<IIQIQQ")
 _CRC_FROM = 8  # the CRC covers the header from first_seq on
+_PREFIX = struct.Struct("<II")  # length, crc
+_TAIL = struct.Struct("<QIQQ")  # first_seq, count, epoch, state_hash
 SUFFIX = ".wal"
 _U64 = (1 << 64) - 1
 
@@ -62,12 +65,13 @@ class Record:
         return self.first_seq + self.count - 1
 
 
-def encode(first_seq: int, epoch: int, state_hash: int, entries: list[Any]) -> bytes:
+def encode(first_seq: int, epoch: int, state_hash: int, entries: Sequence[Any]) -> bytes:
+    """One framed record of `entries` (one group commit): a single msgpack encode, and
+    the CRC taken over the header's tail and the payload without copying them together."""
     payload = _encoder.encode(entries)
-    body = (
-        HEADER.pack(0, 0, first_seq, len(entries), epoch, state_hash & _U64)[_CRC_FROM:] + payload
-    )
-    return struct.pack("<II", len(body) - (HEADER.size - _CRC_FROM), zlib.crc32(body)) + body
+    tail = _TAIL.pack(first_seq, len(entries), epoch, state_hash & _U64)
+    crc = zlib.crc32(payload, zlib.crc32(tail))
+    return b"".join((_PREFIX.pack(len(payload), crc), tail, payload))
 
 
 def segment_name(first_seq: int) -> str:
@@ -178,7 +182,9 @@ class WalWriter:
         self._size += len(record)
 
     def sync(self) -> None:
-        os.fsync(self._fd)
+        """Make every record written so far durable. fdatasync suffices for an append-only
+        log (it flushes the size with the data) and skips the timestamp updates."""
+        os.fdatasync(self._fd)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -110,6 +110,8 @@ def test_real_responses_conform_to_the_document(make_stack: StackFactory) -> Non
         route = f"/v1/markets/{{symbol}}/{name}"
         check(route, "GET", call("GET", f"/v1/markets/BTC-USDT/{name}", auth=""), 200)
         check(route, "GET", call("GET", f"/v1/markets/NOPE/{name}", auth=""), 404)
+    smoke = call("POST", "/v1/smoke/trades", {"symbol": "BTC-USDT"})
+    check("/v1/smoke/trades", "POST", smoke, 404)  # test-only: absent unless enabled
     check(
         "/v1/api-keys/{apiKey}",
         "DELETE",

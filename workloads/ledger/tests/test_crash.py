@@ -86,8 +86,8 @@ async def test_kill_9_mid_batch_then_restart_loses_and_duplicates_nothing(
         expected: Counter[tuple[str, str, str, str, int]] = Counter()
         for item in decode_all(events):
             if item.entry is not None:
-                for p in item.entry.postings:
-                    expected[(item.event_id, p.owner, p.asset, p.bucket, p.amount)] += 1
+                for owner, asset, bucket, amount in item.entry.postings:
+                    expected[(item.event_id, owner, asset, bucket, amount)] += 1
         rows = await watcher.fetch(
             """SELECT j.reference, a.owner, p.asset, p.bucket, p.amount
                  FROM postings p JOIN journal j ON j.id = p.tx_id

@@ -63,10 +63,12 @@ def test_zero_amounts_are_not_posted_and_non_money_events_make_no_entry() -> Non
     sim.run([(e.C_PLACE, "maker", "s1", e.SELL, e.LIMIT, e.GTC, 1000, 5, False, 0)])
     (_, trade) = sim.run([(e.C_PLACE, "taker", "b1", e.BUY, e.LIMIT, e.IOC, 1000, 5, False, 0)])
     entry = rules.entry_for("trade_executed", trade.trade_executed, "fees")
-    assert entry is not None and all(p.amount for p in entry.postings)
+    assert entry is not None
+    postings = [Posting(*p) for p in entry.postings]
+    assert all(p.amount for p in postings)
     # No price improvement: the taker's available quote gets no (zero) posting.
     assert not any(
-        p.owner == "taker" and p.bucket == AVAILABLE and p.asset == "USDT" for p in entry.postings
+        p.owner == "taker" and p.bucket == AVAILABLE and p.asset == "USDT" for p in postings
     )
     rejected = sim.run([(e.C_PLACE, "nobody", "x", e.BUY, e.LIMIT, e.GTC, 1000, 5, False, 0)])
     mode = sim.run([(e.C_SET_MODE, e.CANCEL_ONLY, "test")])
@@ -87,7 +89,7 @@ def test_funding_is_booked_against_a_system_counterparty() -> None:
     )
     (debited,) = sim.run([(e.C_FUNDING, "w1", "maker", "BTC", 7, e.DEBIT)])
     out = rules.entry_for("funds_debited", debited.funds_debited, "fees")
-    assert out is not None and out.postings[0].amount == -7
+    assert out is not None and Posting(*out.postings[0]).amount == -7
     corrected = rules.with_origin(out, rules.FundingOrigin(rules.CORRECTIONS, "correction", "c1"))
     assert corrected.kind == "correction" and corrected.correction_id == "c1"
     assert corrected.postings[1] == Posting(rules.CORRECTIONS, "BTC", AVAILABLE, 7)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contracts.v1 import common_pb2 as c
 from workloads.matcher import engine as e
 from workloads.matcher.spec import MarketSpec
 from workloads.matcher.tests.reference import ReferenceModel
@@ -277,3 +278,43 @@ def test_snapshot_restore_continues_identically(
     assert msgspec.msgpack.encode(head + tail) == msgspec.msgpack.encode(expected)
     assert restored.state_hash == straight.state_hash
     assert restored.to_state() == straight.to_state()
+
+
+def test_idempotency_window_forgets_the_oldest_first_also_after_a_snapshot() -> None:
+    spec = MarketSpec("T-Q", "T", "Q", idempotency_window=3)
+
+    def place(client_id: str, price: int = 10) -> tuple[Any, ...]:
+        return (e.C_PLACE, "alice", client_id, e.BUY, e.LIMIT, e.GTC, price, 1, False, 0)
+
+    def fund(funding_id: str) -> tuple[Any, ...]:
+        return (e.C_FUNDING, funding_id, "alice", "Q", 1_000, e.CREDIT)
+
+    engine = e.Engine(spec)
+    for seq, cmd in enumerate((fund("f1"), place("a"), place("b"), place("c"), fund("f2")), 1):
+        engine.execute(cmd, seq, 0)
+    engine.execute(place("d", price=0), 6, 0)  # rejected: remembered too
+    engine.execute(fund("f3"), 7, 0)
+    engine.execute(fund("f4"), 8, 0)
+    assert engine.duplicate_of(place("a")) is None, "the oldest key is forgotten first"
+    assert engine.duplicate_of(place("b")) == (3, e.ACCEPTED, 0, 3)
+    assert engine.duplicate_of(place("d")) == (6, e.REJECTED, c.REJECT_REASON_INVALID_PRICE, 0)
+    assert engine.duplicate_of(fund("f1")) is None
+    assert engine.duplicate_of(fund("f2")) == (5, e.ACCEPTED, 0, 0)
+
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(engine.to_state()))
+    assert [row[:3] for row in state["idempotency"]] == [
+        ["alice", "b", 3],
+        ["alice", "c", 4],
+        ["alice", "d", 6],
+    ]
+    restored = e.Engine.from_state(spec, state)
+    for twin in (engine, restored):
+        # Cancel by client order id, then one more key: "b" goes, in both alike.
+        assert twin.execute((e.C_CANCEL, "alice", 0, "c"), 9, 0)[0][0] == e.E_CANCELED
+        twin.execute(place("e"), 10, 0)
+        twin.execute(fund("f5"), 11, 0)
+        assert twin.duplicate_of(place("b")) is None
+        assert twin.duplicate_of(place("c")) == (4, e.ACCEPTED, 0, 4)
+        assert twin.duplicate_of(fund("f2")) is None
+    assert restored.to_state() == engine.to_state()
+    assert restored.state_hash == engine.state_hash
