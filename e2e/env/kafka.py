@@ -135,6 +135,9 @@ class KafkaBroker:
             f"-Xmx{self.heap}",
             "-Xms128m",
             "-XX:+UseG1GC",
+            # C1 only: a fresh broker's C2 compiler threads took about a quarter of a core
+            # for the first minutes of load on these 2 cores, competing with what is measured.
+            "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
             "-cp",
