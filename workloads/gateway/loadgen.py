@@ -4,20 +4,15 @@
 signs and POSTs orders with static keys `load-0..load-63` (funded in the matcher first):
 with rate 0 as fast as `concurrency` keep-alive connections go (orders_per_s), else at a
 fixed offered rate, open loop (p50_ms, p99_ms). Prints one JSON object.
-`... ws <url> <subscribers> <seconds>` holds WebSocket subscribers to the trades channel
-and reports, per trade message, receive time minus the gateway's `ts` (fan-out) and minus
-the trade's matcher time (end to end).
+The WebSocket subscribers of `gateway.ws` are `workloads.gateway.wsload`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
 import hmac
 import itertools
 import json
-import os
 import sys
 import time
 import uuid
@@ -192,132 +187,17 @@ async def orders(
     return result
 
 
-class _Subscriber(asyncio.Protocol):
-    """A lean WebSocket client: handshake, one subscribe, then it only scans received bytes
-    for each trades message's `"ts":` (gateway send time) and first `"time":` (matcher
-    time). Thousands of aiohttp clients would cost the generator more than the gateway."""
-
-    def __init__(self, host: str, stats: _Stats, ready: asyncio.Future[None]) -> None:
-        self.host = host
-        self.stats = stats
-        self.ready = ready
-        self.upgraded = False
-        self.buffer = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write(
-            f"GET /ws HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-
-    def data_received(self, data: bytes) -> None:
-        if not self.upgraded:
-            self.buffer += data
-            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
-            if not sep:
-                return
-            self.upgraded = True
-            self.buffer = b""
-            if b" 101 " not in head.split(b"\r\n", 1)[0]:
-                self.ready.set_exception(RuntimeError(head[:80].decode(errors="replace")))
-                return
-            payload = b'{"op":"subscribe","channel":"trades","symbol":"BTC-USDT"}'
-            mask = os.urandom(4)
-            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-            self.transport.write(bytes((0x81, 0x80 | len(payload))) + mask + masked)
-            self.ready.set_result(None)
-            data = rest
-        now = time.time() * 1000
-        data = self.buffer + data
-        self.buffer = b""
-        stats = self.stats
-        start = 0
-        while True:
-            at = data.find(b'"ts":', start)
-            if at < 0:
-                self.buffer = data[-4:]
-                return
-            end = data.find(b"]}", at)
-            if end < 0:
-                self.buffer = data[at:]
-                return
-            message = data[at:end]
-            comma = message.index(b",")
-            ts = int(message[5:comma])
-            stats.fanout.append(now - ts)
-            sent_at = message.find(b'"sent":')
-            if sent_at >= 0:
-                sent = int(message[sent_at + 7 : message.index(b",", sent_at)])
-                stats.queued.append(sent - ts)
-            first = message.find(b'"time":')
-            if first >= 0:
-                stop = first + 7
-                while message[stop : stop + 1].isdigit():
-                    stop += 1
-                stats.e2e.append(now - int(message[first + 7 : stop]))
-            stats.trades += message.count(b'"trade_id"')
-            start = end
-
-
-class _Stats:
-    def __init__(self) -> None:
-        self.fanout: list[float] = []
-        self.queued: list[float] = []
-        self.e2e: list[float] = []
-        self.trades = 0
-
-
-async def ws(url: str, subscribers: int, seconds: float) -> dict[str, object]:
-    """Hold `subscribers` connections to the trades channel for `seconds`."""
-    host_port = url.split("//", 1)[1]
-    host, port = host_port.rsplit(":", 1)
-    loop = asyncio.get_running_loop()
-    stats = _Stats()
-    transports = []
-    for _ in range(subscribers):
-        ready: asyncio.Future[None] = loop.create_future()
-        transport, _protocol = await loop.create_connection(
-            functools.partial(_Subscriber, host_port, stats, ready), host, int(port)
-        )
-        await ready
-        transports.append(transport)
-    print(json.dumps({"connected": len(transports)}), flush=True)
-    await asyncio.sleep(seconds)
-    for transport in transports:
-        transport.abort()
-    fanout, e2e = sorted(stats.fanout), sorted(stats.e2e)
-    count = len(fanout)
-    if not count:
-        return {"subscribers": subscribers, "messages": 0}
-    return {
-        "subscribers": subscribers,
-        "messages": count,
-        "trades_received": stats.trades,
-        "p50_ms": round(fanout[count // 2], 1),
-        "p99_ms": round(fanout[int(count * 0.99)], 1),
-        "end_to_end_p99_ms": round(e2e[int(count * 0.99)], 1),
-        "in_gateway_p99_ms": round(sorted(stats.queued)[int(len(stats.queued) * 0.99)], 1)
-        if stats.queued
-        else None,
-    }
-
-
 def main() -> None:
-    mode = sys.argv[1]
-    if mode == "orders":
-        url, matcher, seconds, concurrency = (
-            sys.argv[2],
-            sys.argv[3],
-            float(sys.argv[4]),
-            int(sys.argv[5]),
-        )
-        rate = int(sys.argv[6]) if len(sys.argv) > 6 else 0
-        result = asyncio.run(orders(url, matcher, seconds, concurrency, rate))
-    else:
-        result = asyncio.run(ws(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
+    if sys.argv[1] != "orders":
+        sys.exit(f"unknown mode {sys.argv[1]!r}: only 'orders'")
+    url, matcher, seconds, concurrency = (
+        sys.argv[2],
+        sys.argv[3],
+        float(sys.argv[4]),
+        int(sys.argv[5]),
+    )
+    rate = int(sys.argv[6]) if len(sys.argv) > 6 else 0
+    result = asyncio.run(orders(url, matcher, seconds, concurrency, rate))
     print(json.dumps(result), flush=True)
 
 

@@ -95,6 +95,7 @@ DEFAULT_ORIGIN = FundingOrigin(EXTERNAL, KIND_FUNDING, None)
 
 
 def _move(owner: str, asset: str, amount: int, source: str, target: str) -> tuple[Line, ...]:
+    """Two lines moving `amount` of one owner's asset between buckets; none for zero."""
     if not amount:
         return ()
     return ((owner, asset, source, -amount), (owner, asset, target, amount))
@@ -120,23 +121,15 @@ def entry_for(kind: str, body: Any, fee_account: str) -> Entry | None:
 def _reserve(
     body: Any, ref: str, market: str, seq: int, epoch: int, at: int, fee_account: str
 ) -> Entry | None:
-    amount = body.reserved_amount
-    if not amount:
-        return None
-    account, asset = body.account, body.reserved_asset
-    lines = ((account, asset, AVAILABLE, -amount), (account, asset, HOLD, amount))
-    return Entry(ref, KIND_RESERVE, market, seq, epoch, at, lines)
+    lines = _move(body.account, body.reserved_asset, body.reserved_amount, AVAILABLE, HOLD)
+    return Entry(ref, KIND_RESERVE, market, seq, epoch, at, lines) if lines else None
 
 
 def _release(
     body: Any, ref: str, market: str, seq: int, epoch: int, at: int, fee_account: str
 ) -> Entry | None:
-    amount = body.released_amount
-    if not amount:
-        return None
-    account, asset = body.account, body.released_asset
-    lines = ((account, asset, HOLD, -amount), (account, asset, AVAILABLE, amount))
-    return Entry(ref, KIND_RELEASE, market, seq, epoch, at, lines)
+    lines = _move(body.account, body.released_asset, body.released_amount, HOLD, AVAILABLE)
+    return Entry(ref, KIND_RELEASE, market, seq, epoch, at, lines) if lines else None
 
 
 def _trade(

@@ -105,7 +105,11 @@ def event_proto(
     ts: int,
     correlation_id: str,
 ) -> events_pb2.Event:
-    """The contract's Event for one engine event tuple, with its full envelope."""
+    """The contract's Event for one engine event tuple, with its full envelope.
+
+    The readable form of what `EventEncoder` writes by hand for speed: the ledger's
+    simulator builds events with it, and the tests check the two byte for byte.
+    """
     symbol = spec.symbol
     envelope = common_pb2.EventEnvelope(
         event_id=f"{symbol}:{seq}:{index}",

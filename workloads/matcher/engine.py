@@ -367,19 +367,10 @@ class Engine:
             ):
                 reason = self._cancel_refused(account, victim, ts)
                 if reason:
-                    events = [(E_REJECTED, cmd[3], account, reason, str(oid) if oid else "")]
-                    self.state_hash = hash(
-                        (
-                            self.state_hash,
-                            seq,
-                            C_CANCEL,
-                            1,
-                            self.last_price,
-                            self.next_trade_id,
-                            len(orders),
-                        )
+                    detail = str(oid) if oid else ""
+                    return self._fold(
+                        seq, C_CANCEL, [(E_REJECTED, cmd[3], account, reason, detail)]
                     )
-                    return events
                 assert victim is not None
             # Take the order out of the book: level total, indexes, hold, event.
             lots = victim[O_REMAINING]
@@ -419,18 +410,6 @@ class Engine:
                     _CAUSE_USER,
                 )
             ]
-            self.state_hash = hash(
-                (
-                    self.state_hash,
-                    seq,
-                    C_CANCEL,
-                    1,
-                    self.last_price,
-                    self.next_trade_id,
-                    len(orders),
-                )
-            )
-            return events
         elif kind == C_CANCEL_ALL:
             events = self._cancel_all(cmd, ts)
         elif kind == C_FUNDING:
@@ -442,7 +421,7 @@ class Engine:
             events = [(E_EPOCH, cmd[2], cmd[3], self.state_hash)]
         else:
             events = [(E_REJECTED, "", "", c.REJECT_REASON_UNSUPPORTED_COMMAND, f"kind {kind}")]
-        # The rolling hash (the same formula on the inlined paths above).
+        # The rolling hash: `_fold`, inlined for the commands that get here.
         self.state_hash = hash(
             (
                 self.state_hash,
@@ -458,21 +437,24 @@ class Engine:
 
     # ------------------------------------------------------------------ orders
 
-    def _rejected(self, cmd: tuple[Any, ...], seq: int, reason: int) -> list[tuple[Any, ...]]:
-        """A place command's reject: remembered, hashed, returned (ends `execute`)."""
-        events = self._reject(cmd, seq, reason)
+    def _fold(self, seq: int, kind: int, events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Fold a command into the rolling hash and return its events (ends `execute`)."""
         self.state_hash = hash(
             (
                 self.state_hash,
                 seq,
-                C_PLACE,
-                1,
+                kind,
+                len(events),
                 self.last_price,
                 self.next_trade_id,
                 len(self.orders),
             )
         )
         return events
+
+    def _rejected(self, cmd: tuple[Any, ...], seq: int, reason: int) -> list[tuple[Any, ...]]:
+        """A place command's reject: remembered, hashed, returned (ends `execute`)."""
+        return self._fold(seq, C_PLACE, self._reject(cmd, seq, reason))
 
     def _reject(self, cmd: tuple[Any, ...], seq: int, reason: int) -> list[tuple[Any, ...]]:
         if cmd[2]:
