@@ -112,7 +112,13 @@ def test_crd_object_watch_status_and_validation(api: client.ApiClient, k8s_names
     widgets = Widgets(client.CustomObjectsApi(api), group, k8s_namespace)
 
     seen: list[tuple[str, str | None]] = []
-    watching = threading.Event()
+    # Watch from the list's resourceVersion: every change after it is delivered however late
+    # the watch request itself goes out (the stream only connects on its first read).
+    listed = cast(
+        dict[str, Any],
+        widgets.api.list_namespaced_custom_object(group, "v1", k8s_namespace, "widgets"),
+    )
+    since = listed["metadata"]["resourceVersion"]
 
     def watch_widgets() -> None:
         stream = watch.Watch().stream(
@@ -121,9 +127,9 @@ def test_crd_object_watch_status_and_validation(api: client.ApiClient, k8s_names
             "v1",
             k8s_namespace,
             "widgets",
+            resource_version=since,
             timeout_seconds=20,
         )
-        watching.set()
         for event in stream:
             status = event["object"].get("status") or {}
             seen.append((event["type"], status.get("phase")))
@@ -132,7 +138,6 @@ def test_crd_object_watch_status_and_validation(api: client.ApiClient, k8s_names
 
     watcher = threading.Thread(target=watch_widgets, daemon=True)
     watcher.start()
-    watching.wait(10)
 
     created = widgets.create("w1", {"size": 3})
     assert created["metadata"]["generation"] == 1
