@@ -50,14 +50,25 @@ print("serving on 8080", flush=True)
 http.server.HTTPServer(("", 8080), http.server.SimpleHTTPRequestHandler).serve_forever()
 """
 
+# kube-proxy programs a new Service's endpoints asynchronously (until then its rule rejects
+# connections), as on any cluster: the client retries refused connections for a while.
 WEB_CLIENT = """
-import json, os, urllib.request
+import json, os, time, urllib.error, urllib.request
 urls = {
     "dns": "http://web." + os.environ["NAMESPACE"] + ".svc.cluster.local/",
     "short_name": "http://web/",
     "cluster_ip": "http://" + os.environ["WEB_CLUSTER_IP"] + "/",
 }
-answers = {k: urllib.request.urlopen(u, timeout=5).read().decode() for k, u in urls.items()}
+def get(url):
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return urllib.request.urlopen(url, timeout=5).read().decode()
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+answers = {k: get(u) for k, u in urls.items()}
 print(json.dumps(answers))
 """
 
