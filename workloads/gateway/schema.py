@@ -78,7 +78,13 @@ CREATE OR REPLACE FUNCTION gw_batch(
     p_replay_until timestamptz, p_idem_until timestamptz
 ) RETURNS TABLE (verdicts integer[], counts integer[], taken integer[],
                  taken_status integer[], taken_body bytea[])
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Every table access here is by primary key. PL/pgSQL caches its statements' plans per
+-- connection, and a plan made while the tables were tiny (seq scan, hash join) is kept as
+-- they grow: measured, the responses' UPDATE went from 0.2 to 10 ms per batch as
+-- `idempotency` grew to 50,000 rows. These settings hold whatever the statistics say.
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+AS $$
 DECLARE
     f_scope text[] := (string_to_array(j_f_scope, chr(30)))[2:];
     f_key text[] := (string_to_array(j_f_key, chr(30)))[2:];

@@ -245,12 +245,18 @@ class Store:
                     raise
         raise AssertionError("unreachable")
 
-    async def _call_once(self, finished: list[Finished], items: list[Admission]) -> list[Verdict]:
+    async def _call_once(
+        self,
+        finished: list[Finished],
+        items: list[Admission],
+        conn: asyncpg.Connection | None = None,
+    ) -> list[Verdict]:
+        """One `gw_batch` call, on `conn` if given (a test's transaction), else the pool's."""
         now = time.time()
         hashes = b"".join([i.request_hash or NO_HASH for i in items])
         if len(hashes) != 32 * len(items):
             raise ValueError("a request hash is not a SHA-256 digest")
-        row = await self.pool.fetchrow(
+        row = await (conn or self.pool).fetchrow(
             "SELECT * FROM gw_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
             " to_timestamp($14), to_timestamp($15))",
             joined([f.scope for f in finished]),
