@@ -110,6 +110,7 @@ async def serve(settings: MatcherSettings) -> None:
             may_connect=fencing.is_leader,  # a deposed leader must not fence the new one
             encoded=encoded,
             max_batch_commands=settings.outbox_max_commands,
+            linger=settings.outbox_linger,
         )
         outbox_task = asyncio.create_task(outbox.run(), name="outbox")
 

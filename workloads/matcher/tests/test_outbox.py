@@ -419,6 +419,27 @@ async def test_nothing_beyond_durable_seq_is_published_until_it_advances(
 
 
 @pytest.mark.integration
+async def test_linger_gathers_a_trickle_of_commands_into_few_transactions(
+    kafka_bootstrap: str, kafka_topic: str, tmp_path: Path
+) -> None:
+    market = Market(tmp_path)
+    last = market.append(300)
+    outbox = market.outbox(kafka_bootstrap, kafka_topic, linger=1.0)
+    async with running(outbox) as task:
+        market.make_durable(30)
+        await until("the first advance published", lambda: outbox.published_seq == 30, task)
+        transactions = metric("matcher_outbox_transaction_seconds_count")
+        for durable in range(60, last + 1, 30):  # nine more advances within about 0.2 s
+            market.make_durable(durable)
+            await asyncio.sleep(0.02)
+        await until("all published", lambda: outbox.published_seq == last, task)
+    # They wait out the linger since the first transaction, and go out together.
+    assert metric("matcher_outbox_transaction_seconds_count") - transactions == 1
+    seen = await consume(kafka_bootstrap, kafka_topic, len(market.expected))
+    assert_exactly_once(seen, market, last)
+
+
+@pytest.mark.integration
 async def test_kafka_outage_grows_lag_then_catches_up_exactly_once(
     kafka_broker: KafkaBroker, kafka_bootstrap: str, kafka_topic: str, tmp_path: Path
 ) -> None:
