@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from e2e.env.pytest_plugin import Schema
-from workloads.ledger import migrate
+from workloads.ledger import applier, migrate, store
 
 pytestmark = pytest.mark.integration
 
@@ -147,5 +147,44 @@ async def test_the_two_person_rule_is_enforced_by_the_database(ledger_dsn: str) 
         with pytest.raises(asyncpg.PostgresError) as info:
             await conn.execute("DELETE FROM correction_applications")
         assert info.value.sqlstate == "LA001"
+    finally:
+        await conn.close()
+
+
+async def test_settlement_reads_by_key_once_the_tables_grow(ledger_dsn: str) -> None:
+    """A plan cached while `balances` and `market_holds` were small must not scan them once
+    they hold every account: the settlement connection plans each batch for its own size."""
+    conn = await asyncpg.connect(ledger_dsn, server_settings=applier.CONNECTION_SETTINGS)
+
+    async def settle(first: int, count: int) -> None:
+        ids = list(range(first, first + count))
+        await conn.execute(
+            store._AFTER_BATCH,
+            ids, [1] * count, [0] * count,  # balances
+            ["M-X"] * count, ids, [1] * count,  # market holds
+            ["M-X"], [first], [0], [1], [False], [None], [0],  # the cursor
+        )  # fmt: skip
+
+    try:
+        await conn.execute(
+            "INSERT INTO accounts (id, owner, asset) SELECT g, 'u' || g, 'USDT'"
+            " FROM generate_series(1, 20000) AS g;"
+            " INSERT INTO market_holds (market, account_id, amount)"
+            " SELECT 'M-X', g, 0 FROM generate_series(1, 8) AS g;"
+            " INSERT INTO balances (account_id) SELECT g FROM generate_series(1, 8) AS g"
+        )
+        for i in range(8):  # past the five custom plans a cached statement gets by default
+            await settle(1 + i % 4, 1 + i % 3)
+        await conn.execute(
+            "INSERT INTO balances (account_id) SELECT g FROM generate_series(9, 20000) AS g;"
+            " INSERT INTO market_holds (market, account_id, amount)"
+            " SELECT 'M-X', g, 0 FROM generate_series(9, 20000) AS g"
+        )
+        async with conn.transaction():
+            await settle(10_000, 3)
+            scanned = await conn.fetch(
+                "SELECT relname, seq_scan FROM pg_stat_xact_user_tables WHERE seq_scan > 0"
+            )
+        assert scanned == []
     finally:
         await conn.close()
