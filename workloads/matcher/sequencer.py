@@ -54,6 +54,11 @@ BATCH_COMMANDS = Histogram(
     "Commands covered by one fsync",
     buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000),
 )
+COMMIT_SECONDS = Histogram(
+    "matcher_commit_seconds",
+    "From a submitted batch's execution until its WAL record is durable (its reply may go)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+)
 SEQ = Gauge("matcher_seq", "Last sequenced command")
 DURABLE_SEQ = Gauge("matcher_durable_seq", "Last command whose WAL record is fsynced")
 
@@ -333,7 +338,9 @@ class Sequencer:
     async def submit(self, items: Sequence[tuple[tuple[Any, ...], str]]) -> Executed:
         """Execute `items` in order and return what they did once it is durable."""
         executed = self.execute_nowait(items)
+        started = time.perf_counter()
         await self.durable(executed.last_seq)
+        COMMIT_SECONDS.observe(time.perf_counter() - started)
         return executed
 
     async def durable(self, seq: int) -> None:
