@@ -29,6 +29,7 @@ Policies, decided here and documented in the README:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from heapq import heapify, heappop, heappush
 from typing import Any
 
@@ -173,29 +174,59 @@ class Engine:
         self.state_hash = 0
         self.last_price = 0
         self.next_trade_id = 1
-        self.bid_levels: dict[int, list[Any]] = {}  # price -> [total_lots, deque(orders)]
-        self.ask_levels: dict[int, list[Any]] = {}
+        # price -> that level's resting orders, oldest first. A cancel takes its order out
+        # at once (a level holds a handful of orders), so every order in a level is live and
+        # an empty level is deleted: no per-level totals to keep, no dead entries to skip.
+        self.bid_levels: dict[int, list[list[Any]]] = {}
+        self.ask_levels: dict[int, list[list[Any]]] = {}
         self.bid_heap: list[int] = []  # negated prices; stale entries are skipped lazily
         self.ask_heap: list[int] = []
+        # The best price per side (0: the side is empty), kept exact as levels come and go:
+        # placing an order reads one attribute instead of peeking into a heap and a dict.
+        self.best_bid = 0
+        self.best_ask = 0
         self.orders: dict[int, list[Any]] = {}
         # Resting orders per account, made with the account's balance and kept (cheaper
-        # than churn); `_accounts` holds both, for the place path's single lookup.
+        # than churn); `_accounts` holds both and the account's idempotency keys, for the
+        # place path's single lookup.
         self.account_orders: dict[str, dict[int, list[Any]]] = {}
         self.balances: dict[str, list[int]] = {}
-        self._accounts: dict[str, tuple[list[int], dict[int, list[Any]]]] = {}
+        self._accounts: dict[str, tuple[list[int], dict[int, list[Any]], dict[str, Any]]] = {}
         self.rate: dict[str, list[int]] = {}  # account -> [window index, commands in it]
-        # (account, client_order_id) -> (seq, status, reason, order_id), oldest first; an
-        # accepted order's result is stored as just its seq (= order id): no tuple to build.
-        self.idempotency: dict[tuple[str, str], int | tuple[int, int, int, int]] = {}
+        # Place results by idempotency key, per account: account -> client_order_id ->
+        # (seq, status, reason, order_id); an accepted order's result is stored as just its
+        # seq (= order id). Nested rather than keyed by (account, client_order_id): no key
+        # tuple to build and hash per place, and the account's table comes with the account
+        # lookup the place path makes anyway (see `_client_ids` for its one odd key).
+        self.client_orders: dict[str, dict[Any, int | tuple[int, int, int, int] | None]] = {}
         self.funding_seen: dict[
             str, tuple[int, int, int]
         ] = {}  # funding_id -> (seq, status, reason)
         # The keys of the two tables in insertion order, so that forgetting the oldest is
         # O(1): `del table[next(iter(table))]` rescans the dict's growing prefix of deleted
-        # slots on every call (microseconds per command once a window is full).
-        self._idempotency_order: deque[tuple[str, str]] = deque()
+        # slots on every call (microseconds per command once a window is full). Place keys
+        # go in flat, two items each (account, client_order_id): no tuple per key.
+        self._idempotency_order: deque[str] = deque()
         self._funding_order: deque[str] = deque()
+        self._idempotency_items = 2 * spec.idempotency_window  # the deque's limit
         self._max_quantity = spec.max_lots * spec.lot_size
+        # The place path's inlined validation compares prices with this: the spec's
+        # max_price, capped to what CPython 3.11 compares fast (one 30-bit digit; the default
+        # of 10**12 is not). A higher price goes through validate_place, which compares it
+        # with max_price itself, so the outcome is the same.
+        self._fast_max_price = min(spec.max_price, (1 << 30) - 1)
+        self._charges_fees = spec.maker_fee_bps != 0 or spec.taker_fee_bps != 0
+        # Whether a place / a cancel must go through the mode, rate-limit and band checks
+        # (`_admit`, `_cancel_refused`); one flag read on the hot paths, kept by `_regate`.
+        self._place_gated = True
+        self._cancel_gated = True
+        self._regate()
+
+    def _regate(self) -> None:
+        """Recompute the hot paths' gate flags (after a mode change or a restore)."""
+        spec = self.spec
+        self._place_gated = self.mode != NORMAL or bool(spec.rate_limit or spec.price_band_bps)
+        self._cancel_gated = self.mode == HARD_HALT or bool(spec.rate_limit)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -203,7 +234,7 @@ class Engine:
         """The original (seq, status, reason, order_id) if `cmd` repeats an idempotency key."""
         kind = cmd[0]
         if kind == C_PLACE and cmd[2]:
-            found = self.idempotency.get((cmd[1], cmd[2]))
+            found = self._result_of(cmd[1], cmd[2])
             return None if found is None else _expand(found)
         if kind == C_FUNDING:
             seen = self.funding_seen.get(cmd[1])
@@ -215,72 +246,72 @@ class Engine:
 
         PLACE and CANCEL, nine commands in ten, run inline here: one more Python call per
         command would cost as much as several of their checks. Their rare branches
-        (rejects, matching, expiry) call helpers; every branch ends by folding the
-        rolling hash, whose formula is the same everywhere (recovery checks it).
+        (rejects, matching, expiry, a new price level) call helpers; every branch ends by
+        folding the rolling hash, whose formula is the same everywhere (recovery checks it).
         """
         kind = cmd[0]
         self.seq = seq
+        # Dispatch in short steps: CPython 3.11 specializes a comparison only when a short
+        # jump follows it, and `if kind == C_PLACE:` would jump over the whole place body.
         if kind == C_PLACE:
+            place = True
+        elif kind == C_CANCEL:
+            place = False
+        else:
+            return self._execute_other(cmd, seq, ts)
+        if place:
             _, account, client_id, side, otype, tif, price, qty, post_only, budget = cmd
             spec = self.spec
-            # validate_place, inlined as one test that a well-formed LIMIT order passes;
-            # any other order goes through validate_place, which names the exact reason.
-            # (Comparisons are spelled out: CPython 3.11 specializes a comparison only when
-            # a branch follows it, not in chains, `in` tests or stored results.)
-            if not (
-                otype == LIMIT
+            # Only well-formed account names are ever in `_accounts` (see `_open_account`), so
+            # a known account needs no name checks; the lookup has no side effect.
+            known = self._accounts.get(account)
+            # validate_place, inlined as one test that a well-formed LIMIT order from a known
+            # account passes; any other order goes through validate_place, which names the
+            # exact reason. (Comparisons are spelled out: CPython 3.11 specializes a
+            # comparison only when a branch follows it, not in chains, `in` tests or stored
+            # results.)
+            if (
+                known is not None
+                and otype == LIMIT
                 and (side == BUY or side == SELL)  # noqa: SIM109
                 and (tif == GTC or ((tif == IOC or tif == FOK) and not post_only))  # noqa: SIM109
                 and budget == 0
                 and qty > 0
                 and qty <= self._max_quantity
                 and price > 0
-                and price <= spec.max_price
+                and price <= self._fast_max_price
                 and qty % spec.lot_size == 0
                 and price % spec.tick_size == 0
-                and account
-                and len(account) <= _MAX_ID_LENGTH
                 and len(client_id) <= _MAX_ID_LENGTH
             ):
+                bound = price  # the worst price to trade at (0: any)
+            else:
                 reason = validate_place(spec, cmd)
                 if reason:
                     return self._rejected(cmd, seq, reason)
-            # Market mode, rate limit and price band; `bound`: the worst price to trade at.
-            bound = price if otype == LIMIT else 0
-            if self.mode != NORMAL or spec.rate_limit or spec.price_band_bps:
+                bound = price if otype == LIMIT else 0
+            if self._place_gated:  # market mode, rate limit, price band (which moves `bound`)
                 reason, bound = self._admit(cmd, ts, bound)
                 if reason:
                     return self._rejected(cmd, seq, reason)
-            known = self._accounts.get(account)
             if known is None:
-                balance = None
+                balance = mine = ids = None
             else:
-                balance, mine = known
+                balance, mine, ids = known
                 if tif == GTC and len(mine) >= spec.max_open_orders:
                     return self._rejected(cmd, seq, c.REJECT_REASON_TOO_MANY_OPEN_ORDERS)
-            # The best opposite price (0: none), dropping stale heap entries.
-            best = 0
+            # The best opposite price (0: none), and whether the order reaches it.
             crosses = False
             if side == BUY:
                 is_buy = True
-                heap, levels = self.ask_heap, self.ask_levels
-                while heap:
-                    if heap[0] in levels:
-                        best = heap[0]
-                        if otype == MARKET or price >= best:
-                            crosses = True
-                        break
-                    heappop(heap)
+                best = self.best_ask
+                if best and (otype == MARKET or price >= best):
+                    crosses = True
             else:
                 is_buy = False
-                heap, levels = self.bid_heap, self.bid_levels
-                while heap:
-                    if -heap[0] in levels:
-                        best = -heap[0]
-                        if otype == MARKET or price <= best:
-                            crosses = True
-                        break
-                    heappop(heap)
+                best = self.best_bid
+                if best and (otype == MARKET or price <= best):
+                    crosses = True
             if crosses and post_only:
                 return self._rejected(cmd, seq, c.REJECT_REASON_POST_ONLY_WOULD_TAKE)
             lots = qty // spec.lot_size
@@ -323,94 +354,138 @@ class Engine:
                 )
             ]
             if client_id:  # _remember, inlined; an accepted order's result is just its seq
-                table = self.idempotency
-                key = (account, client_id)
-                size = len(table)
-                table[key] = seq
-                if len(table) > size:
-                    self._idempotency_order.append(key)
-                    if size >= spec.idempotency_window:
-                        del table[self._idempotency_order.popleft()]
+                if client_id in ids:  # type: ignore[operator]
+                    ids[client_id] = seq  # type: ignore[index]  # a repeated key keeps its place
+                else:
+                    ids[client_id] = seq  # type: ignore[index]
+                    keys = self._idempotency_order
+                    keys.append(account)
+                    keys.append(client_id)
+                    if len(keys) > self._idempotency_items:
+                        self._forget_oldest()
             order = [seq, account, side, price, lots, client_id, balance, mine]
             if crosses:
-                self._take(order, otype, tif, bound, reserve, balance, events)
-                lots = order[O_REMAINING]
+                if self._take(order, otype, tif, bound, reserve, balance, events):
+                    self._rest(order)  # a GTC order's remainder
             elif tif != GTC:  # IOC that found nothing to take
                 self._expire(order, lots, balance, events)
-                lots = 0
-            if tif == GTC and lots:
-                # Rest on the book.
-                levels = self.bid_levels if is_buy else self.ask_levels
-                level = levels.get(price)
-                if level is None:
-                    levels[price] = [lots, deque((order,))]
-                    self._push_level(side, price)
-                else:
-                    level[0] += lots
-                    level[1].append(order)
-                self.orders[seq] = order
-                mine[seq] = order
-        elif kind == C_CANCEL:
-            account = cmd[1]
-            oid = cmd[2]
-            orders = self.orders
-            if oid:
-                victim = orders.get(oid)
-            else:
-                oid = self._order_id_of(account, cmd[3])
-                victim = orders.get(oid) if oid else None
-            if (
-                victim is None
-                or victim[O_ACCOUNT] != account
-                or self.mode == HARD_HALT
-                or self.spec.rate_limit
-            ):
-                reason = self._cancel_refused(account, victim, ts)
-                if reason:
-                    detail = str(oid) if oid else ""
-                    return self._fold(
-                        seq, C_CANCEL, [(E_REJECTED, cmd[3], account, reason, detail)]
-                    )
-                assert victim is not None
-            # Take the order out of the book: level total, indexes, hold, event.
-            lots = victim[O_REMAINING]
-            price = victim[O_PRICE]
-            balance = victim[O_BALANCE]
-            if victim[O_SIDE] == BUY:
-                level = self.bid_levels[price]
-                released = price * lots
-                balance[HOLD_QUOTE] -= released
-                balance[AVAIL_QUOTE] += released
-                quantity = lots * self.spec.lot_size
-                is_buy = True
-            else:
-                level = self.ask_levels[price]
-                quantity = released = lots * self.spec.lot_size
-                balance[HOLD_BASE] -= released
-                balance[AVAIL_BASE] += released
-                is_buy = False
-            level[0] -= lots
-            if not level[0]:
+            else:  # `_rest`, inlined for the common case: the order just rests
                 if is_buy:
-                    del self.bid_levels[price]
+                    level = self.bid_levels.get(price)
+                    if level is None:
+                        self.bid_levels[price] = [order]
+                        self._push_level(side, price)
+                    else:
+                        level.append(order)
                 else:
-                    del self.ask_levels[price]
-            del orders[oid]
-            del victim[O_MINE][oid]
-            victim[O_REMAINING] = 0  # its queue entry goes when matching reaches it
-            events = [
-                (
-                    E_CANCELED,
-                    oid,
-                    victim[O_CLIENT_ID],
-                    account,
-                    quantity,
-                    is_buy,
-                    released,
-                    _CAUSE_USER,
+                    level = self.ask_levels.get(price)
+                    if level is None:
+                        self.ask_levels[price] = [order]
+                        self._push_level(side, price)
+                    else:
+                        level.append(order)
+                orders = self.orders
+                orders[seq] = order
+                mine[seq] = order  # type: ignore[index]
+                # `_fold` with its one event, inlined.
+                self.state_hash = hash(
+                    (
+                        self.state_hash,
+                        seq,
+                        kind,
+                        1,
+                        self.last_price,
+                        self.next_trade_id,
+                        len(orders),
+                    )
                 )
-            ]
-        elif kind == C_CANCEL_ALL:
+                return events
+            # The rolling hash: `_fold`, inlined for the places that get here.
+            self.state_hash = hash(
+                (
+                    self.state_hash,
+                    seq,
+                    kind,
+                    len(events),
+                    self.last_price,
+                    self.next_trade_id,
+                    len(self.orders),
+                )
+            )
+            return events
+        # CANCEL
+        _, account, oid, client_id = cmd
+        orders = self.orders
+        if oid:
+            victim = orders.get(oid)
+        else:
+            oid = self._order_id_of(account, client_id)
+            victim = orders.get(oid) if oid else None
+        if victim is None or victim[O_ACCOUNT] != account or self._cancel_gated:
+            if self._cancel_gated:
+                reason = self._cancel_refused(account, victim, ts)
+            else:  # a foreign order is not revealed
+                reason = c.REJECT_REASON_ORDER_NOT_FOUND
+            if reason:  # (a cancel in four is of an order that has already gone)
+                events = [(E_REJECTED, client_id, account, reason, str(oid) if oid else "")]
+                # `_fold` with its one event, inlined.
+                self.state_hash = hash(
+                    (
+                        self.state_hash,
+                        seq,
+                        kind,
+                        1,
+                        self.last_price,
+                        self.next_trade_id,
+                        len(orders),
+                    )
+                )
+                return events
+            assert victim is not None
+        # Take the order out of the book (its level, the indexes), release its hold.
+        _, _, side, price, lots, victim_client_id, balance, mine = victim
+        if side == BUY:
+            released = price * lots
+            balance[HOLD_QUOTE] -= released
+            balance[AVAIL_QUOTE] += released
+            quantity = lots * self.spec.lot_size
+            is_buy = True
+            level = self.bid_levels[price]
+            level.remove(victim)  # the very object: identity is compared first
+            if not level:
+                self._drop_level(BUY, price)
+        else:
+            quantity = released = lots * self.spec.lot_size
+            balance[HOLD_BASE] -= released
+            balance[AVAIL_BASE] += released
+            is_buy = False
+            level = self.ask_levels[price]
+            level.remove(victim)
+            if not level:
+                self._drop_level(SELL, price)
+        del orders[oid]
+        del mine[oid]
+        # `_fold` with its one event, inlined.
+        self.state_hash = hash(
+            (self.state_hash, seq, kind, 1, self.last_price, self.next_trade_id, len(orders))
+        )
+        return [
+            (
+                E_CANCELED,
+                oid,
+                victim_client_id,
+                account,
+                quantity,
+                is_buy,
+                released,
+                _CAUSE_USER,
+            )
+        ]
+
+    def _execute_other(self, cmd: tuple[Any, ...], seq: int, ts: int) -> list[tuple[Any, ...]]:
+        """`execute` for the commands other than PLACE and CANCEL."""
+        kind = cmd[0]
+        if kind == C_CANCEL_ALL:
             events = self._cancel_all(cmd, ts)
         elif kind == C_FUNDING:
             events = self._funding(cmd, seq)
@@ -421,19 +496,7 @@ class Engine:
             events = [(E_EPOCH, cmd[2], cmd[3], self.state_hash)]
         else:
             events = [(E_REJECTED, "", "", c.REJECT_REASON_UNSUPPORTED_COMMAND, f"kind {kind}")]
-        # The rolling hash: `_fold`, inlined for the commands that get here.
-        self.state_hash = hash(
-            (
-                self.state_hash,
-                seq,
-                kind,
-                len(events),
-                self.last_price,
-                self.next_trade_id,
-                len(self.orders),
-            )
-        )
-        return events
+        return self._fold(seq, kind, events)
 
     # ------------------------------------------------------------------ orders
 
@@ -458,24 +521,53 @@ class Engine:
 
     def _reject(self, cmd: tuple[Any, ...], seq: int, reason: int) -> list[tuple[Any, ...]]:
         if cmd[2]:
-            self._remember((cmd[1], cmd[2]), (seq, REJECTED, reason, 0))
+            self._remember(cmd[1], cmd[2], (seq, REJECTED, reason, 0))
         return [(E_REJECTED, cmd[2], cmd[1], reason, "")]
 
-    def _remember(self, key: tuple[str, str], result: int | tuple[int, int, int, int]) -> None:
+    def _remember(
+        self, account: str, client_id: str, result: int | tuple[int, int, int, int]
+    ) -> None:
         """Record a place's result under its key; past the window, forget the oldest key."""
-        table = self.idempotency
-        size = len(table)
-        table[key] = result
-        if len(table) > size:  # a new key (a repeated one keeps its place, as in a dict)
-            self._idempotency_order.append(key)
-            if size >= self.spec.idempotency_window:
-                del table[self._idempotency_order.popleft()]
+        ids = self._client_ids(account)
+        if client_id in ids:  # a repeated key keeps its place (as in one ordered dict)
+            ids[client_id] = result
+            return
+        ids[client_id] = result
+        keys = self._idempotency_order
+        keys.append(account)
+        keys.append(client_id)
+        if len(keys) > self._idempotency_items:
+            self._forget_oldest()
+
+    def _client_ids(self, account: str) -> dict[Any, Any]:
+        """The account's table of place results by client order id, made on first use.
+
+        It starts with one key that is not a string (None, never a client order id): that
+        makes CPython keep every key's hash in the table. A table of only strings keeps
+        none, so each probe reads the key string itself to compare hashes; with hundreds of
+        thousands of old keys those reads miss the cache on nearly every place.
+        """
+        ids = self.client_orders.get(account)
+        if ids is None:
+            ids = self.client_orders[account] = {None: None}
+        return ids
+
+    def _forget_oldest(self) -> None:
+        """Drop the oldest idempotency key (the window is full)."""
+        keys = self._idempotency_order
+        account = keys.popleft()
+        del self.client_orders[account][keys.popleft()]
+
+    def _result_of(self, account: str, client_id: str) -> int | tuple[int, int, int, int] | None:
+        """The stored result of a place key (see `_expand`), None if unknown."""
+        ids = self.client_orders.get(account)
+        return None if ids is None else ids.get(client_id)
 
     def _order_id_of(self, account: str, client_id: str) -> int:
         """The order id an accepted (account, client order id) got; 0 if none is known."""
         if not client_id:
             return 0
-        known = _expand(self.idempotency.get((account, client_id)))
+        known = _expand(self._result_of(account, client_id))
         return 0 if known is None else known[3]
 
     def _admit(self, cmd: tuple[Any, ...], ts: int, bound: int) -> tuple[int, int]:
@@ -501,7 +593,9 @@ class Engine:
         """A new account's zero balance, with its (empty) index of resting orders."""
         balance = self.balances[account] = [0, 0, 0, 0]
         mine = self.account_orders[account] = {}
-        self._accounts[account] = (balance, mine)
+        ids = self._client_ids(account)
+        if account and len(account) <= _MAX_ID_LENGTH:  # the place path relies on this
+            self._accounts[account] = (balance, mine, ids)
         return balance
 
     def _rate_limited(self, account: str, ts: int) -> bool:
@@ -518,37 +612,151 @@ class Engine:
 
     def _take(
         self,
-        order: list[Any],
+        taker: list[Any],
         otype: int,
         tif: int,
         bound: int,
         reserve: int,
-        balance: list[int],
+        tb: list[int],
         events: list[tuple[Any, ...]],
-    ) -> None:
-        """Match a crossing order, then settle its rest unless it goes on the book (GTC)."""
-        unspent = self._match(order, otype, bound, reserve, balance, events)
-        lots = order[O_REMAINING]
+    ) -> int:
+        """Fill a crossing order against the opposite side, best level first.
+
+        Then settle what does not rest: a MARKET order's rest is cancelled (and a MARKET
+        buy's unspent budget released), an IOC/FOK order's rest expires. Returns the lots
+        left to rest on the book (a GTC order's remainder; 0 for the others).
+        """
+        spec = self.spec
+        lot = spec.lot_size
+        remaining: int  # (the record is a list of Any)
+        taker_oid, account, side, limit, remaining, _, _, _ = taker
+        is_buy = side == BUY
+        market_buy = otype == MARKET and is_buy
+        budget = reserve
+        maker_fee, taker_fee = spec.maker_fee_bps, spec.taker_fee_bps
+        charges_fees = self._charges_fees
+        buyer_fee = seller_fee = 0
+        if is_buy:
+            levels, heap, price = self.ask_levels, self.ask_heap, self.best_ask
+        else:
+            levels, heap, price = self.bid_levels, self.bid_heap, self.best_bid
+        fb = self.balances.get(spec.fee_account)
+        if fb is None:
+            fb = self._open_account(spec.fee_account)
+        orders = self.orders
+        trade_id = self.next_trade_id
+        last_price = 0
+        while remaining and price:  # `price`: the best opposite level's (0: none left)
+            if bound and (price > bound if is_buy else price < bound):
+                break
+            level = levels[price]
+            while remaining and level:
+                maker = level[0]
+                mrem = maker[O_REMAINING]
+                maker_account = maker[O_ACCOUNT]
+                if maker_account == account:
+                    del level[0]
+                    self._drop(maker)
+                    events.append(self._cancel_resting(maker, mrem, _CAUSE_SELF_TRADE))
+                    continue
+                fill = remaining if remaining < mrem else mrem
+                if market_buy:
+                    affordable = budget // price
+                    if affordable < fill:
+                        fill = affordable
+                        if not fill:
+                            break  # the budget is spent: the level stays, matching ends
+                base = fill * lot
+                quote = price * fill
+                mb = maker[O_BALANCE]
+                if is_buy:
+                    if charges_fees:
+                        buyer_fee = base * taker_fee // 10_000
+                        seller_fee = quote * maker_fee // 10_000
+                    held = quote if market_buy else limit * fill
+                    tb[HOLD_QUOTE] -= held
+                    released = held - quote
+                    tb[AVAIL_QUOTE] += released
+                    tb[AVAIL_BASE] += base - buyer_fee
+                    mb[HOLD_BASE] -= base
+                    mb[AVAIL_QUOTE] += quote - seller_fee
+                    if market_buy:
+                        budget -= quote
+                else:
+                    if charges_fees:
+                        buyer_fee = base * maker_fee // 10_000
+                        seller_fee = quote * taker_fee // 10_000
+                    released = 0
+                    tb[HOLD_BASE] -= base
+                    tb[AVAIL_QUOTE] += quote - seller_fee
+                    mb[HOLD_QUOTE] -= quote
+                    mb[AVAIL_BASE] += base - buyer_fee
+                if charges_fees:
+                    fb[AVAIL_BASE] += buyer_fee
+                    fb[AVAIL_QUOTE] += seller_fee
+                mrem -= fill
+                remaining -= fill
+                maker[O_REMAINING] = mrem
+                last_price = price
+                events.append(
+                    (
+                        E_TRADE,
+                        trade_id,
+                        price,
+                        base,
+                        side,
+                        maker[O_ID],
+                        taker_oid,
+                        maker_account,
+                        account,
+                        base,
+                        quote,
+                        buyer_fee,
+                        seller_fee,
+                        released,
+                        mrem * lot,
+                        remaining * lot,
+                    )
+                )
+                trade_id += 1
+                if not mrem:
+                    del level[0]
+                    del orders[maker[O_ID]]
+                    del maker[O_MINE][maker[O_ID]]
+            if level:  # the taker is done (filled, or its budget spent)
+                break
+            # The level is used up: drop it, go on at the next best price.
+            del levels[price]
+            price = _lowest(heap, levels) if is_buy else _highest(heap, levels)
+        if is_buy:
+            self.best_ask = price
+        else:
+            self.best_bid = price
+        if last_price:
+            self.last_price = last_price
+            self.next_trade_id = trade_id
+        taker[O_REMAINING] = remaining
         if otype == MARKET:
-            lot = self.spec.lot_size
-            side = order[O_SIDE]
-            released = unspent if side == BUY else lots * lot
-            if lots or released:
-                self._release(balance, side, released)
+            released = budget if is_buy else remaining * lot
+            if remaining or released:
+                self._release(tb, side, released)
                 events.append(
                     (
                         E_CANCELED,
-                        order[O_ID],
-                        order[O_CLIENT_ID],
-                        order[O_ACCOUNT],
-                        lots * lot,
-                        side == BUY,
+                        taker_oid,
+                        taker[O_CLIENT_ID],
+                        account,
+                        remaining * lot,
+                        is_buy,
                         released,
                         _CAUSE_MARKET_REMAINDER,
                     )
                 )
-        elif lots and tif != GTC:
-            self._expire(order, lots, balance, events)
+            return 0
+        if remaining and tif != GTC:
+            self._expire(taker, remaining, tb, events)
+            return 0
+        return remaining
 
     def _expire(
         self, order: list[Any], lots: int, balance: list[int], events: list[tuple[Any, ...]]
@@ -597,162 +805,65 @@ class Engine:
             prices = sorted((p for p in self.bid_levels if not bound or p >= bound), reverse=True)
             levels = self.bid_levels
         for p in prices:
-            for order in levels[p][1]:
-                if order[O_REMAINING] and order[O_ACCOUNT] != account:
+            for order in levels[p]:
+                if order[O_ACCOUNT] != account:
                     lots -= order[O_REMAINING]
                     if lots <= 0:
                         return True
         return False
 
-    def _match(
-        self,
-        taker: list[Any],
-        otype: int,
-        bound: int,
-        reserve: int,
-        tb: list[int],
-        events: list[tuple[Any, ...]],
-    ) -> int:
-        """Fill `taker` against the opposite side.
-
-        Returns the unspent part of a MARKET buy's reserve (0 for other orders).
-        """
-        spec = self.spec
-        lot = spec.lot_size
-        taker_oid, account, side, limit, remaining = taker[:5]
-        is_buy = side == BUY
-        market_buy = otype == MARKET and is_buy
-        budget = reserve
-        maker_fee, taker_fee = spec.maker_fee_bps, spec.taker_fee_bps
-        charges_fees = maker_fee != 0 or taker_fee != 0
-        buyer_fee = seller_fee = 0
-        if is_buy:
-            levels, heap = self.ask_levels, self.ask_heap
-        else:
-            levels, heap = self.bid_levels, self.bid_heap
-        fb = self.balances.get(spec.fee_account)
-        if fb is None:
-            fb = self._open_account(spec.fee_account)
-        orders = self.orders
-        trade_id = self.next_trade_id
-        last_price = 0
-        exhausted = False
-        while remaining and not exhausted:
-            while heap:
-                price = heap[0] if is_buy else -heap[0]
-                if price in levels:
-                    break
-                heappop(heap)
+    def _rest(self, order: list[Any]) -> None:
+        """Put an order on the book, last in its price level's queue."""
+        price = order[O_PRICE]
+        if order[O_SIDE] == BUY:
+            level = self.bid_levels.get(price)
+            if level is None:
+                self.bid_levels[price] = [order]
+                self._push_level(BUY, price)
             else:
-                break
-            if bound and (price > bound if is_buy else price < bound):
-                break
-            level = levels[price]
-            queue = level[1]
-            while remaining and queue:
-                maker = queue[0]
-                mrem = maker[O_REMAINING]
-                if not mrem:
-                    queue.popleft()
-                    continue
-                maker_account = maker[O_ACCOUNT]
-                if maker_account == account:
-                    queue.popleft()
-                    level[0] -= mrem
-                    self._drop(maker)
-                    events.append(self._cancel_resting(maker, mrem, _CAUSE_SELF_TRADE))
-                    continue
-                fill = remaining if remaining < mrem else mrem
-                if market_buy:
-                    affordable = budget // price
-                    if affordable < fill:
-                        fill = affordable
-                        if not fill:
-                            exhausted = True
-                            break
-                base = fill * lot
-                quote = price * fill
-                mb = maker[O_BALANCE]
-                if is_buy:
-                    if charges_fees:
-                        buyer_fee = base * taker_fee // 10_000
-                        seller_fee = quote * maker_fee // 10_000
-                    held = quote if market_buy else limit * fill
-                    tb[HOLD_QUOTE] -= held
-                    released = held - quote
-                    tb[AVAIL_QUOTE] += released
-                    tb[AVAIL_BASE] += base - buyer_fee
-                    mb[HOLD_BASE] -= base
-                    mb[AVAIL_QUOTE] += quote - seller_fee
-                    if market_buy:
-                        budget -= quote
-                else:
-                    if charges_fees:
-                        buyer_fee = base * maker_fee // 10_000
-                        seller_fee = quote * taker_fee // 10_000
-                    released = 0
-                    tb[HOLD_BASE] -= base
-                    tb[AVAIL_QUOTE] += quote - seller_fee
-                    mb[HOLD_QUOTE] -= quote
-                    mb[AVAIL_BASE] += base - buyer_fee
-                if charges_fees:
-                    fb[AVAIL_BASE] += buyer_fee
-                    fb[AVAIL_QUOTE] += seller_fee
-                mrem -= fill
-                remaining -= fill
-                maker[O_REMAINING] = mrem
-                level[0] -= fill
-                last_price = price
-                events.append(
-                    (
-                        E_TRADE,
-                        trade_id,
-                        price,
-                        base,
-                        side,
-                        maker[O_ID],
-                        taker_oid,
-                        maker_account,
-                        account,
-                        base,
-                        quote,
-                        buyer_fee,
-                        seller_fee,
-                        released,
-                        mrem * lot,
-                        remaining * lot,
-                    )
-                )
-                trade_id += 1
-                if not mrem:
-                    queue.popleft()
-                    del orders[maker[O_ID]]
-                    del maker[O_MINE][maker[O_ID]]
-            if not level[0]:
-                del levels[price]
-        if last_price:
-            self.last_price = last_price
-            self.next_trade_id = trade_id
-        taker[O_REMAINING] = remaining
-        return budget if market_buy else 0
+                level.append(order)
+        else:
+            level = self.ask_levels.get(price)
+            if level is None:
+                self.ask_levels[price] = [order]
+                self._push_level(SELL, price)
+            else:
+                level.append(order)
+        self.orders[order[O_ID]] = order
+        order[O_MINE][order[O_ID]] = order
 
     def _push_level(self, side: int, price: int) -> None:
-        """Index a new price level in its side's heap (compacting the heap when stale)."""
+        """Index a new price level: its side's heap (compacted when stale) and best price."""
         if side == BUY:
             heap, levels = self.bid_heap, self.bid_levels
             heappush(heap, -price)
             if len(heap) > 2 * len(levels) + 1024:
                 heap[:] = [-p for p in levels]
                 heapify(heap)
+            if price > self.best_bid:
+                self.best_bid = price
         else:
             heap, levels = self.ask_heap, self.ask_levels
             heappush(heap, price)
             if len(heap) > 2 * len(levels) + 1024:
                 heap[:] = list(levels)
                 heapify(heap)
+            if not self.best_ask or price < self.best_ask:
+                self.best_ask = price
+
+    def _drop_level(self, side: int, price: int) -> None:
+        """Delete an emptied price level; find the next best price if it was the best."""
+        if side == BUY:
+            del self.bid_levels[price]
+            if price == self.best_bid:
+                self.best_bid = _highest(self.bid_heap, self.bid_levels)
+        else:
+            del self.ask_levels[price]
+            if price == self.best_ask:
+                self.best_ask = _lowest(self.ask_heap, self.ask_levels)
 
     def _drop(self, order: list[Any]) -> None:
-        """Forget a resting order that leaves the book (its queue entry is removed lazily)."""
+        """Forget a resting order that leaves the book (its level no longer holds it)."""
         oid = order[O_ID]
         del self.orders[oid]
         del order[O_MINE][oid]
@@ -763,7 +874,6 @@ class Engine:
         side = order[O_SIDE]
         released = order[O_PRICE] * lots if side == BUY else lots * lot
         self._release(order[O_BALANCE], side, released)
-        order[O_REMAINING] = 0
         return (
             E_CANCELED,
             order[O_ID],
@@ -776,16 +886,14 @@ class Engine:
         )
 
     def _unbook(self, order: list[Any], cause: int) -> tuple[Any, ...]:
-        """Take a resting order out of the book: level total, indexes, hold."""
-        lots = order[O_REMAINING]
-        price = order[O_PRICE]
-        levels = self.bid_levels if order[O_SIDE] == BUY else self.ask_levels
-        level = levels[price]
-        level[0] -= lots
-        if not level[0]:
-            del levels[price]
+        """Take a resting order out of the book: its level, the indexes, its hold."""
+        side, price = order[O_SIDE], order[O_PRICE]
+        level = (self.bid_levels if side == BUY else self.ask_levels)[price]
+        level.remove(order)
+        if not level:
+            self._drop_level(side, price)
         self._drop(order)
-        return self._cancel_resting(order, lots, cause)
+        return self._cancel_resting(order, order[O_REMAINING], cause)
 
     def _cancel_all(self, cmd: tuple[Any, ...], ts: int) -> list[tuple[Any, ...]]:
         account = cmd[1]
@@ -809,6 +917,7 @@ class Engine:
         if mode not in _MODES:
             return [(E_REJECTED, "", "", c.REJECT_REASON_INVALID_MODE, f"mode {mode}")]
         previous, self.mode = self.mode, mode
+        self._regate()
         return [(E_MODE, previous, mode, reason)]
 
     def _funding(self, cmd: tuple[Any, ...], seq: int) -> list[tuple[Any, ...]]:
@@ -866,7 +975,7 @@ class Engine:
         book: list[list[Any]] = []
         for levels in (self.bid_levels, self.ask_levels):
             for price in sorted(levels):
-                book.extend(o[:_ORDER_FIELDS] for o in levels[price][1] if o[O_REMAINING])
+                book.extend(o[:_ORDER_FIELDS] for o in levels[price])
         return {
             "seq": self.seq,
             "mode": self.mode,
@@ -878,8 +987,8 @@ class Engine:
             "balances": self.balances,
             "rate": self.rate,
             "idempotency": [
-                [*key, *((r, ACCEPTED, 0, r) if isinstance(r, int) else r)]
-                for key, r in self.idempotency.items()
+                [account, client_id, *_expand(self.client_orders[account][client_id])]  # type: ignore[misc]
+                for account, client_id in _pairs(self._idempotency_order)
             ],
             "funding_seen": [[key, *result] for key, result in self.funding_seen.items()],
         }
@@ -889,25 +998,23 @@ class Engine:
         engine = cls(spec)
         for name in ("seq", "mode", "epoch", "state_hash", "last_price", "next_trade_id"):
             setattr(engine, name, state[name])
+        engine._regate()
         for account, balance in state["balances"].items():
             engine._open_account(account)[:] = balance
         engine.rate = {k: list(v) for k, v in state["rate"].items()}
-        engine.idempotency = {
-            (a, cid): s if (st, r, o) == (ACCEPTED, 0, s) else (s, st, r, o)
-            for a, cid, s, st, r, o in state["idempotency"]
-        }
+        for a, cid, s, st, r, o in state["idempotency"]:  # oldest first, as remembered
+            engine._remember(a, cid, s if (st, r, o) == (ACCEPTED, 0, s) else (s, st, r, o))
         engine.funding_seen = {f: (s, st, r) for f, s, st, r in state["funding_seen"]}
-        engine._idempotency_order.extend(engine.idempotency)
         engine._funding_order.extend(engine.funding_seen)
         for order in state["book"]:  # in price, then time order: appending keeps priority
-            side, price, lots = order[O_SIDE], order[O_PRICE], order[O_REMAINING]
+            side, price = order[O_SIDE], order[O_PRICE]
             levels = engine.bid_levels if side == BUY else engine.ask_levels
             level = levels.get(price)
             if level is None:
-                level = levels[price] = [0, deque()]
-            level[0] += lots
-            level[1].append(order)
-            balance, mine = engine._accounts[order[O_ACCOUNT]]
+                levels[price] = [order]
+            else:
+                level.append(order)
+            balance, mine, _ = engine._accounts[order[O_ACCOUNT]]
             order += (balance, mine)
             engine.orders[order[O_ID]] = order
             mine[order[O_ID]] = order
@@ -915,6 +1022,8 @@ class Engine:
         engine.ask_heap = list(engine.ask_levels)
         heapify(engine.bid_heap)
         heapify(engine.ask_heap)
+        engine.best_bid = max(engine.bid_levels, default=0)
+        engine.best_ask = min(engine.ask_levels, default=0)
         return engine
 
     # ------------------------------------------------------------------ views
@@ -928,8 +1037,7 @@ class Engine:
         def side(levels: dict[int, list[Any]], reverse: bool) -> list[tuple[int, int, int]]:
             prices = sorted(levels, reverse=reverse)[:levels_wanted]
             return [
-                (p, levels[p][0] * lot, sum(1 for o in levels[p][1] if o[O_REMAINING]))
-                for p in prices
+                (p, sum(o[O_REMAINING] for o in levels[p]) * lot, len(levels[p])) for p in prices
             ]
 
         return side(self.bid_levels, True), side(self.ask_levels, False)
@@ -946,6 +1054,30 @@ class Engine:
                 base += order[O_REMAINING] * lot
             out[order[O_ACCOUNT]] = (base, quote)
         return out
+
+
+def _lowest(heap: list[int], levels: dict[int, list[list[Any]]]) -> int:
+    """The lowest price of `levels` (0: none), dropping stale entries off its heap."""
+    while heap:
+        if heap[0] in levels:
+            return heap[0]
+        heappop(heap)
+    return 0
+
+
+def _highest(heap: list[int], levels: dict[int, list[list[Any]]]) -> int:
+    """The highest price of `levels` (0: none), from its heap of negated prices."""
+    while heap:
+        if -heap[0] in levels:
+            return -heap[0]
+        heappop(heap)
+    return 0
+
+
+def _pairs(items: deque[str]) -> Iterator[tuple[str, str]]:
+    """(account, client_order_id) keys from the flat deque that orders them."""
+    it = iter(items)
+    return zip(it, it, strict=False)
 
 
 def _expand(result: int | tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:

@@ -108,14 +108,17 @@ def check_invariants(engine: e.Engine, credited: dict[str, int]) -> None:
     lot = engine.spec.lot_size
     live: dict[int, list[Any]] = {}
     for levels, buy in ((engine.bid_levels, True), (engine.ask_levels, False)):
-        for price, (total, queue) in levels.items():
-            orders = [o for o in queue if o[e.O_REMAINING]]
-            assert orders, f"empty level {price} kept"
-            assert total == sum(o[e.O_REMAINING] for o in orders)
-            for order in orders:
+        for price, level in levels.items():
+            assert level, f"empty level {price} kept"
+            for order in level:
                 assert order[e.O_PRICE] == price and (order[e.O_SIDE] == e.BUY) == buy
+                assert order[e.O_ID] not in live, "an order twice in the book"
                 live[order[e.O_ID]] = order
+            ids = [o[e.O_ID] for o in level]
+            assert ids == sorted(ids), "time priority broken"
     assert live == engine.orders
+    assert engine.best_bid == max(engine.bid_levels, default=0)
+    assert engine.best_ask == min(engine.ask_levels, default=0)
     indexed = {oid: o for mine in engine.account_orders.values() for oid, o in mine.items()}
     assert indexed == engine.orders
     if engine.bid_levels and engine.ask_levels:
