@@ -11,7 +11,7 @@
 | MATCHER_KAFKA_BOOTSTRAP | 127.0.0.1:29092 | Kafka for the outbox; empty disables publishing |
 | MATCHER_EVENTS_TOPIC | core.events.v1 | the core events topic |
 | MATCHER_OUTBOX_MAX_COMMANDS | 5000 | most commands (with their events) per outbox transaction |
-| MATCHER_OUTBOX_LINGER_MS | 0 | least time between two outbox transactions (fewer, larger ones) |
+| MATCHER_OUTBOX_LINGER_MS | 100 | least time between two outbox transactions (fewer, larger ones) |
 | MATCHER_WAL_MAX_BATCH | 2000 | most commands per WAL record (one fsync may cover several) |
 | MATCHER_WAL_MAX_DELAY_MS | 0 | extra wait for a batch to grow when idle |
 | MATCHER_WAL_SEGMENT_BYTES | 67108864 | WAL segment rotation size |
@@ -75,7 +75,7 @@ class MatcherSettings:
             kafka_bootstrap=env.get("MATCHER_KAFKA_BOOTSTRAP", "127.0.0.1:29092"),
             events_topic=env.get("MATCHER_EVENTS_TOPIC", "core.events.v1"),
             outbox_max_commands=integer("MATCHER_OUTBOX_MAX_COMMANDS", 5000, 1),
-            outbox_linger=integer("MATCHER_OUTBOX_LINGER_MS", 0) / 1000,
+            outbox_linger=integer("MATCHER_OUTBOX_LINGER_MS", 100) / 1000,
             sequencer=SequencerSettings(
                 max_batch=integer("MATCHER_WAL_MAX_BATCH", 2000, 1),
                 max_delay=integer("MATCHER_WAL_MAX_DELAY_MS", 0) / 1000,
