@@ -29,9 +29,9 @@ Policies, decided here and documented in the README:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from heapq import heapify, heappop, heappush
-from typing import Any
+from typing import Any, SupportsIndex
 
 from contracts.v1 import common_pb2 as c
 from contracts.v1 import events_pb2 as ev
@@ -106,6 +106,10 @@ DEBIT = 2
 # refer to each other until the order leaves the book). Snapshots keep the first six.
 O_ID, O_ACCOUNT, O_SIDE, O_PRICE, O_REMAINING, O_CLIENT_ID, O_BALANCE, O_MINE = range(8)
 _ORDER_FIELDS = 6
+# A level longer than this when one of its orders is cancelled becomes a `_DeepLevel`, where
+# cancels mark orders dead instead of searching the list; a shorter one (nearly all of them)
+# takes the order out at once, as fast as before.
+_SHORT_LEVEL = 32
 # Balances per account: [available base, hold base, available quote, hold quote].
 AVAIL_BASE, HOLD_BASE, AVAIL_QUOTE, HOLD_QUOTE = range(4)
 
@@ -177,6 +181,9 @@ class Engine:
         # price -> that level's resting orders, oldest first. A cancel takes its order out
         # at once (a level holds a handful of orders), so every order in a level is live and
         # an empty level is deleted: no per-level totals to keep, no dead entries to skip.
+        # A level that has grown long is a `_DeepLevel` instead, whose cancels leave dead
+        # entries behind (see there); it still starts with a live order and is deleted when
+        # it holds no live one, so the matching loop and best bid/ask read it as a list.
         self.bid_levels: dict[int, list[list[Any]]] = {}
         self.ask_levels: dict[int, list[list[Any]]] = {}
         self.bid_heap: list[int] = []  # negated prices; stale entries are skipped lazily
@@ -451,6 +458,8 @@ class Engine:
             quantity = lots * self.spec.lot_size
             is_buy = True
             level = self.bid_levels[price]
+            if len(level) > _SHORT_LEVEL:  # search no long level (see `_DeepLevel`)
+                level = _deepen(self.bid_levels, price)
             level.remove(victim)  # the very object: identity is compared first
             if not level:
                 self._drop_level(BUY, price)
@@ -460,6 +469,8 @@ class Engine:
             balance[AVAIL_BASE] += released
             is_buy = False
             level = self.ask_levels[price]
+            if len(level) > _SHORT_LEVEL:
+                level = _deepen(self.ask_levels, price)
             level.remove(victim)
             if not level:
                 self._drop_level(SELL, price)
@@ -805,7 +816,7 @@ class Engine:
             prices = sorted((p for p in self.bid_levels if not bound or p >= bound), reverse=True)
             levels = self.bid_levels
         for p in prices:
-            for order in levels[p]:
+            for order in levels[p]:  # a dead entry (0 lots left, see `_DeepLevel`) adds none
                 if order[O_ACCOUNT] != account:
                     lots -= order[O_REMAINING]
                     if lots <= 0:
@@ -887,13 +898,16 @@ class Engine:
 
     def _unbook(self, order: list[Any], cause: int) -> tuple[Any, ...]:
         """Take a resting order out of the book: its level, the indexes, its hold."""
-        side, price = order[O_SIDE], order[O_PRICE]
-        level = (self.bid_levels if side == BUY else self.ask_levels)[price]
-        level.remove(order)
+        side, price, lots = order[O_SIDE], order[O_PRICE], order[O_REMAINING]
+        levels = self.bid_levels if side == BUY else self.ask_levels
+        level = levels[price]
+        if len(level) > _SHORT_LEVEL:
+            level = _deepen(levels, price)
+        level.remove(order)  # (a `_DeepLevel` sets the order's lots to 0: read them before)
         if not level:
             self._drop_level(side, price)
         self._drop(order)
-        return self._cancel_resting(order, order[O_REMAINING], cause)
+        return self._cancel_resting(order, lots, cause)
 
     def _cancel_all(self, cmd: tuple[Any, ...], ts: int) -> list[tuple[Any, ...]]:
         account = cmd[1]
@@ -974,8 +988,8 @@ class Engine:
         """Everything needed to continue exactly where this engine is (msgpack-able)."""
         book: list[list[Any]] = []
         for levels in (self.bid_levels, self.ask_levels):
-            for price in sorted(levels):
-                book.extend(o[:_ORDER_FIELDS] for o in levels[price])
+            for price in sorted(levels):  # live orders only (dead ones have 0 lots left)
+                book.extend(o[:_ORDER_FIELDS] for o in levels[price] if o[O_REMAINING])
         return {
             "seq": self.seq,
             "mode": self.mode,
@@ -1006,6 +1020,7 @@ class Engine:
             engine._remember(a, cid, s if (st, r, o) == (ACCEPTED, 0, s) else (s, st, r, o))
         engine.funding_seen = {f: (s, st, r) for f, s, st, r in state["funding_seen"]}
         engine._funding_order.extend(engine.funding_seen)
+        # Plain lists: a long level turns into a `_DeepLevel` on its first cancel.
         for order in state["book"]:  # in price, then time order: appending keeps priority
             side, price = order[O_SIDE], order[O_PRICE]
             levels = engine.bid_levels if side == BUY else engine.ask_levels
@@ -1036,8 +1051,9 @@ class Engine:
 
         def side(levels: dict[int, list[Any]], reverse: bool) -> list[tuple[int, int, int]]:
             prices = sorted(levels, reverse=reverse)[:levels_wanted]
-            return [
-                (p, sum(o[O_REMAINING] for o in levels[p]) * lot, len(levels[p])) for p in prices
+            return [  # (dead entries have 0 lots and are not counted as orders)
+                (p, sum(o[O_REMAINING] for o in levels[p]) * lot, _live_orders(levels[p]))
+                for p in prices
             ]
 
         return side(self.bid_levels, True), side(self.ask_levels, False)
@@ -1054,6 +1070,70 @@ class Engine:
                 base += order[O_REMAINING] * lot
             out[order[O_ACCOUNT]] = (base, quote)
         return out
+
+
+class _DeepLevel(list[list[Any]]):
+    """A long price level, whose cancels mark orders dead instead of searching the list.
+
+    `list.remove` compares the order with every entry before it: 15 us in a level of 1,000
+    orders, 160 us in one of 10,000 (venues have such levels at round prices). Here a
+    cancel sets the order's remaining lots to 0 (a resting order always has some left),
+    counts it in `dead` and leaves it in place. Two invariants let the engine's matching
+    loop, `if not level` tests and best bid/ask read this level as they read a plain list:
+    - its first entry is live: the matching loop takes `level[0]` as the next maker and
+      `del level[0]` drops it (which then drops the dead entries behind it), and a level
+      is non-empty exactly when it holds a live order (an emptied level is deleted);
+    - dead entries are at most half the level when a cancel returns: past that the level
+      is compacted, which costs O(1) amortized per cancel and keeps memory proportional
+      to the live orders.
+    Whatever walks a level's entries skips or ignores those with 0 lots (to_state, depth,
+    `_fillable`). A level becomes deep on a cancel while it is long (`_deepen`) and stays
+    so until it is deleted; snapshots restore plain lists.
+    """
+
+    __slots__ = ("dead",)
+
+    def __init__(self, orders: Iterable[list[Any]]) -> None:
+        super().__init__(orders)
+        self.dead = 0  # entries whose order was cancelled
+
+    def remove(self, order: list[Any], /) -> None:
+        """Cancel `order` (live, in this level): mark it dead, O(1) amortized."""
+        order[O_REMAINING] = 0
+        self.dead += 1
+        if 2 * self.dead > len(self):
+            self[:] = [o for o in self if o[O_REMAINING]]
+            self.dead = 0
+        elif self[0] is order:
+            self._drop_dead_head()
+
+    def __delitem__(self, index: SupportsIndex | slice, /) -> None:
+        """Delete entries (the matching loop deletes a filled or self-trade first order)."""
+        super().__delitem__(index)
+        if self and not self[0][O_REMAINING]:
+            self._drop_dead_head()
+
+    def _drop_dead_head(self) -> None:
+        """Drop the dead entries at the front: the first entry is live again, or none is."""
+        count = 1  # the caller found the first entry dead
+        size = len(self)
+        while count < size and not self[count][O_REMAINING]:
+            count += 1
+        super().__delitem__(slice(0, count))
+        self.dead -= count
+
+
+def _deepen(levels: dict[int, list[list[Any]]], price: int) -> list[list[Any]]:
+    """The long level at `price` as a `_DeepLevel` (it replaces the list the first time)."""
+    level = levels[price]
+    if type(level) is list:
+        level = levels[price] = _DeepLevel(level)
+    return level
+
+
+def _live_orders(level: list[list[Any]]) -> int:
+    """How many live orders `level` holds."""
+    return len(level) - level.dead if isinstance(level, _DeepLevel) else len(level)
 
 
 def _lowest(heap: list[int], levels: dict[int, list[list[Any]]]) -> int:

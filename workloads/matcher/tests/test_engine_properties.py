@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -110,12 +113,22 @@ def check_invariants(engine: e.Engine, credited: dict[str, int]) -> None:
     for levels, buy in ((engine.bid_levels, True), (engine.ask_levels, False)):
         for price, level in levels.items():
             assert level, f"empty level {price} kept"
+            assert level[0][e.O_REMAINING], f"level {price} starts with a dead order"
+            dead = 0
             for order in level:
                 assert order[e.O_PRICE] == price and (order[e.O_SIDE] == e.BUY) == buy
+                if not order[e.O_REMAINING]:  # cancelled in a deep level, left in place
+                    assert order[e.O_ID] not in engine.orders, "a live order marked dead"
+                    dead += 1
+                    continue
                 assert order[e.O_ID] not in live, "an order twice in the book"
                 live[order[e.O_ID]] = order
             ids = [o[e.O_ID] for o in level]
             assert ids == sorted(ids), "time priority broken"
+            if isinstance(level, e._DeepLevel):
+                assert level.dead == dead, f"level {price} miscounts its dead orders"
+            else:
+                assert type(level) is list and not dead, f"dead orders in plain level {price}"
     assert live == engine.orders
     assert engine.best_bid == max(engine.bid_levels, default=0)
     assert engine.best_ask == min(engine.ask_levels, default=0)
@@ -140,6 +153,19 @@ def nonzero(balances: dict[str, list[int]]) -> dict[str, list[int]]:
     return {k: v for k, v in balances.items() if any(v)}
 
 
+@contextmanager
+def long_levels_from(length: int) -> Iterator[None]:
+    """Levels count as long (cancels mark orders dead, see `_DeepLevel`) from `length`
+    orders on: at 1, every book of these short sequences takes the deep-level path."""
+    saved = e._SHORT_LEVEL
+    e._SHORT_LEVEL = length
+    try:
+        yield
+    finally:
+        e._SHORT_LEVEL = saved
+
+
+@pytest.mark.parametrize("short_level", [e._SHORT_LEVEL, 1])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     cmds=commands,
@@ -148,8 +174,13 @@ def nonzero(balances: dict[str, list[int]]) -> dict[str, list[int]]:
     fees=st.booleans(),
 )
 def test_engine_matches_reference_and_keeps_invariants(
-    cmds: list[tuple[Any, ...]], band: int, rate: int, fees: bool
+    short_level: int, cmds: list[tuple[Any, ...]], band: int, rate: int, fees: bool
 ) -> None:
+    with long_levels_from(short_level):
+        check_against_reference(cmds, band, rate, fees)
+
+
+def check_against_reference(cmds: list[tuple[Any, ...]], band: int, rate: int, fees: bool) -> None:
     spec = make_spec(band, rate, fees)
     engine = e.Engine(spec)
     model = ReferenceModel(spec)
@@ -261,11 +292,17 @@ def run_all(engine: e.Engine, cmds: list[tuple[Any, ...]], first_seq: int) -> li
     return out
 
 
+@pytest.mark.parametrize("short_level", [e._SHORT_LEVEL, 1])
 @settings(max_examples=100, deadline=None)
 @given(cmds=commands, split=st.integers(0, 150), fees=st.booleans())
 def test_snapshot_restore_continues_identically(
-    cmds: list[tuple[Any, ...]], split: int, fees: bool
+    short_level: int, cmds: list[tuple[Any, ...]], split: int, fees: bool
 ) -> None:
+    with long_levels_from(short_level):
+        check_snapshot_restore(cmds, split, fees)
+
+
+def check_snapshot_restore(cmds: list[tuple[Any, ...]], split: int, fees: bool) -> None:
     spec = make_spec(500, 3, fees)
     cmds = OPENING + cmds
     split = min(split, len(cmds))
@@ -320,4 +357,48 @@ def test_idempotency_window_forgets_the_oldest_first_also_after_a_snapshot() -> 
         assert twin.duplicate_of(place("c")) == (4, e.ACCEPTED, 0, 4)
         assert twin.duplicate_of(fund("f2")) is None
     assert restored.to_state() == engine.to_state()
+    assert restored.state_hash == engine.state_hash
+
+
+def test_a_deep_level_keeps_time_priority_through_cancels_fills_and_a_snapshot() -> None:
+    """3,000 orders at one price (far past `_SHORT_LEVEL`): cancels in random order mark
+    orders dead; a sweep fills the live ones oldest first and never a cancelled one; a
+    snapshot taken midway holds the live orders only and restores to the same book."""
+    rng = random.Random(3)
+    spec = MarketSpec("D-Q", "D", "Q", max_open_orders=10)
+    engine = e.Engine(spec)
+    seq = 0
+
+    def run(cmd: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        nonlocal seq
+        seq += 1
+        return engine.execute(cmd, seq, seq)
+
+    credited = {"D": 0, "Q": 0}
+    for n in range(301):
+        for asset, amount in (("D", 10**9), ("Q", 10**12)):
+            run((e.C_FUNDING, f"f-{n}-{asset}", f"a{n}", asset, amount, e.CREDIT))
+            credited[asset] += amount
+    resting = []
+    for n in range(3000):
+        account = f"a{n % 300}"
+        (accepted,) = run((e.C_PLACE, account, f"o{n}", e.SELL, e.LIMIT, e.GTC, 100, 1, False, 0))
+        resting.append((accepted[1], account))
+    cancelled = set(rng.sample(range(3000), 2000))
+    for n in sorted(cancelled, key=lambda _: rng.random()):
+        oid, account = resting[n]
+        assert run((e.C_CANCEL, account, oid, ""))[0][0] == e.E_CANCELED
+    level = engine.ask_levels[100]
+    assert isinstance(level, e._DeepLevel) and len(level) - level.dead == 1000
+    check_invariants(engine, {"T": credited["D"], "Q": credited["Q"]})
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(engine.to_state()))
+    assert len(state["book"]) == 1000
+    restored = e.Engine.from_state(spec, state)
+    live = [resting[n][0] for n in range(3000) if n not in cancelled]
+    for book in (engine, restored):
+        events = book.execute((e.C_PLACE, "a300", "sweep", e.BUY, e.LIMIT, e.IOC, 100, 600,
+                               False, 0), seq + 1, seq + 1)  # fmt: skip
+        makers = [ev[5] for ev in events if ev[0] == e.E_TRADE]
+        assert makers == live[:600]
+        assert [o[e.O_ID] for o in book.ask_levels[100] if o[e.O_REMAINING]] == live[600:]
     assert restored.state_hash == engine.state_hash
