@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS idempotency (
     expires_at timestamptz NOT NULL,
     PRIMARY KEY (scope, key)
 );
+-- The janitor deletes expired records every 30 s; a day of them at 1,000 orders/s is 86M
+-- rows, which it must not scan.
+CREATE INDEX IF NOT EXISTS idempotency_expires ON idempotency (expires_at);
 CREATE TABLE IF NOT EXISTS replay (
     signature text PRIMARY KEY,
     expires_at timestamptz NOT NULL
