@@ -227,7 +227,8 @@ class Outbox:
         `linger` (s): least time between two transactions' starts. A transaction costs the
         broker far more than its records (markers, the transaction log, every
         read_committed fetch it completes), so under a steady trickle of commands fewer,
-        larger transactions spare the broker's CPU for the price of this much latency."""
+        larger transactions spare the broker's CPU for the price of this much latency (none
+        while a backlog of `max_batch_commands` or more waits: a catch-up goes at full speed)."""
         self.spec = spec
         self.topic = topic
         self.transactional_id = f"matcher-{spec.symbol}"
@@ -394,7 +395,7 @@ class Outbox:
         assert self._tail is not None
         loop = asyncio.get_running_loop()
         wait = self._last_publish + self._linger - loop.time()
-        if wait > 0:
+        if wait > 0 and self.lag < self._max_batch:  # a backlog fills transactions anyway
             await _first(self._stopping, within=wait)
         while not self._stopping.is_set():
             self._durable_changed.clear()  # before reading durable_seq: no wakeup is lost

@@ -440,6 +440,21 @@ async def test_linger_gathers_a_trickle_of_commands_into_few_transactions(
 
 
 @pytest.mark.integration
+async def test_a_backlog_is_published_without_lingering(
+    kafka_bootstrap: str, kafka_topic: str, tmp_path: Path
+) -> None:
+    market = Market(tmp_path)
+    last = market.append(300)
+    market.make_durable(last)
+    # Six full transactions: with the linger between each, this would take minutes.
+    outbox = market.outbox(kafka_bootstrap, kafka_topic, linger=30.0, max_batch_commands=50)
+    async with running(outbox) as task:
+        await until("the backlog published", lambda: outbox.published_seq == last, task)
+    seen = await consume(kafka_bootstrap, kafka_topic, len(market.expected))
+    assert_exactly_once(seen, market, last)
+
+
+@pytest.mark.integration
 async def test_kafka_outage_grows_lag_then_catches_up_exactly_once(
     kafka_broker: KafkaBroker, kafka_bootstrap: str, kafka_topic: str, tmp_path: Path
 ) -> None:
