@@ -171,20 +171,23 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def stop_from_pid_files(run_dir: Path) -> list[str]:
-    """Stop every process a launcher recorded in `run_dir` (used by `make down`)."""
+    """Stop every process a launcher recorded in `run_dir` (used by `make down`). A pid
+    file may vanish meanwhile: its launcher is stopping it too (`make up` on its way out)."""
     stopped = []
     for pid_file in sorted(run_dir.glob("*.pid")):
         try:
             pid = int(pid_file.read_text().strip())
+        except FileNotFoundError:
+            continue
         except ValueError:
-            pid_file.unlink()
+            pid_file.unlink(missing_ok=True)
             continue
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and _exists(pid):
             time.sleep(0.1)
         _signal_group(pid, signal.SIGKILL)
-        pid_file.unlink()
+        pid_file.unlink(missing_ok=True)
         stopped.append(pid_file.stem)
     return stopped
 
