@@ -106,7 +106,8 @@ class WsSettings:
 @dataclass(frozen=True)
 class OtelSettings:
     endpoint: str = ""
-    """EDGE_OTEL_ENDPOINT: OTLP/gRPC collector (host:port); empty: trace ids, no export."""
+    """EDGE_OTEL_ENDPOINT: OTLP collector, `host:port` (gRPC) or a URL with a path (OTLP/HTTP);
+    empty: trace ids, no export."""
     insecure: bool = True
     """EDGE_OTEL_INSECURE."""
     service_name: str = "edge-gateway"

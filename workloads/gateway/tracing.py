@@ -13,31 +13,11 @@ exports cost about a tenth of the gateway's CPU per order.
 
 from __future__ import annotations
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import NoOpTracer, Tracer
 
+from workloads.common.tracing import provider
 from workloads.gateway.settings import OtelSettings
-
-
-def provider(settings: OtelSettings, exporter: SpanExporter | None = None) -> TracerProvider:
-    result = TracerProvider(
-        resource=Resource.create({"service.name": settings.service_name}),
-        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
-    )
-    if exporter is not None:
-        result.add_span_processor(SimpleSpanProcessor(exporter))
-    elif settings.endpoint:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        result.add_span_processor(
-            BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=settings.endpoint, insecure=settings.insecure)
-            )
-        )
-    return result
 
 
 class IdsOnly(NoOpTracer):

@@ -1,9 +1,8 @@
 """OpenTelemetry tracing from the seed's LEDGER_OTEL_*: a span per HTTP request and per
 settlement batch, and every response's `X-Trace-Id` (mirrors the gateway's EDGE_OTEL_*).
 
-The endpoint says the protocol: a URL with a path (the seed's
-`http://localhost:24318/v1/traces`) is OTLP/HTTP with protobuf bodies; `host:port` (or a URL
-without a path) is OTLP/gRPC. With LEDGER_OTEL_ENDPOINT empty no span is built (a recorded
+The provider and its exporters are `workloads.common.tracing`'s (OTLP/HTTP for a URL with a
+path, else OTLP/gRPC). With LEDGER_OTEL_ENDPOINT empty no span is built (a recorded
 span nobody exports only costs CPU), and responses still carry a trace id: the incoming
 `traceparent`'s, else a fresh one.
 
@@ -13,86 +12,17 @@ span, so tracing does not slow settling down.
 
 from __future__ import annotations
 
-import logging
 import random
 import re
-import urllib.request
-from collections.abc import Sequence
-from urllib.parse import urlsplit
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracer, Tracer
 
-from workloads.ledger.settings import OtelSettings
+from workloads.common.tracing import is_http, provider
 
-log = logging.getLogger(__name__)
+__all__ = ["incoming_trace_id", "is_http", "new_trace_id", "provider", "tracer"]
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
-
-
-class OtlpHttpExporter(SpanExporter):
-    """OTLP/HTTP, protobuf bodies POSTed to the endpoint URL. Runs in the batch span
-    processor's own thread, so the blocking request never touches the event loop."""
-
-    def __init__(self, endpoint: str, timeout: float = 10.0) -> None:
-        self.endpoint = endpoint
-        self.timeout = timeout
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-        request = urllib.request.Request(
-            self.endpoint,
-            data=encode_spans(spans).SerializeToString(),
-            method="POST",
-            headers={"Content-Type": "application/x-protobuf"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
-        except OSError as exc:  # URLError and HTTPError are OSErrors
-            log.warning("span export failed", extra={"endpoint": self.endpoint, "why": repr(exc)})
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        return None
-
-
-def is_http(endpoint: str) -> bool:
-    """Whether `endpoint` names an OTLP/HTTP URL (one with a path) rather than gRPC."""
-    parts = urlsplit(endpoint)
-    return parts.scheme in ("http", "https") and parts.path not in ("", "/")
-
-
-def exporter_for(settings: OtelSettings) -> SpanExporter:
-    if is_http(settings.endpoint):
-        return OtlpHttpExporter(settings.endpoint)
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter(endpoint=settings.endpoint, insecure=settings.insecure)
-
-
-def provider(settings: OtelSettings, exporter: SpanExporter | None = None) -> TracerProvider:
-    """A provider sampling LEDGER_OTEL_SAMPLE_PROB of traces (parent-based); `exporter` (tests)
-    exports each span as it ends, the endpoint's exporter in batches."""
-    result = TracerProvider(
-        resource=Resource.create({"service.name": settings.service_name}),
-        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
-    )
-    if exporter is not None:
-        result.add_span_processor(SimpleSpanProcessor(exporter))
-    elif settings.endpoint:
-        result.add_span_processor(BatchSpanProcessor(exporter_for(settings)))
-    return result
 
 
 def tracer(provider_: TracerProvider | None) -> Tracer:

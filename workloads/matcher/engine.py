@@ -377,20 +377,13 @@ class Engine:
             elif tif != GTC:  # IOC that found nothing to take
                 self._expire(order, lots, balance, events)
             else:  # `_rest`, inlined for the common case: the order just rests
-                if is_buy:
-                    level = self.bid_levels.get(price)
-                    if level is None:
-                        self.bid_levels[price] = [order]
-                        self._push_level(side, price)
-                    else:
-                        level.append(order)
+                levels = self.bid_levels if is_buy else self.ask_levels
+                level = levels.get(price)
+                if level is None:
+                    levels[price] = [order]
+                    self._push_level(side, price)
                 else:
-                    level = self.ask_levels.get(price)
-                    if level is None:
-                        self.ask_levels[price] = [order]
-                        self._push_level(side, price)
-                    else:
-                        level.append(order)
+                    level.append(order)
                 orders = self.orders
                 orders[seq] = order
                 mine[seq] = order  # type: ignore[index]
@@ -825,21 +818,14 @@ class Engine:
 
     def _rest(self, order: list[Any]) -> None:
         """Put an order on the book, last in its price level's queue."""
-        price = order[O_PRICE]
-        if order[O_SIDE] == BUY:
-            level = self.bid_levels.get(price)
-            if level is None:
-                self.bid_levels[price] = [order]
-                self._push_level(BUY, price)
-            else:
-                level.append(order)
+        side, price = order[O_SIDE], order[O_PRICE]
+        levels = self.bid_levels if side == BUY else self.ask_levels
+        level = levels.get(price)
+        if level is None:
+            levels[price] = [order]
+            self._push_level(side, price)
         else:
-            level = self.ask_levels.get(price)
-            if level is None:
-                self.ask_levels[price] = [order]
-                self._push_level(SELL, price)
-            else:
-                level.append(order)
+            level.append(order)
         self.orders[order[O_ID]] = order
         order[O_MINE][order[O_ID]] = order
 
