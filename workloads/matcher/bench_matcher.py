@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e.env.matcher import MatcherProcess
+from e2e.env.process import free_port
 from workloads.matcher import engine as e
 from workloads.matcher import recovery, snapshot, wal
 from workloads.matcher.bare_book import HeapBook, SimpleBook
@@ -293,6 +294,9 @@ def grpc_benchmark(seconds: float = 10.0) -> dict[str, object]:
     running when it ends (measured: most calls of the unary run's first 0.4 s took over
     5 ms). The unary figure is the latency of single calls at a steady 2,000/s, not of the
     cleanup after another benchmark; at that rate a snapshot comes every 100 s.
+
+    `bare_server_*`: the same unary load against `bare_server` (replies ready at once, no
+    engine, no WAL), the floor the two Python gRPC stacks set on this machine in this run.
     """
     results: dict[str, object] = {}
     for args in (["batched", str(seconds)], ["unary", str(seconds), "2000"]):
@@ -309,7 +313,33 @@ def grpc_benchmark(seconds: float = 10.0) -> dict[str, object]:
                 results.update(json.loads(out.stdout))
             finally:
                 matcher.stop()
+    floor = _bare_server_unary(seconds)
+    results.update(bare_server_p50_ms=floor["p50_ms"], bare_server_p99_ms=floor["p99_ms"])
     return results
+
+
+def _bare_server_unary(seconds: float) -> dict[str, Any]:
+    address = f"127.0.0.1:{free_port()}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "workloads.matcher.bare_server", address],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"bare_server on {address} exited with {server.wait()}")
+        out = subprocess.run(
+            [sys.executable, "-m", "workloads.matcher.loadgen", address, "unary", str(seconds)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        figures: dict[str, Any] = json.loads(out.stdout)
+    finally:
+        server.terminate()
+        server.wait(10)
+    return figures
 
 
 BENCHMARKS["matcher.grpc"] = grpc_benchmark

@@ -42,7 +42,10 @@ def _experiments_at_grpc_import(module: str, **env: str) -> str:
     return done.stdout.strip()
 
 
-@pytest.mark.parametrize("module", ["workloads.matcher.__main__", "workloads.matcher.loadgen"])
+@pytest.mark.parametrize(
+    "module",
+    ["workloads.matcher.__main__", "workloads.matcher.loadgen", "workloads.matcher.bare_server"],
+)
 def test_entry_points_set_the_poller_before_grpc_is_imported(module: str) -> None:
     assert _experiments_at_grpc_import(module) == LEGACY_POLLER
 
