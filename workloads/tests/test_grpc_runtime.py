@@ -1,4 +1,4 @@
-"""The matcher's processes start gRPC's core with GRPC_EXPERIMENTS already set: the core
+"""The venue's processes start gRPC's core with GRPC_EXPERIMENTS already set: the core
 reads it once, when grpc is imported, so an entry point that imported grpc first would
 silently run with the EventEngine thread pool again."""
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from workloads.matcher import LEGACY_POLLER
+from workloads import LEGACY_POLLER
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +44,13 @@ def _experiments_at_grpc_import(module: str, **env: str) -> str:
 
 @pytest.mark.parametrize(
     "module",
-    ["workloads.matcher.__main__", "workloads.matcher.loadgen", "workloads.matcher.bare_server"],
+    [
+        "workloads.matcher.__main__",
+        "workloads.matcher.loadgen",
+        "workloads.matcher.bare_server",
+        "workloads.gateway.__main__",
+        "workloads.ledger.__main__",
+    ],
 )
 def test_entry_points_set_the_poller_before_grpc_is_imported(module: str) -> None:
     assert _experiments_at_grpc_import(module) == LEGACY_POLLER
