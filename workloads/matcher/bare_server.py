@@ -4,7 +4,7 @@
 SubmitBatch with replies that are ready at once: no engine, no WAL, no fsync. The same
 load generator against it in the same run shows what the two Python gRPC stacks alone
 cost on this machine, as `reference_ops_per_s` does for the engine. Only the benchmark
-uses it. It prints "ready" once it listens and serves until it is terminated.
+uses it; it serves until it is terminated.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ async def serve(address: str) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_insecure_port(address)
     await server.start()
-    print("ready", flush=True)
     await server.wait_for_termination()
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e.env.matcher import MatcherProcess
-from e2e.env.process import free_port
+from e2e.env.process import ManagedProcess, free_port, port_open
 from workloads.matcher import engine as e
 from workloads.matcher import recovery, snapshot, wal
 from workloads.matcher.bare_book import HeapBook, SimpleBook
@@ -304,41 +304,35 @@ def grpc_benchmark(seconds: float = 10.0) -> dict[str, object]:
             matcher = MatcherProcess(Path(tmp), kafka_bootstrap="")
             matcher.start()
             try:
-                out = subprocess.run(
-                    [sys.executable, "-m", "workloads.matcher.loadgen", matcher.target, *args],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                results.update(json.loads(out.stdout))
+                results.update(_loadgen(matcher.target, *args))
             finally:
                 matcher.stop()
-    floor = _bare_server_unary(seconds)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("EXCHANGE_BENCH_DIR")) as tmp:
+        port = free_port()
+        bare = ManagedProcess(
+            "bare-server",
+            [sys.executable, "-m", "workloads.matcher.bare_server", f"127.0.0.1:{port}"],
+            Path(tmp),
+        )
+        bare.start()
+        try:
+            bare.wait_ready(lambda: port_open("127.0.0.1", port), timeout=30)
+            floor = _loadgen(f"127.0.0.1:{port}", "unary", str(seconds), "2000")
+        finally:
+            bare.stop()
     results.update(bare_server_p50_ms=floor["p50_ms"], bare_server_p99_ms=floor["p99_ms"])
     return results
 
 
-def _bare_server_unary(seconds: float) -> dict[str, Any]:
-    address = f"127.0.0.1:{free_port()}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "workloads.matcher.bare_server", address],
-        stdout=subprocess.PIPE,
+def _loadgen(target: str, *args: str) -> dict[str, Any]:
+    """`workloads.matcher.loadgen` as its own process; its one JSON object."""
+    out = subprocess.run(
+        [sys.executable, "-m", "workloads.matcher.loadgen", target, *args],
+        capture_output=True,
         text=True,
+        check=True,
     )
-    try:
-        assert server.stdout is not None
-        if server.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"bare_server on {address} exited with {server.wait()}")
-        out = subprocess.run(
-            [sys.executable, "-m", "workloads.matcher.loadgen", address, "unary", str(seconds)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        figures: dict[str, Any] = json.loads(out.stdout)
-    finally:
-        server.terminate()
-        server.wait(10)
+    figures: dict[str, Any] = json.loads(out.stdout)
     return figures
 
 

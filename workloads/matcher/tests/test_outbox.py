@@ -196,6 +196,13 @@ def assert_exactly_once(seen: list[Seen], market: Market, through: int) -> None:
     assert all(s.type == str(s.event.WhichOneof("body")).encode() for s in seen)
 
 
+async def assert_published_exactly_once(
+    bootstrap: str, topic: str, market: Market, through: int
+) -> None:
+    """What a read_committed consumer sees on the topic: every event through `through` once."""
+    assert_exactly_once(await consume(bootstrap, topic, len(market.expected)), market, through)
+
+
 async def until(what: str, ready: Callable[[], bool], *tasks: asyncio.Task[None]) -> None:
     """Poll `ready` with a deadline; fail early if an outbox task ended."""
     loop = asyncio.get_running_loop()
@@ -298,8 +305,7 @@ async def test_publishes_every_durable_event_once_in_order(
         assert metric("matcher_outbox_lag") == 0
         assert metric("matcher_outbox_published_seq") == last
 
-    seen = await consume(kafka_bootstrap, kafka_topic, len(market.expected))
-    assert_exactly_once(seen, market, last)
+    await assert_published_exactly_once(kafka_bootstrap, kafka_topic, market, last)
     published = metric("matcher_outbox_published_events_total") - events_before
     assert published == len(market.expected)
     assert metric("matcher_outbox_transaction_seconds_count") >= last // 50
@@ -323,8 +329,7 @@ async def test_resumes_after_cancel_mid_stream_without_gap_or_duplicate(
     second = market.outbox(kafka_bootstrap, kafka_topic, max_batch_commands=10)
     async with running(second) as task:
         await until("all published", lambda: second.published_seq == last, task)
-    seen = await consume(kafka_bootstrap, kafka_topic, len(market.expected))
-    assert_exactly_once(seen, market, last)
+    await assert_published_exactly_once(kafka_bootstrap, kafka_topic, market, last)
 
 
 _CRASHING_CHILD = """
@@ -388,8 +393,7 @@ async def test_kill_9_inside_a_transaction_leaves_no_gap_and_no_duplicate(
     outbox = market.outbox(kafka_bootstrap, kafka_topic, max_batch_commands=40)
     async with running(outbox) as task:
         await until("all published", lambda: outbox.published_seq == last, task)
-    seen = await consume(kafka_bootstrap, kafka_topic, len(market.expected))
-    assert_exactly_once(seen, market, last)
+    await assert_published_exactly_once(kafka_bootstrap, kafka_topic, market, last)
 
 
 @pytest.mark.integration
@@ -414,8 +418,7 @@ async def test_nothing_beyond_durable_seq_is_published_until_it_advances(
         await until("the advance published", lambda: outbox.published_seq == 250, task)
         market.make_durable(last)
         await until("all published", lambda: outbox.published_seq == last, task)
-    seen = await consume(kafka_bootstrap, kafka_topic, len(market.expected))
-    assert_exactly_once(seen, market, last)
+    await assert_published_exactly_once(kafka_bootstrap, kafka_topic, market, last)
 
 
 @pytest.mark.integration
@@ -435,8 +438,7 @@ async def test_linger_gathers_a_trickle_of_commands_into_few_transactions(
         await until("all published", lambda: outbox.published_seq == last, task)
     # They wait out the linger since the first transaction, and go out together.
     assert metric("matcher_outbox_transaction_seconds_count") - transactions == 1
-    seen = await consume(kafka_bootstrap, kafka_topic, len(market.expected))
-    assert_exactly_once(seen, market, last)
+    await assert_published_exactly_once(kafka_bootstrap, kafka_topic, market, last)
 
 
 @pytest.mark.integration
@@ -450,8 +452,7 @@ async def test_a_backlog_is_published_without_lingering(
     outbox = market.outbox(kafka_bootstrap, kafka_topic, linger=30.0, max_batch_commands=50)
     async with running(outbox) as task:
         await until("the backlog published", lambda: outbox.published_seq == last, task)
-    seen = await consume(kafka_bootstrap, kafka_topic, len(market.expected))
-    assert_exactly_once(seen, market, last)
+    await assert_published_exactly_once(kafka_bootstrap, kafka_topic, market, last)
 
 
 @pytest.mark.integration
@@ -477,8 +478,7 @@ async def test_kafka_outage_grows_lag_then_catches_up_exactly_once(
             await asyncio.get_running_loop().run_in_executor(_KEEPER, kafka_broker.start)
         await until("caught up", lambda: outbox.published_seq == 300, task)
         assert outbox.lag == 0
-    seen = await consume(kafka_bootstrap, kafka_topic, len(market.expected))
-    assert_exactly_once(seen, market, 300)
+    await assert_published_exactly_once(kafka_bootstrap, kafka_topic, market, 300)
 
 
 @pytest.mark.integration
@@ -505,8 +505,7 @@ async def test_a_second_outbox_for_the_market_fences_the_first(
             new_changed.set()
             await until("the new leader published", lambda: new.published_seq == last, new_task)
             assert not new.fenced
-    seen = await consume(kafka_bootstrap, kafka_topic, len(market.expected))
-    assert_exactly_once(seen, market, last)
+    await assert_published_exactly_once(kafka_bootstrap, kafka_topic, market, last)
 
 
 @pytest.mark.integration
@@ -542,5 +541,4 @@ async def test_an_uncertain_commit_is_settled_by_the_cursor_in_kafka(
         await until("all published", lambda: outbox.published_seq == last, task)
     assert calls > 2
     assert metric("matcher_outbox_publish_errors_total") > errors
-    seen = await consume(kafka_bootstrap, kafka_topic, len(market.expected))
-    assert_exactly_once(seen, market, last)
+    await assert_published_exactly_once(kafka_bootstrap, kafka_topic, market, last)
