@@ -429,6 +429,7 @@ class MatcherStatus(_message.Message):
     LAST_PUBLISHED_SEQ_FIELD_NUMBER: _builtins.int
     OUTBOX_LAG_FIELD_NUMBER: _builtins.int
     LEADER_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     seq: _builtins.int
     epoch: _builtins.int
@@ -438,6 +439,11 @@ class MatcherStatus(_message.Message):
     last_published_seq: _builtins.int
     outbox_lag: _builtins.int
     leader: _builtins.bool
+    refusal: _builtins.str
+    """Non-empty: why this instance refuses every command (for example, its recovered seq is
+    below the last seq its market already published). It still answers GetStatus, with
+    the seq it recovered and, as last_published_seq, the one it found in the topic.
+    """
     def __init__(
         self,
         *,
@@ -450,10 +456,11 @@ class MatcherStatus(_message.Message):
         last_published_seq: _builtins.int = ...,
         outbox_lag: _builtins.int = ...,
         leader: _builtins.bool = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "last_durable_seq", b"last_durable_seq", "last_published_seq", b"last_published_seq", "leader", b"leader", "mode", b"mode", "outbox_lag", b"outbox_lag", "seq", b"seq", "state_hash", b"state_hash", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "last_durable_seq", b"last_durable_seq", "last_published_seq", b"last_published_seq", "leader", b"leader", "mode", b"mode", "outbox_lag", b"outbox_lag", "refusal", b"refusal", "seq", b"seq", "state_hash", b"state_hash", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

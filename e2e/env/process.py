@@ -4,12 +4,17 @@ Each process gets its own session (so a stop reaches its children), a log file i
 run directory, and optionally `PR_SET_PDEATHSIG`, so that it dies with the launcher even
 when the launcher itself is killed with SIGKILL. A pid file lets `make down` stop what an
 earlier, vanished launcher left running.
+
+The death signal is set by util-linux's `setpriv --pdeathsig KILL` in front of the command,
+not by Python code between fork and exec (`preexec_fn`): the launcher runs gRPC and asyncio
+threads, and a child that runs Python (ctypes, gRPC's fork handlers) before its exec can
+crash or hang there (a SIGSEGV seen in a fault test). Without `preexec_fn` subprocess spawns
+with vfork, and nothing of Python runs in the child.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -20,8 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-
-_PR_SET_PDEATHSIG = 1
 
 # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process.
 # Children are therefore always spawned from this one long-lived thread, so a part started
@@ -39,11 +42,6 @@ class Part(Protocol):
 
 class StartError(RuntimeError):
     """A process exited or did not become ready; the message carries its log's tail."""
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -104,15 +102,17 @@ class ManagedProcess:
     def _spawn(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ if self.env is None else self.env)
         with open(self.log_path, "ab") as log:
+            argv = list(self.argv)
+            if self.die_with_parent:
+                argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
             return subprocess.Popen(
-                list(self.argv),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
                 user=self.user,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
                 cwd=self.run_dir,
             )
 
@@ -163,6 +163,11 @@ class ManagedProcess:
         if self.popen is not None and self.popen.poll() is None:
             _signal_group(self.popen.pid, signal.SIGKILL)
             self.popen.wait(5)
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send `sig` to the whole process group (SIGSTOP/SIGCONT: freeze drills)."""
+        if self.popen is not None and self.popen.poll() is None:
+            _signal_group(self.popen.pid, sig)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

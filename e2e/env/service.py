@@ -40,11 +40,17 @@ class ServiceProcess:
         raise NotImplementedError
 
     def start(self, timeout: float = 60.0) -> float:
+        """Launch and wait until ready; the seconds it took."""
+        process = self.launch()
+        return process.wait_ready(self.ready, timeout)
+
+    def launch(self) -> ManagedProcess:
+        """Launch without waiting (for a process expected never to become ready)."""
         self.process = ManagedProcess(
             self.name, [sys.executable, "-m", self.module], self.run_dir, env=self.env()
         )
         self.process.start()
-        return self.process.wait_ready(self.ready, timeout)
+        return self.process
 
     def ready(self) -> bool:
         return readyz(self.ops_url)

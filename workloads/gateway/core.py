@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import grpc
 
 from contracts.v1 import matcher_pb2, matcher_pb2_grpc
+from workloads.common.channels import matcher_channel
 from workloads.gateway.batching import MicroBatcher
 from workloads.gateway.errors import ApiError, Code
 from workloads.gateway.markets import Market
@@ -40,8 +41,8 @@ class MarketCore:
     def __init__(self, market: Market, window: float, max_size: int, timeout: float) -> None:
         self.market = market
         self.timeout = timeout
-        self.channel = grpc.aio.insecure_channel(
-            market.matcher, options=[("grpc.max_receive_message_length", 64 << 20)]
+        self.channel = matcher_channel(
+            market.matcher, ("grpc.max_receive_message_length", 64 << 20)
         )
         self.stub = matcher_pb2_grpc.MatcherStub(self.channel)
         self.batcher = MicroBatcher[matcher_pb2.Command, matcher_pb2.CommandReply](

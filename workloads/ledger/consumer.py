@@ -76,6 +76,9 @@ class SettlementConsumer:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=s.brokers,
             group_id=s.group_id,
+            group_instance_id=s.group_instance_id or None,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=min(3_000, s.session_timeout_ms // 3),
             client_id="exchange-ledger",
             enable_auto_commit=False,
             isolation_level="read_committed",

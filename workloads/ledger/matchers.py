@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from contracts.v1 import common_pb2, funding_pb2, matcher_pb2, matcher_pb2_grpc
+from workloads.common.channels import matcher_channel
 from workloads.ledger.settings import Market
 
 MODES = {
@@ -44,7 +45,7 @@ class MatcherClients:
             market = next((m for m in self.markets if m.symbol == symbol), None)
             if market is None or not market.matcher_target:
                 raise NoMatcher(symbol)
-            channel = grpc.aio.insecure_channel(market.matcher_target)
+            channel = matcher_channel(market.matcher_target)
             self._channels[symbol] = channel
             stub = self._stubs[symbol] = matcher_pb2_grpc.MatcherStub(channel)
         return stub

@@ -41,6 +41,11 @@ RECONCILIATION_LAG_MAX = Gauge("reconciliation_lag_max", "Largest lag over the m
 RECONCILIATION_LAG = Gauge(
     "reconciliation_lag", "Matcher committed seq - ledger applied seq", ["market"]
 )
+RECONCILIATION_BEHIND_SECONDS = Gauge(
+    "reconciliation_behind_seconds",
+    "How long the ledger has trailed the matcher by more than the lag threshold (0: it does not)",
+    ["market"],
+)
 RECONCILIATION_BREACH_ACTIVE = Gauge(
     "reconciliation_breach_active", "Markets in breach (lag, staleness or mismatch)"
 )

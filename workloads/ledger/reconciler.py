@@ -1,9 +1,10 @@
 """The reconciliation loop: observe, evaluate, act, record (decisions in `reconciliation`).
 
-Every `LEDGER_RECONCILIATION_INTERVAL_MS`, per configured market: ask the matcher for its
-status (when it has a target), read the applied cursor, evaluate, decide, switch the
-matcher's mode when the decision says so (local mode with auto-switch), and write the state
-and one history row. The state (latch, whether the ledger set a mode) survives restarts.
+Every `LEDGER_RECONCILIATION_INTERVAL_MS`, per configured market: read the applied cursor,
+then ask the matcher for its status (when it has a target; in this order, so that the two
+samples compare), evaluate, decide, switch the matcher's mode when the decision says so
+(local mode with auto-switch), and write the state and one history row. The state (latch,
+whether the ledger set a mode) survives restarts.
 In cluster mode the operator reads the status endpoint and turns a breach into a SafetyMode.
 
 The invariant guard shares the latch: a failed invariant latches the markets it concerns
@@ -33,7 +34,13 @@ log = logging.getLogger(__name__)
 
 
 def now_ms() -> int:
+    """Wall-clock ms, for what people read (status, history)."""
     return int(time.time() * 1000)
+
+
+def clock_ms() -> int:
+    """Monotonic ms, for every duration the decisions judge (staleness, grace)."""
+    return int(time.monotonic() * 1000)
 
 
 @dataclass
@@ -43,14 +50,20 @@ class Engine:
     seq: int | None = None
     epoch: int | None = None
     mode: str | None = None
-    seen_ms: int | None = None
+    seen_ms: int | None = None  # wall clock, shown
+    seen_clock_ms: int | None = None  # monotonic, judged
     leader: bool | None = None
+    published: int = 0  # the highest seq its market is known to have published
+    refusal: str | None = None  # why the matcher refuses to serve, as it says
+    unreachable_since_ms: int | None = None  # wall clock of the first failed poll since a success
+    error: str | None = None
 
 
 @dataclass
 class View:
     safety: rec.Safety = field(default_factory=rec.Safety)
     engine: Engine = field(default_factory=Engine)
+    backlog: rec.Backlog = field(default_factory=rec.Backlog)
     evaluation: rec.Evaluation | None = None
     evaluated_at: float | None = None
     last_action: str | None = None
@@ -69,7 +82,7 @@ class Reconciler:
     matchers: MatcherClients
     invariants: Invariants
     views: dict[str, View] = field(default_factory=dict, init=False)
-    started_ms: int = field(default_factory=now_ms, init=False)
+    started_ms: int = field(default_factory=clock_ms, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     def __post_init__(self) -> None:
@@ -91,57 +104,88 @@ class Reconciler:
     async def observe(self, symbol: str) -> None:
         if not self.matchers.has(symbol):
             return
+        engine = self.views[symbol].engine
         try:
             status = await self.matchers.status(symbol)
         except (grpc.aio.AioRpcError, NoMatcher) as exc:
-            log.debug("matcher status unavailable", extra={"market": symbol, "why": repr(exc)})
+            # Unknown since then: the last sample stays as it was and ages towards stale.
+            if engine.unreachable_since_ms is None:
+                engine.unreachable_since_ms = now_ms()
+                log.warning("matcher unreachable", extra={"market": symbol, "why": repr(exc)})
+            engine.error = repr(exc)
             return
+        engine.unreachable_since_ms = None
+        engine.error = None
         self._seen(symbol, status)
 
     def _seen(self, symbol: str, status: matcher_pb2.MatcherStatus) -> None:
-        engine = self.views[symbol].engine
+        view = self.views[symbol]
+        engine = view.engine
         engine.mode = mode_name(status.mode)
         engine.leader = status.leader
-        if not status.leader:
+        engine.refusal = status.refusal or None
+        if not (status.leader or status.refusal):
             return  # a standby's seq says nothing about what was committed
-        engine.seq = status.last_durable_seq or status.seq
-        engine.epoch = status.epoch
+        # One that refuses to serve is sampled too: its seq and the published seq it found
+        # are what shows a log that went backwards.
+        self._sample(view, status.last_durable_seq or status.seq, status.epoch)
+        engine.published = max(engine.published, status.last_published_seq)
+
+    def _sample(self, view: View, seq: int, epoch: int | None) -> None:
+        engine = view.engine
+        engine.seq = seq
+        engine.epoch = epoch if epoch is not None else engine.epoch
         engine.seen_ms = now_ms()
+        engine.seen_clock_ms = clock_ms()
+        view.backlog = view.backlog.add(seq, engine.seen_clock_ms)
 
     def push(self, symbol: str, seq: int, epoch: int | None) -> bool:
         """The engine seq pushed over HTTP (markets without a matcher target)."""
         view = self.views.get(symbol)
         if view is None:
             return False
-        view.engine.seq = seq
-        view.engine.epoch = epoch if epoch is not None else view.engine.epoch
-        view.engine.seen_ms = now_ms()
+        self._sample(view, seq, epoch)
         return True
 
-    async def _cursors(self) -> dict[str, Any]:
+    async def _cursors(self) -> tuple[dict[str, Any], int]:
+        """The applied cursors, and the clock when they were read (before any sample that
+        is to compare with them)."""
+        read_at = clock_ms()
         rows = await self.pool.fetch(
             "SELECT market, applied_seq, max_epoch, stalled, stall_reason FROM market_state"
             " WHERE market = ANY($1::text[])",
             list(self.views),
         )
-        return {r["market"]: r for r in rows}
+        return {r["market"]: r for r in rows}, read_at
 
-    def _evaluate(self, symbol: str, cursor: Any) -> rec.Evaluation:
-        engine = self.views[symbol].engine
+    async def _sample_after_cursors(self, symbols: list[str]) -> tuple[dict[str, Any], int]:
+        cursors = await self._cursors()
+        await asyncio.gather(*(self.observe(symbol) for symbol in symbols))
+        return cursors
+
+    def _evaluate(self, symbol: str, cursor: Any, read_at: int) -> rec.Evaluation:
+        view = self.views[symbol]
+        engine = view.engine
         s = self.settings.reconciliation
+        applied = cursor["applied_seq"] if cursor else 0
+        view.backlog = view.backlog.settle(applied, s.lag_threshold)
+        seen = engine.seen_clock_ms
         obs = rec.Observation(
             symbol,
-            cursor["applied_seq"] if cursor else 0,
+            applied,
             cursor["max_epoch"] if cursor else 0,
             bool(cursor["stalled"]) if cursor else False,
             cursor["stall_reason"] if cursor else None,
             engine.seq,
             engine.epoch,
-            engine.seen_ms,
-            now_ms(),
+            seen,
+            clock_ms(),
             self.started_ms,
+            engine_fresh=seen is not None and seen >= read_at,
+            published_seq=engine.published,
+            behind_since_ms=view.backlog.since_ms,
         )
-        return rec.evaluate(obs, s.lag_threshold, s.stale_ms)
+        return rec.evaluate(obs, s.limits)
 
     # ------------------------------------------------------------------ the loop
 
@@ -156,11 +200,10 @@ class Reconciler:
 
     async def evaluate_all(self) -> list[rec.Evaluation]:
         async with self._lock:
-            await asyncio.gather(*(self.observe(symbol) for symbol in self.views))
-            cursors = await self._cursors()
+            cursors, read_at = await self._sample_after_cursors(list(self.views))
             evaluations = []
             for symbol, view in self.views.items():
-                ev = self._evaluate(symbol, cursors.get(symbol))
+                ev = self._evaluate(symbol, cursors.get(symbol), read_at)
                 if ev.breach and not view.safety.breach:
                     metrics.RECONCILIATION_ALERTS.inc()
                     log.warning(
@@ -254,6 +297,9 @@ class Reconciler:
         for symbol, view in self.views.items():
             if view.evaluation is not None:
                 metrics.RECONCILIATION_LAG.labels(symbol).set(view.evaluation.lag)
+                metrics.RECONCILIATION_BEHIND_SECONDS.labels(symbol).set(
+                    view.evaluation.behind_ms / 1000
+                )
         metrics.RECONCILIATION_LAG_MAX.set(max(lags, default=0))
         metrics.RECONCILIATION_BREACH_ACTIVE.set(
             sum(1 for v in self.views.values() if v.evaluation is not None and v.evaluation.breach)
@@ -286,8 +332,8 @@ class Reconciler:
         """Release a latch if reconciliation is healthy and the invariants pass right now."""
         async with self._lock:
             view = self.views[symbol]
-            await self.observe(symbol)
-            ev = self._evaluate(symbol, (await self._cursors()).get(symbol))
+            cursors, read_at = await self._sample_after_cursors([symbol])
+            ev = self._evaluate(symbol, cursors.get(symbol), read_at)
             report = await self.invariants.check()
             allow = self.settings.reconciliation.latch_allow_negative
             failures = [c.name for c in report.failed(allow_negative=allow)]
@@ -347,12 +393,19 @@ class Reconciler:
             "engine_epoch": view.engine.epoch,
             "engine_mode": view.engine.mode,
             "engine_seen_at_ms": view.engine.seen_ms,
+            "engine_published_seq": view.engine.published,
+            "engine_unreachable_since_ms": view.engine.unreachable_since_ms,
+            "engine_error": view.engine.error,
+            "engine_refusal": view.engine.refusal,
             "lag": ev.lag if ev else None,
             "lag_threshold": s.lag_threshold,
+            "behind_seconds": ev.behind_ms / 1000 if ev else None,
+            "lag_grace_seconds": s.lag_grace_ms / 1000,
             "stale": ev.stale if ev else None,
             "mismatch": ev.mismatch if ev else None,
             "breach": ev.breach if ev else None,
             "reasons": list(ev.reasons) if ev else [],
+            "reason_codes": list(ev.codes) if ev else [],
             "recommended_mode": recommended,
             "safety_mode": self._mode_for(safety),
             "latch_enabled": s.latch_enabled,
@@ -371,6 +424,7 @@ class Reconciler:
             "enabled": self.settings.reconciliation.enabled,
             "interval_ms": self.settings.reconciliation.interval_ms,
             "stale_ms": self.settings.reconciliation.stale_ms,
+            "lag_grace_ms": self.settings.reconciliation.lag_grace_ms,
             "lag_max": max((m["lag"] or 0 for m in markets), default=0),
             "breach_active": sum(1 for m in markets if m["breach"]),
             "markets": markets,

@@ -1,14 +1,34 @@
 """Reconciliation decisions, as pure functions over frozen data (the reconciler does the I/O).
 
 What is compared: the matcher's committed seq (its last durable seq, from GetStatus or
-pushed to `/v1/internal/reconciliation/engine-seq`) against the ledger's applied seq.
+pushed to `/v1/internal/reconciliation/engine-seq`) against the ledger's applied seq. Two
+samples compare only when the matcher's was taken after the ledger's applied seq was read
+(`engine_fresh`): every seq the ledger applied was published, and the matcher publishes
+only what is durable, so then applied <= committed must hold. An older sample (the poll
+failed, the matcher restarts) says nothing about the applied seq read since.
 
-A market is in breach when
-- its lag (committed - applied) exceeds `LEDGER_RECONCILIATION_LAG_THRESHOLD`, or
-- the matcher's seq was last observed more than `LEDGER_RECONCILIATION_STATE_STALE_MS`
-  ago (or never, once that long has passed since the ledger started), or
-- there is a mismatch: a seq gap stalled settlement, the ledger is ahead of the matcher,
-  or the ledger applied an epoch the matcher has not reached.
+Breach reasons (`Evaluation.codes`), and when each one breaches:
+
+- `seq_regression`, at once: the matcher reports a seq below one its market already
+  published (in the same sample, in an earlier one, or applied by the ledger before the
+  sample). Its log went backwards: a lost or truncated WAL, a wrong volume, an old snapshot.
+- `epoch_regression`, at once: the ledger applied an epoch that the matcher, sampled after
+  it, has not reached.
+- `settlement_stalled`, at once: a seq gap parked the market's settlement.
+- `lag`, after `lag_grace_ms`: the matcher has been more than `lag_threshold` commands ahead
+  of what the ledger applied for longer than the grace.
+- `stale`, after `stale_ms`: the matcher's seq has not been observed for that long (it
+  cannot be reached, or its pushes stopped).
+
+A matcher that cannot be reached is "unknown since" its last sample, never a mismatch:
+its old sample stays the lag's reference and ages towards `stale`.
+
+How long the ledger has been behind is measured on the matcher's own samples (`Backlog`):
+the time of the first sample whose seq is more than the threshold past what the ledger has
+applied now. Under a steady load the ledger trails by a batch or two, many commands but
+well under a second, and the seq count alone would breach; a pause of settlement (a ledger
+restart, a broker or database freeze) ages the oldest unsettled sample, and it breaches
+only once that outlasts the grace.
 
 On a breach the recommended mode is `LEDGER_RECONCILIATION_SAFETY_MODE` and, with the latch
 enabled, the market stays latched after the breach clears, until an admin releases it. The
@@ -21,11 +41,60 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
+SEQ_REGRESSION = "seq_regression"
+EPOCH_REGRESSION = "epoch_regression"
+SETTLEMENT_STALLED = "settlement_stalled"
+LAG = "lag"
+STALE = "stale"
+IMMEDIATE = frozenset({SEQ_REGRESSION, EPOCH_REGRESSION, SETTLEMENT_STALLED})
+"""Reasons that are real inconsistency, never a pause: they breach on first sight."""
+
 
 class Action(Enum):
     NONE = "none"
     ENGAGE = "engage"  # set the recommended safety mode on the matcher
     RESTORE = "restore"  # set NORMAL again (only a mode the ledger itself set)
+
+
+@dataclass(frozen=True)
+class Limits:
+    lag_threshold: int
+    """Commands the ledger may trail the matcher by without counting as behind."""
+    lag_grace_ms: int
+    """How long it may stay behind by more than that before it is a breach."""
+    stale_ms: int
+    """How long the matcher's seq may go unobserved before it is a breach."""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The matcher's seq samples (seq, clock ms), oldest first, that the ledger has not yet
+    settled to within the threshold. Bounded: an idle matcher adds nothing, and a backlog
+    that outlives `CAP` samples keeps its oldest and every second one after it."""
+
+    samples: tuple[tuple[int, int], ...] = ()
+    CAP = 1024
+
+    def add(self, seq: int, at_ms: int) -> Backlog:
+        if self.samples and seq <= self.samples[-1][0]:
+            return self
+        samples = self.samples
+        if len(samples) >= self.CAP:
+            samples = samples[:1] + samples[2::2]
+        return Backlog((*samples, (seq, at_ms)))
+
+    def settle(self, applied_seq: int, threshold: int) -> Backlog:
+        """Drop the samples the ledger has come within `threshold` of."""
+        samples = self.samples
+        keep = 0
+        while keep < len(samples) and samples[keep][0] <= applied_seq + threshold:
+            keep += 1
+        return self if keep == 0 else Backlog(samples[keep:])
+
+    @property
+    def since_ms(self) -> int | None:
+        """Since when the ledger has been behind by more than the threshold (None: it is not)."""
+        return self.samples[0][1] if self.samples else None
 
 
 @dataclass(frozen=True)
@@ -36,10 +105,18 @@ class Observation:
     stalled: bool
     stall_reason: str | None
     engine_seq: int | None
+    """The matcher's committed seq in its last sample (None: never sampled)."""
     engine_epoch: int | None
     engine_seen_ms: int | None
     now_ms: int
     started_ms: int
+    engine_fresh: bool = False
+    """The last sample was taken after `applied_seq` was read: the two compare."""
+    published_seq: int = 0
+    """The highest seq the matcher's market is known to have published, from every sample
+    so far (the matcher reports it; one that refuses to serve reports the topic's)."""
+    behind_since_ms: int | None = None
+    """`Backlog.since_ms` after settling it to `applied_seq`."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +130,71 @@ class Evaluation:
     breach: bool
     reasons: tuple[str, ...]
     mismatch_reasons: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()
+    behind_ms: int = 0
+    """How long the ledger has been more than the threshold behind (0: it is not)."""
+
+
+def evaluate(obs: Observation, limits: Limits) -> Evaluation:
+    found: list[tuple[str, str]] = []  # (code, reason)
+    engine_seq = obs.engine_seq
+    lag = max(engine_seq - obs.applied_seq, 0) if engine_seq is not None else 0
+    behind_ms = obs.now_ms - obs.behind_since_ms if obs.behind_since_ms is not None else 0
+    if lag > limits.lag_threshold and behind_ms > limits.lag_grace_ms:
+        found.append(
+            (
+                LAG,
+                f"lag {lag} > threshold {limits.lag_threshold} for {behind_ms / 1000:.1f} s"
+                f" > grace {limits.lag_grace_ms / 1000:g} s",
+            )
+        )
+    seen = obs.engine_seen_ms if obs.engine_seen_ms is not None else obs.started_ms
+    stale = obs.now_ms - seen > limits.stale_ms
+    if stale:
+        what = "never observed" if obs.engine_seen_ms is None else "last observed"
+        found.append(
+            (STALE, f"matcher seq {what} {obs.now_ms - seen} ms ago > {limits.stale_ms} ms")
+        )
+    if obs.stalled:
+        found.append((SETTLEMENT_STALLED, f"settlement stalled: {obs.stall_reason}"))
+    if engine_seq is not None:
+        if obs.engine_fresh and obs.applied_seq > engine_seq:
+            found.append(
+                (
+                    SEQ_REGRESSION,
+                    f"ledger applied seq {obs.applied_seq} > matcher seq {engine_seq}"
+                    " (sampled after it)",
+                )
+            )
+        elif obs.published_seq > engine_seq:
+            found.append(
+                (
+                    SEQ_REGRESSION,
+                    f"matcher seq {engine_seq} < seq {obs.published_seq} its market already"
+                    " published",
+                )
+            )
+    if obs.engine_fresh and obs.engine_epoch is not None and obs.applied_epoch > obs.engine_epoch:
+        found.append(
+            (
+                EPOCH_REGRESSION,
+                f"ledger epoch {obs.applied_epoch} > matcher epoch {obs.engine_epoch}",
+            )
+        )
+    mismatches = tuple(reason for code, reason in found if code in IMMEDIATE)
+    return Evaluation(
+        obs.market,
+        obs.applied_seq,
+        engine_seq,
+        lag,
+        stale,
+        bool(mismatches),
+        bool(found),
+        tuple(reason for _, reason in found),
+        mismatches,
+        tuple(code for code, _ in found),
+        behind_ms,
+    )
 
 
 @dataclass(frozen=True)
@@ -64,37 +206,6 @@ class Safety:
     safety_applied: bool = False
     applied_mode: str | None = None
     breach: bool = False
-
-
-def evaluate(obs: Observation, lag_threshold: int, stale_ms: int) -> Evaluation:
-    reasons: list[str] = []
-    lag = max((obs.engine_seq or 0) - obs.applied_seq, 0) if obs.engine_seq is not None else 0
-    if lag > lag_threshold:
-        reasons.append(f"lag {lag} > threshold {lag_threshold}")
-    seen = obs.engine_seen_ms if obs.engine_seen_ms is not None else obs.started_ms
-    stale = obs.now_ms - seen > stale_ms
-    if stale:
-        what = "never observed" if obs.engine_seen_ms is None else "last observed"
-        reasons.append(f"matcher seq {what} {obs.now_ms - seen} ms ago > {stale_ms} ms")
-    mismatches: list[str] = []
-    if obs.stalled:
-        mismatches.append(f"settlement stalled: {obs.stall_reason}")
-    if obs.engine_seq is not None and obs.applied_seq > obs.engine_seq:
-        mismatches.append(f"ledger applied seq {obs.applied_seq} > matcher seq {obs.engine_seq}")
-    if obs.engine_epoch is not None and obs.applied_epoch > obs.engine_epoch:
-        mismatches.append(f"ledger epoch {obs.applied_epoch} > matcher epoch {obs.engine_epoch}")
-    reasons.extend(mismatches)
-    return Evaluation(
-        obs.market,
-        obs.applied_seq,
-        obs.engine_seq,
-        lag,
-        stale,
-        bool(mismatches),
-        bool(reasons),
-        tuple(reasons),
-        tuple(mismatches),
-    )
 
 
 def decide(

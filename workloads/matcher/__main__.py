@@ -1,8 +1,12 @@
 """`python -m workloads.matcher` (console script `exchange-matcher`): one market's matcher.
 
-Start: recover (snapshot + WAL tail, hash-checked), take a new epoch, write EpochStarted,
-then serve gRPC, the ops HTTP endpoints and the outbox. SIGTERM or SIGINT: stop
-accepting, flush the WAL, write a snapshot, let the outbox catch up briefly, exit 0.
+Start: recover (snapshot + WAL tail, hash-checked) while reading the highest seq of the
+market already in the events topic; if the recovered seq is below it, refuse to serve
+(`refusal.py`): a published seq is never reused. Otherwise take a new epoch, write
+EpochStarted, then serve gRPC, the ops HTTP endpoints and the outbox. SIGTERM or SIGINT:
+stop accepting, flush the WAL, write a snapshot, let the outbox catch up briefly, exit 0.
+If the outbox finds Kafka ahead of the log later (a commit the start-up read could not see
+yet), the matcher stops and exits 1; the next start refuses.
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ import sys
 import time
 
 import grpc
+from aiokafka.errors import KafkaError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Histogram
 
 from workloads.common import logs, ops_http
 from workloads.matcher import engine as e
 from workloads.matcher.epoch import FileEpoch
-from workloads.matcher.outbox import EncodedEvents, Outbox
+from workloads.matcher.outbox import EncodedEvents, Outbox, PublishedAhead, WalGap, published_seq
 from workloads.matcher.recovery import RecoveryError, recover
+from workloads.matcher.refusal import refuse
 from workloads.matcher.sequencer import Sequencer, tune_runtime
 from workloads.matcher.service import SERVICE_NAME, MatcherService, add_to_server
 from workloads.matcher.settings import MatcherSettings, SettingsError
@@ -67,9 +73,35 @@ async def _watch_loop(period: float = 0.02) -> None:
         LOOP_LAG.observe(max(0.0, loop.time() - expected))
 
 
+async def _published(settings: MatcherSettings) -> int:
+    """The highest seq of the market in the events topic; retried until Kafka answers (a
+    matcher that cannot tell whether its log is complete does not serve)."""
+    if not settings.kafka_bootstrap:
+        return 0
+    delay = 0.5
+    while True:
+        try:
+            return await published_seq(
+                settings.kafka_bootstrap, settings.events_topic, settings.spec.symbol, within=10
+            )
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning(
+                "cannot read the market's published seq yet; not serving until it is known",
+                extra={"why": repr(exc), "retry_s": delay},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 async def serve(settings: MatcherSettings) -> None:
     spec = settings.spec
-    recovered = await asyncio.to_thread(recover, spec, settings.data_dir)
+    recovered, in_topic = await asyncio.gather(
+        asyncio.to_thread(recover, spec, settings.data_dir), _published(settings)
+    )
+    if recovered.engine.seq < in_topic:
+        ahead = PublishedAhead(recovered.engine.seq, in_topic, settings.events_topic)
+        await refuse(settings, recovered.engine, recovered.last_epoch, in_topic, str(ahead))
+        return
     tune_runtime()
     _watch_gc()
     watcher = asyncio.create_task(_watch_loop(), name="loop-lag")
@@ -155,6 +187,16 @@ async def serve(settings: MatcherSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    failures: list[BaseException] = []
+    if outbox_task is not None:
+
+        def outbox_ended(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and (failure := task.exception()) is not None:
+                log.critical("outbox failed: stopping", extra={"why": str(failure)})
+                failures.append(failure)
+                stop.set()
+
+        outbox_task.add_done_callback(outbox_ended)
     await stop.wait()
 
     log.info("stopping: no new commands, flushing, snapshotting")
@@ -165,7 +207,7 @@ async def serve(settings: MatcherSettings) -> None:
     watcher.cancel()
     await sequencer.durable(sequencer.engine.seq)
     await sequencer.snapshot()
-    if outbox is not None and outbox_task is not None:
+    if outbox is not None and outbox_task is not None and not failures:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_drained(outbox), timeout=5)
         await outbox.stop()
@@ -175,6 +217,8 @@ async def serve(settings: MatcherSettings) -> None:
     await sequencer.close()
     await runner.cleanup()
     log.info("stopped", extra={"seq": sequencer.engine.seq})
+    if failures:
+        raise failures[0]
 
 
 async def _drained(outbox: Outbox) -> None:
@@ -196,6 +240,8 @@ def main() -> None:
     except (RecoveryError, WalCorruption) as exc:
         log.critical("refusing to start", extra={"why": str(exc)})
         sys.exit(f"matcher: refusing to start: {exc}")
+    except (PublishedAhead, WalGap) as exc:
+        sys.exit(f"matcher: stopped: {exc}")
 
 
 if __name__ == "__main__":

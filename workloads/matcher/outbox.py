@@ -55,6 +55,21 @@ class WalGap(RuntimeError):
     """The WAL no longer holds commands the cursor still needs: publishing would lose events."""
 
 
+class PublishedAhead(RuntimeError):
+    """Kafka holds a seq of this market beyond the matcher's durable log: the log went
+    backwards (lost or truncated, a wrong volume, an old snapshot). Sequencing on from it
+    would reuse published seqs, so the matcher must not serve."""
+
+    def __init__(self, durable_seq: int, published_seq: int, topic: str) -> None:
+        super().__init__(
+            f"the matcher's log ends at seq {durable_seq} but seq {published_seq} of its market"
+            f" is already published to {topic}: its WAL or snapshot is behind what traders and"
+            " the ledger have seen; restore the volume that has it (or the archive) instead"
+        )
+        self.durable_seq = durable_seq
+        self.published_seq = published_seq
+
+
 class EncodedEvents:
     """Events the reply path has already serialized, by seq, for the outbox to publish as
     they are instead of encoding them a second time (the same encoder on the same WAL
@@ -232,7 +247,7 @@ class Outbox:
         self.spec = spec
         self.topic = topic
         self.transactional_id = f"matcher-{spec.symbol}"
-        self.group_id = f"matcher-outbox-{spec.symbol}"
+        self.group_id = outbox_group(spec.symbol)
         self.published_seq = 0
         self.fenced = False
         self._wal_dir = wal_dir
@@ -323,7 +338,16 @@ class Outbox:
                 await producer.start()  # InitProducerId: settles what a predecessor left open
                 partitions = sorted(await producer.partitions_for(self.topic))
                 partition = DefaultPartitioner()(self._key, partitions, partitions)
-                cursor = max(await self._read_cursor(), await self._seen_in_topic(partition))
+                cursor = max(
+                    await group_cursor(
+                        self._bootstrap, self.group_id, self.topic, self._txn_timeout
+                    ),
+                    await seen_in_topic(
+                        self._bootstrap, self.topic, partition, self._key, self._txn_timeout
+                    ),
+                )
+            if cursor > self._durable_seq():
+                raise PublishedAhead(self._durable_seq(), cursor, self.topic)
             self._connected = True
             self._resume_at(cursor)
             log.info("publishing", extra={"symbol": self.spec.symbol, "from_seq": cursor + 1})
@@ -334,49 +358,6 @@ class Outbox:
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await asyncio.wait_for(producer.stop(), 5)
             await producer.client.close()  # stop() skips it when the sender died (fenced)
-
-    async def _read_cursor(self) -> int:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._bootstrap, request_timeout_ms=int(self._txn_timeout * 1000)
-        )
-        try:
-            await admin.start()
-            offsets = await admin.list_consumer_group_offsets(self.group_id)
-        finally:
-            await admin.close()
-        return max((o.offset for tp, o in offsets.items() if tp.topic == self.topic), default=0)
-
-    async def _seen_in_topic(self, partition: int, window: int = 5_000) -> int:
-        """The highest seq of this market a read_committed reader sees near the end of its
-        partition: a second witness for the cursor. Right after a broker restart the group
-        offset can lag behind what was committed; trusting it alone would publish again."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            request_timeout_ms=int(self._txn_timeout * 1000),
-        )
-        await consumer.start()
-        try:
-            tp = TopicPartition(self.topic, partition)
-            consumer.assign([tp])
-            end = (await consumer.end_offsets([tp]))[tp]  # the last stable offset
-            consumer.seek(tp, max(0, end - window))
-            seen = 0
-            deadline = asyncio.get_running_loop().time() + self._txn_timeout
-            while await consumer.position(tp) < end:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError("reading the partition's tail took too long")
-                batch = await consumer.getmany(tp, timeout_ms=500)
-                for record in batch.get(tp, []):
-                    if record.key == self._key and record.value:
-                        event = events_pb2.Event.FromString(record.value)
-                        body = event.WhichOneof("body")
-                        if body is not None:
-                            seen = max(seen, getattr(event, body).envelope.seq)
-            return seen
-        finally:
-            await consumer.stop()
 
     def _resume_at(self, cursor: int) -> None:
         """Go on from Kafka's cursor: the truth, also about a commit whose reply was lost."""
@@ -464,6 +445,85 @@ class Outbox:
         PUBLISHED_SEQ.set(seq)
         if self._encoded is not None:
             self._encoded.drop_through(seq)
+
+
+def outbox_group(symbol: str) -> str:
+    """The consumer group whose offset is the market's publish cursor (nobody consumes)."""
+    return f"matcher-outbox-{symbol}"
+
+
+async def group_cursor(bootstrap: str, group_id: str, topic: str, within: float) -> int:
+    """The publish cursor the outbox commits with its transactions (0: none yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(within * 1000))
+    try:
+        await admin.start()
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    return max((o.offset for tp, o in offsets.items() if tp.topic == topic), default=0)
+
+
+async def seen_in_topic(
+    bootstrap: str, topic: str, partition: int, key: bytes, within: float, window: int = 5_000
+) -> int:
+    """The highest seq of the market (`key`) a read_committed reader sees near the end of its
+    partition: a second witness for the cursor. Right after a broker restart the group
+    offset can lag behind what was committed; trusting it alone would publish again."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        request_timeout_ms=int(within * 1000),
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]  # the last stable offset
+        consumer.seek(tp, max(0, end - window))
+        seen = 0
+        deadline = asyncio.get_running_loop().time() + within
+        while await consumer.position(tp) < end:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("reading the partition's tail took too long")
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            for record in batch.get(tp, []):
+                if record.key == key and record.value:
+                    event = events_pb2.Event.FromString(record.value)
+                    body = event.WhichOneof("body")
+                    if body is not None:
+                        seen = max(seen, getattr(event, body).envelope.seq)
+        return seen
+    finally:
+        await consumer.stop()
+
+
+async def topic_partitions(bootstrap: str, topic: str, within: float = 30.0) -> list[int]:
+    """The topic's partition numbers, from the cluster's metadata ([]: no such topic)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(within * 1000))
+    try:
+        await admin.start()
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(
+        p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"]
+    )
+
+
+async def published_seq(bootstrap: str, topic: str, symbol: str, within: float = 30.0) -> int:
+    """The highest seq of `symbol` already published to `topic`, read without producing
+    (a matcher that does not lead must not touch the transactional id): what a starting
+    matcher's recovered seq must reach. 0 when the topic does not exist yet."""
+    partitions = await topic_partitions(bootstrap, topic, within)
+    if not partitions:
+        return 0
+    key = symbol.encode()
+    partition = DefaultPartitioner()(key, partitions, partitions)
+    return max(
+        await group_cursor(bootstrap, outbox_group(symbol), topic, within),
+        await seen_in_topic(bootstrap, topic, partition, key, within),
+    )
 
 
 async def _first(*events: asyncio.Event, within: float | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 
 import pytest
@@ -17,33 +18,88 @@ pytestmark = pytest.mark.unit
 MARKETS = parse_markets("BTC-USDT=127.0.0.1:1")
 
 
+LIMITS = rec.Limits(lag_threshold=10, lag_grace_ms=60_000, stale_ms=5_000)
+
+
 def obs(**kw: object) -> rec.Observation:
-    base = rec.Observation("BTC-USDT", 100, 1, False, None, 100, 1, 1_000, 1_500, 0)
+    """The ledger at seq 100 and a matcher sampled at 100 right after it, 500 ms ago."""
+    base = rec.Observation(
+        "BTC-USDT", 100, 1, False, None, 100, 1, 1_000, 1_500, 0, engine_fresh=True
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def test_lag_over_the_threshold_is_a_breach_and_at_it_is_not() -> None:
-    assert not rec.evaluate(obs(engine_seq=110), 10, 5_000).breach
-    ev = rec.evaluate(obs(engine_seq=111), 10, 5_000)
-    assert ev.breach and ev.lag == 11 and ev.reasons == ("lag 11 > threshold 10",)
+def evaluate(**kw: object) -> rec.Evaluation:
+    return rec.evaluate(obs(**kw), LIMITS)
+
+
+def test_lag_past_the_threshold_breaches_only_once_it_outlasts_the_grace() -> None:
+    assert not evaluate(engine_seq=110, behind_since_ms=None).breach
+    inside = evaluate(engine_seq=5_000, behind_since_ms=1_500 - 60_000)
+    assert not inside.breach and inside.lag == 4_900 and inside.behind_ms == 60_000
+    past = evaluate(engine_seq=5_000, behind_since_ms=1_500 - 60_001)
+    assert past.breach and past.codes == ("lag",) and not past.mismatch
+    assert past.reasons == ("lag 4900 > threshold 10 for 60.0 s > grace 60 s",)
+    # Behind for long, but by no more than the threshold now: caught up enough.
+    assert not evaluate(engine_seq=110, behind_since_ms=-100_000).breach
+
+
+def test_the_backlog_dates_the_oldest_sample_the_ledger_has_not_settled() -> None:
+    backlog = rec.Backlog().add(100, 1_000).add(100, 2_000).add(150, 3_000).add(400, 4_000)
+    assert backlog.samples == ((100, 1_000), (150, 3_000), (400, 4_000))  # idle adds nothing
+    assert backlog.settle(applied_seq=80, threshold=10).since_ms == 1_000
+    assert backlog.settle(applied_seq=90, threshold=10).since_ms == 3_000  # 100 within 10
+    assert backlog.settle(applied_seq=390, threshold=10).since_ms is None
+    assert backlog.settle(applied_seq=0, threshold=10) is backlog
+
+
+def test_a_long_backlog_keeps_its_oldest_sample_and_thins_the_rest() -> None:
+    backlog = rec.Backlog()
+    for n in range(3 * rec.Backlog.CAP):
+        backlog = backlog.add(n + 1, n)
+    assert len(backlog.samples) <= rec.Backlog.CAP and backlog.samples[0] == (1, 0)
+    assert backlog.samples[-1] == (3 * rec.Backlog.CAP, 3 * rec.Backlog.CAP - 1)
 
 
 def test_staleness_counts_from_the_last_observation_or_from_the_start() -> None:
-    assert rec.evaluate(obs(now_ms=7_000), 10, 5_000).stale
-    assert not rec.evaluate(obs(now_ms=6_000), 10, 5_000).stale
-    never = rec.evaluate(obs(engine_seq=None, engine_seen_ms=None, now_ms=4_000), 10, 5_000)
+    assert evaluate(now_ms=7_000).stale
+    assert evaluate(now_ms=7_000).codes == ("stale",)
+    assert not evaluate(now_ms=6_000).stale
+    never = evaluate(engine_seq=None, engine_seen_ms=None, engine_fresh=False, now_ms=4_000)
     assert not never.breach  # the start-up grace
-    never = rec.evaluate(obs(engine_seq=None, engine_seen_ms=None, now_ms=6_000), 10, 5_000)
+    never = evaluate(engine_seq=None, engine_seen_ms=None, engine_fresh=False, now_ms=6_000)
     assert never.stale and "never observed" in never.reasons[0]
 
 
-def test_a_gap_an_ahead_ledger_or_a_newer_epoch_is_a_mismatch() -> None:
-    stalled = rec.evaluate(obs(stalled=True, stall_reason="seq gap"), 10, 5_000)
+def test_an_old_sample_after_a_failed_poll_is_unknown_not_a_mismatch() -> None:
+    """The restart race: the ledger settled on to 1568 while the matcher was being
+    restarted; the last sample (1208) was read before that and compares with nothing."""
+    old = evaluate(applied_seq=1_568, applied_epoch=2, engine_seq=1_208, engine_fresh=False)
+    assert not old.breach and not old.mismatch and old.lag == 0
+
+
+def test_a_ledger_ahead_of_a_sample_taken_after_it_is_a_seq_regression_at_once() -> None:
+    ahead = evaluate(applied_seq=101)
+    assert ahead.breach and ahead.mismatch and ahead.codes == ("seq_regression",)
+    assert ahead.reasons == ("ledger applied seq 101 > matcher seq 100 (sampled after it)",)
+
+
+def test_a_matcher_below_what_its_market_published_is_a_seq_regression_at_once() -> None:
+    # A matcher that recovered 1208 where 1568 is in the topic: whatever the ledger saw.
+    regressed = evaluate(applied_seq=0, engine_seq=1_208, published_seq=1_568, engine_fresh=False)
+    assert regressed.breach and regressed.codes == ("seq_regression",)
+    assert regressed.reasons == ("matcher seq 1208 < seq 1568 its market already published",)
+    assert not evaluate(published_seq=100).breach
+
+
+def test_a_stalled_settlement_or_a_newer_epoch_in_the_ledger_is_a_mismatch_at_once() -> None:
+    stalled = evaluate(stalled=True, stall_reason="seq gap")
     assert stalled.mismatch and stalled.breach and stalled.lag == 0
-    ahead = rec.evaluate(obs(applied_seq=101), 10, 5_000)
-    assert ahead.mismatch and "ledger applied seq 101 > matcher seq 100" in ahead.reasons
-    epoch = rec.evaluate(obs(applied_epoch=2), 10, 5_000)
-    assert epoch.mismatch
+    assert stalled.codes == ("settlement_stalled",)
+    epoch = evaluate(applied_epoch=2)
+    assert epoch.mismatch and epoch.codes == ("epoch_regression",)
+    # An old sample may predate the matcher's new epoch: not comparable.
+    assert not evaluate(applied_epoch=2, engine_fresh=False).breach
 
 
 def decide(prev: rec.Safety, ev: rec.Evaluation, mode: str | None, **kw: bool):  # type: ignore[no-untyped-def]
@@ -52,51 +108,49 @@ def decide(prev: rec.Safety, ev: rec.Evaluation, mode: str | None, **kw: bool): 
 
 
 def test_a_breach_latches_and_engages_the_safety_mode_once() -> None:
-    breach = rec.evaluate(obs(engine_seq=200), 10, 5_000)
+    breach = evaluate(engine_seq=200, behind_since_ms=-100_000)
     state, action = decide(rec.Safety(), breach, "NORMAL")
     assert action is rec.Action.ENGAGE and state.latched and state.latch_source == "reconciliation"
     state = replace(state, safety_applied=True)
     assert decide(state, breach, "CANCEL_ONLY")[1] is rec.Action.NONE
     assert decide(state, breach, "HARD_HALT")[1] is rec.Action.NONE  # stricter: left alone
-    healthy = rec.evaluate(obs(), 10, 5_000)
+    healthy = evaluate()
     state, action = decide(state, healthy, "CANCEL_ONLY")
     assert state.latched and action is rec.Action.NONE  # latched: no automatic way back
     assert rec.recommended_mode(state, "CANCEL_ONLY") == "CANCEL_ONLY"
 
 
 def test_without_the_latch_a_healthy_market_gets_normal_back() -> None:
-    breach = rec.evaluate(obs(engine_seq=200), 10, 5_000)
+    breach = evaluate(engine_seq=200, behind_since_ms=-100_000)
     state, action = decide(rec.Safety(), breach, "NORMAL", latch_enabled=False)
     assert action is rec.Action.ENGAGE and not state.latched
     state = replace(state, safety_applied=True)
-    state, action = decide(
-        state, rec.evaluate(obs(), 10, 5_000), "CANCEL_ONLY", latch_enabled=False
-    )
+    state, action = decide(state, evaluate(), "CANCEL_ONLY", latch_enabled=False)
     assert action is rec.Action.RESTORE
     # A mode someone else set since is not the ledger's to undo.
     _, action = decide(
-        replace(state, safety_applied=True), rec.evaluate(obs(), 10, 5_000), "HARD_HALT",
+        replace(state, safety_applied=True), evaluate(), "HARD_HALT",
         latch_enabled=False,
     )  # fmt: skip
     assert action is rec.Action.NONE
 
 
 def test_cluster_mode_only_recommends() -> None:
-    breach = rec.evaluate(obs(engine_seq=200), 10, 5_000)
+    breach = evaluate(engine_seq=200, behind_since_ms=-100_000)
     state, action = decide(rec.Safety(), breach, "NORMAL", auto_switch=False)
     assert action is rec.Action.NONE and state.latched and state.breach
     assert rec.recommended_mode(state, "SOFT_HALT") == "SOFT_HALT"
 
 
 def test_release_needs_zero_lag_no_mismatch_no_staleness_and_passing_invariants() -> None:
-    healthy = rec.evaluate(obs(), 10, 5_000)
+    healthy = evaluate()
     assert rec.release_refusals(healthy, [], latched=True) == []
     assert rec.release_refusals(healthy, [], latched=False) == ["not latched"]
-    lagging = rec.evaluate(obs(engine_seq=103), 10, 5_000)
+    lagging = evaluate(engine_seq=103)
     assert not lagging.breach and rec.release_refusals(lagging, [], True) == ["lag is 3, must be 0"]
     failing = rec.release_refusals(healthy, ["no_negative_balances"], True)
     assert failing == ["invariant failed: no_negative_balances"]
-    stalled = rec.evaluate(obs(stalled=True, stall_reason="gap"), 10, 5_000)
+    stalled = evaluate(stalled=True, stall_reason="gap")
     assert rec.release_refusals(stalled, [], True) == ["mismatch: settlement stalled: gap"]
 
 
@@ -145,6 +199,17 @@ def test_defaults_follow_the_seed() -> None:
     assert (r.interval_ms, r.lag_threshold, r.stale_ms) == (5000, 10, 30_000)
     assert (r.safety_mode, r.auto_switch, r.latch_enabled) == ("CANCEL_ONLY", True, True)
     assert s.markets[0].assets == ("BTC", "USDT")
+
+
+def test_a_pause_gets_a_grace_and_a_restarted_ledger_its_partitions_at_once() -> None:
+    s = LedgerSettings.from_env({})
+    assert s.reconciliation.limits == rec.Limits(10, 60_000, 30_000)
+    assert s.kafka.group_instance_id == f"ledger-{socket.gethostname()}"
+    assert not LedgerSettings.from_env(
+        {"LEDGER_KAFKA_GROUP_INSTANCE_ID": ""}
+    ).kafka.group_instance_id
+    with pytest.raises(SettingsError, match="LEDGER_KAFKA_SESSION_TIMEOUT_MS"):
+        LedgerSettings.from_env({"LEDGER_KAFKA_SESSION_TIMEOUT_MS": "1000"})
 
 
 # ---------------------------------------------------------------------- request bodies

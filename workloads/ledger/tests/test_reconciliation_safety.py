@@ -1,7 +1,7 @@
 """The seed's reconciliation-safety smoke, automated, with a real matcher and ledger:
 
 1. the settlement consumer is paused while the matcher keeps sequencing: the lag rises over
-   the threshold and a breach appears;
+   the threshold, is tolerated for the grace period, and then a breach appears;
 2. in local mode the ledger switches the matcher to CANCEL_ONLY: new orders are rejected;
 3. the consumer resumes, the lag returns to 0; only then is the latch release accepted,
    and the market trades NORMAL again.
@@ -76,6 +76,7 @@ async def test_lag_breach_switches_the_matcher_to_cancel_only_until_the_latch_is
         extra_env={
             "LEDGER_RECONCILIATION_INTERVAL_MS": "200",
             "LEDGER_RECONCILIATION_LAG_THRESHOLD": "5",
+            "LEDGER_RECONCILIATION_LAG_GRACE_MS": "5000",
             "LEDGER_RECONCILIATION_STATE_STALE_MS": "20000",
             "LEDGER_RECONCILIATION_SAFETY_MODE": "CANCEL_ONLY",
             "LEDGER_RECONCILIATION_AUTO_SWITCH": "true",
@@ -107,6 +108,10 @@ async def test_lag_breach_switches_the_matcher_to_cancel_only_until_the_latch_is
                 m = await market()
                 return m["lag"] == 0 and m["breach"] is False
 
+            async def cancel_only() -> bool:
+                s = await stub.GetStatus(matcher_pb2.GetStatusRequest(symbol="BTC-USDT"))
+                return bool(s.mode == c.SYMBOL_MODE_CANCEL_ONLY)
+
             await wait_for(healthy, what="a healthy market before the drill")
             alerts = await http.metric("reconciliation_alert_total")
 
@@ -117,11 +122,20 @@ async def test_lag_breach_switches_the_matcher_to_cancel_only_until_the_latch_is
                 reply = await stub.PlaceOrder(order("alice", n, c.SIDE_BUY, 900 - n))
                 assert reply.status == matcher_pb2.COMMAND_STATUS_ACCEPTED
 
+            async def lagging() -> dict[str, Any] | None:
+                m = await market()
+                return m if m["lag"] > 5 else None
+
+            m = await wait_for(lagging, what="the lag past the threshold")
+            assert not m["breach"] and not m["latched"] and m["behind_seconds"] < 5  # the grace
+            assert await cancel_only() is False
+
             async def breached() -> dict[str, Any] | None:
                 m = await market()
                 return m if m["breach"] and m["lag"] > 5 and m["latched"] else None
 
             m = await wait_for(breached, what="a lag breach")
+            assert m["reason_codes"] == ["lag"] and m["behind_seconds"] > 5
             assert any("lag" in r and "> threshold 5" in r for r in m["reasons"])
             assert m["recommended_mode"] == "CANCEL_ONLY"
             assert await http.metric("reconciliation_breach_active") >= 1
@@ -129,10 +143,6 @@ async def test_lag_breach_switches_the_matcher_to_cancel_only_until_the_latch_is
             assert await http.metric("reconciliation_alert_total") == alerts + 1
 
             # 2. Local mode: the ledger switched the matcher; new orders are refused.
-            async def cancel_only() -> bool:
-                s = await stub.GetStatus(matcher_pb2.GetStatusRequest(symbol="BTC-USDT"))
-                return bool(s.mode == c.SYMBOL_MODE_CANCEL_ONLY)
-
             await wait_for(cancel_only, what="the matcher in CANCEL_ONLY")
             assert await http.metric("reconciliation_safety_trigger_total") >= 1
             refused = await stub.PlaceOrder(order("bob", 1, c.SIDE_SELL, 1100))

@@ -1,0 +1,23 @@
+"""gRPC channels to a matcher, as every client of one opens them.
+
+gRPC's default reconnect backoff starts at 1 s and grows by 1.6x up to 120 s. A matcher
+restart (a crash, a failover, a rolling upgrade) takes a second or two; with the default a
+client that failed a few times meanwhile waits seconds more after the matcher is back. A
+matcher is one known address, not a fleet to spare from a reconnect storm: retry every
+100 ms at first, never less often than once a second.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+)
+
+
+def matcher_channel(target: str, *options: tuple[str, int]) -> grpc.aio.Channel:
+    """An insecure channel to the matcher at `target`, reconnecting quickly."""
+    return grpc.aio.insecure_channel(target, options=[*RECONNECT_OPTIONS, *options])
