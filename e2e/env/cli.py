@@ -43,6 +43,7 @@ def setup(parts: list[str]) -> None:
             f"kubernetes {versions.KUBERNETES} + etcd {versions.ETCD} binaries",
             lambda: gobuild.ensure(("etcd", *gobuild.CONTROL_PLANE)),
         )
+        _timed(f"helm {versions.HELM}", lambda: gobuild.ensure(("helm",)))
     if "node" in parts or "cluster" in parts:
         _timed("kubernetes node binaries", lambda: gobuild.ensure(gobuild.NODE))
     if "cluster" in parts:

@@ -21,6 +21,7 @@ NODE = ("kube-scheduler", "kubelet", "kube-proxy")
 GO_INSTALL = {
     "coredns": ("github.com/coredns/coredns", versions.COREDNS),
     "crictl": ("sigs.k8s.io/cri-tools/cmd/crictl", versions.CRI_TOOLS),
+    "helm": ("helm.sh/helm/v3/cmd/helm", versions.HELM),
 }
 """Commands whose modules have no `replace` directives, so plain `go install m@v` builds them."""
 
@@ -60,12 +61,17 @@ def _go_build(module: Path, package: str, out: Path, ldflags: str) -> None:
     partial.rename(out)
 
 
+VERSION_LDFLAGS = {"helm": f"-X helm.sh/helm/v3/internal/version.version={versions.HELM}"}
+"""Versions a module stamps only at release builds (else `helm version` says "v3.19")."""
+
+
 def _go_install(package: str, version: str, out: Path) -> None:
     staging = out.parent.with_name(out.parent.name + ".partial")
     staging.mkdir(exist_ok=True)
     env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(staging), "GOFLAGS": "-buildvcs=false"}
+    ldflags = f"-s -w {VERSION_LDFLAGS.get(out.name, '')}".strip()
     subprocess.run(
-        ["go", "install", "-trimpath", "-ldflags", "-s -w", f"{package}@{version}"],
+        ["go", "install", "-trimpath", "-ldflags", ldflags, f"{package}@{version}"],
         env=env,
         check=True,
     )

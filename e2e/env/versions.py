@@ -30,6 +30,9 @@ COREDNS: Final = "v1.12.4"
 CRI_TOOLS: Final = "v1.34.0"
 """crictl, matching Kubernetes 1.34's CRI: removes pod sandboxes on `cluster-down`."""
 
+HELM: Final = "v3.19.5"
+"""Helm 3, `go install`ed into the cache: installs the operator's chart, lints it in tests."""
+
 PAUSE: Final = "3.10"
 """Tag of the locally built pause image (a static C binary, see `e2e/env/pause/pause.c`)."""
 

@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import grpc
 from aiokafka.errors import KafkaError
@@ -27,6 +29,7 @@ from prometheus_client import Histogram
 from workloads.common import logs, ops_http
 from workloads.matcher import engine as e
 from workloads.matcher.epoch import FileEpoch
+from workloads.matcher.lease import Identity, LeaseEpoch, LeaseLost
 from workloads.matcher.outbox import EncodedEvents, Outbox, PublishedAhead, WalGap, published_seq
 from workloads.matcher.recovery import RecoveryError, recover
 from workloads.matcher.refusal import refuse
@@ -93,20 +96,61 @@ async def _published(settings: MatcherSettings) -> int:
             delay = min(delay * 2, 5.0)
 
 
+class Startup:
+    """What `/readyz` says while the matcher is not serving yet (or refuses to)."""
+
+    def __init__(self) -> None:
+        self.why = "recovering"
+        self.check: Callable[[], tuple[bool, str]] | None = None
+
+    def ready(self) -> tuple[bool, str]:
+        return self.check() if self.check is not None else (False, self.why)
+
+
+def _fencing(settings: MatcherSettings) -> FileEpoch | LeaseEpoch:
+    if settings.epoch_provider == "lease":
+        from workloads.matcher.lease_api import LeaseApi, api_client
+
+        api = LeaseApi(
+            api_client(os.environ.get("KUBECONFIG") or None),
+            settings.lease_namespace,
+            settings.lease_name,
+        )
+        me = Identity(settings.instance, settings.pod_uid or "local")
+        return LeaseEpoch(api, me, settings.lease_timing)
+    return FileEpoch(settings.data_dir / "epoch", settings.instance)
+
+
 async def serve(settings: MatcherSettings) -> None:
+    """The ops endpoints first (liveness while recovering and waiting for the lease), then
+    the matcher."""
+    startup = Startup()
+    runner = await ops_http.serve(
+        ops_http.ops_app(startup.ready), settings.host, settings.http_port
+    )
+    try:
+        await _serve(settings, startup)
+    finally:
+        await runner.cleanup()
+
+
+async def _serve(settings: MatcherSettings, startup: Startup) -> None:
     spec = settings.spec
+    startup.why = "recovering, and reading the market's published seq from Kafka"
     recovered, in_topic = await asyncio.gather(
         asyncio.to_thread(recover, spec, settings.data_dir), _published(settings)
     )
     if recovered.engine.seq < in_topic:
         ahead = PublishedAhead(recovered.engine.seq, in_topic, settings.events_topic)
+        startup.why = f"refusing to serve: {ahead}"
         await refuse(settings, recovered.engine, recovered.last_epoch, in_topic, str(ahead))
         return
     tune_runtime()
     _watch_gc()
     watcher = asyncio.create_task(_watch_loop(), name="loop-lag")
-    fencing = FileEpoch(settings.data_dir / "epoch", settings.instance)
-    epoch = await fencing.acquire()
+    fencing = _fencing(settings)
+    startup.why = f"waiting for the leadership ({fencing.identity})"
+    epoch = await fencing.acquire(floor=recovered.last_epoch + 1)
     sequencer = Sequencer(
         recovered.engine,
         settings.data_dir,
@@ -165,7 +209,7 @@ async def serve(settings: MatcherSettings) -> None:
             return False, "not the leader"
         return True, f"epoch {epoch}, seq {sequencer.engine.seq}"
 
-    runner = await ops_http.serve(ops_http.ops_app(ready), settings.host, settings.http_port)
+    startup.check = ready
     print(
         f"matcher {spec.symbol} serving gRPC on {settings.host}:{settings.grpc_port}, "
         f"HTTP on {settings.host}:{settings.http_port}, epoch {epoch}",
@@ -188,15 +232,22 @@ async def serve(settings: MatcherSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     failures: list[BaseException] = []
-    if outbox_task is not None:
 
-        def outbox_ended(task: asyncio.Task[None]) -> None:
+    def ended(what: str) -> Callable[[asyncio.Task[None]], None]:
+        def callback(task: asyncio.Task[None]) -> None:
             if not task.cancelled() and (failure := task.exception()) is not None:
-                log.critical("outbox failed: stopping", extra={"why": str(failure)})
+                log.critical(f"{what} failed: stopping", extra={"why": str(failure)})
                 failures.append(failure)
                 stop.set()
 
-        outbox_task.add_done_callback(outbox_ended)
+        return callback
+
+    if outbox_task is not None:
+        outbox_task.add_done_callback(ended("outbox"))
+    keeper: asyncio.Task[None] | None = None
+    if isinstance(fencing, LeaseEpoch):
+        keeper = asyncio.create_task(fencing.keep(), name="lease")
+        keeper.add_done_callback(ended("leadership"))
     await stop.wait()
 
     log.info("stopping: no new commands, flushing, snapshotting")
@@ -215,7 +266,9 @@ async def serve(settings: MatcherSettings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await outbox_task
     await sequencer.close()
-    await runner.cleanup()
+    if keeper is not None and isinstance(fencing, LeaseEpoch):
+        keeper.cancel()
+        await fencing.release()  # after the last write: the next instance may lead at once
     log.info("stopped", extra={"seq": sequencer.engine.seq})
     if failures:
         raise failures[0]
@@ -240,7 +293,7 @@ def main() -> None:
     except (RecoveryError, WalCorruption) as exc:
         log.critical("refusing to start", extra={"why": str(exc)})
         sys.exit(f"matcher: refusing to start: {exc}")
-    except (PublishedAhead, WalGap) as exc:
+    except (PublishedAhead, WalGap, LeaseLost) as exc:
         sys.exit(f"matcher: stopped: {exc}")
 
 

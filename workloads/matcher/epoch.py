@@ -5,7 +5,7 @@ reply carries it; downstream consumers drop anything from an epoch lower than th
 highest they have seen. Two providers share the interface:
 - `FileEpoch` (local mode): a counter in a file, bumped and fsynced on every start, so a
   restarted matcher always serves under a higher epoch than any earlier run.
-- the Kubernetes Lease provider (cluster mode, with the operator).
+- `lease.LeaseEpoch` (cluster mode): the market's Lease, its `leaseTransitions` the epoch.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from workloads.matcher.wal import fsync_dir
 
 
 class EpochProvider(Protocol):
-    async def acquire(self) -> int:
-        """Become leader and return the new epoch (greater than every earlier one)."""
+    async def acquire(self, floor: int = 0) -> int:
+        """Become leader and return the new epoch: greater than every earlier one, and at
+        least `floor` (one above the last epoch in the WAL)."""
         ...
 
     def is_leader(self) -> bool:
@@ -43,22 +44,23 @@ class FileEpoch:
     def identity(self) -> str:
         return self._identity
 
-    async def acquire(self) -> int:
-        self.epoch = await asyncio.to_thread(self._bump)
+    async def acquire(self, floor: int = 0) -> int:
+        self.epoch = await asyncio.to_thread(self._bump, floor)
         return self.epoch
 
-    def _bump(self) -> int:
+    def _bump(self, floor: int) -> int:
         """Read, increment and durably write the counter (fsync file, rename, fsync dir)."""
         previous = int(self.path.read_text()) if self.path.exists() else 0
+        epoch = max(previous + 1, floor)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         with open(temporary, "w") as handle:
-            handle.write(str(previous + 1))
+            handle.write(str(epoch))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
         fsync_dir(self.path.parent)
-        return previous + 1
+        return epoch
 
     def is_leader(self) -> bool:
         return self.epoch > 0

@@ -236,8 +236,9 @@ class Outbox:
     ) -> None:
         """`transaction_timeout` (s) bounds one connect or transaction on our side; the
         broker's is twice that, so our own abandoned transaction is never what fences us.
-        `may_connect` (e.g. "still holds the lease") is asked before every (re)connect: a
-        stale leader that re-initialised the transactional id would fence the new leader.
+        `may_connect` (e.g. "still holds the lease") is asked before every (re)connect and
+        every transaction: a stale leader that re-initialised the transactional id would
+        fence the new leader, and one that lost its lease publishes nothing more.
         `encoded`: events the replies already serialized (see `EncodedEvents`).
         `linger` (s): least time between two transactions' starts. A transaction costs the
         broker far more than its records (markers, the transaction log, every
@@ -352,6 +353,9 @@ class Outbox:
             self._resume_at(cursor)
             log.info("publishing", extra={"symbol": self.spec.symbol, "from_seq": cursor + 1})
             while chunk := await self._next_chunk():
+                if not self._may_connect():  # lost the lease meanwhile: not one more
+                    self._fence("no longer the leader: not publishing")
+                    return
                 async with asyncio.timeout(self._txn_timeout):
                     await self._publish(producer, partition, chunk)
         finally:

@@ -19,7 +19,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from contracts.v1 import common_pb2, matcher_pb2, matcher_pb2_grpc
-from workloads.common import ops_http
 from workloads.matcher import codec
 from workloads.matcher.engine import Engine
 from workloads.matcher.settings import MatcherSettings
@@ -62,7 +61,8 @@ class RefusingService(matcher_pb2_grpc.MatcherServicer):
 async def refuse(
     settings: MatcherSettings, engine: Engine, epoch: int, published: int, why: str
 ) -> None:
-    """Serve GetStatus and the ops endpoints (not ready, with `why`) until SIGTERM/SIGINT."""
+    """Serve GetStatus until SIGTERM/SIGINT (the ops endpoints are up already, `/readyz`
+    saying why)."""
     log.critical(
         "refusing to serve",
         extra={"why": why, "recovered_seq": engine.seq, "published_seq": published},
@@ -76,11 +76,6 @@ async def refuse(
     server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-    runner = await ops_http.serve(
-        ops_http.ops_app(lambda: (False, f"refusing to serve: {why}")),
-        settings.host,
-        settings.http_port,
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -89,4 +84,3 @@ async def refuse(
         await stop.wait()
     finally:
         await server.stop(grace=1)
-        await runner.cleanup()

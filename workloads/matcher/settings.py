@@ -17,15 +17,24 @@
 | MATCHER_WAL_SEGMENT_BYTES | 67108864 | WAL segment rotation size |
 | MATCHER_SNAPSHOT_EVERY | 200000 | commands between periodic snapshots (0: only at shutdown) |
 | MATCHER_INSTANCE | the host name | this instance's identity (pod name in a cluster) |
+| MATCHER_EPOCH_PROVIDER | file | `file` (local: a counter in the data dir) or `lease` (cluster) |
+| MATCHER_LEASE_NAME | matcher-<symbol, lower case> | the market's Lease (cluster mode) |
+| MATCHER_LEASE_NAMESPACE | the pod's namespace | where the Lease is |
+| MATCHER_POD_UID | (empty) | the pod's UID (downward API): part of the lease identity |
+| MATCHER_LEASE_DURATION_S | 10 | nobody else takes the lease until this long after a renewal |
+| MATCHER_LEASE_RENEW_DEADLINE_S | 7 | the leader stops serving this long after its last renewal |
+| MATCHER_LEASE_RETRY_PERIOD_S | 2 | how often the leader renews |
+| KUBECONFIG | (in-cluster) | the API server outside a pod (tests) |
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from workloads.matcher.lease import LeaseTiming
 from workloads.matcher.sequencer import SequencerSettings
 from workloads.matcher.spec import MarketSpec, SpecError
 
@@ -47,6 +56,11 @@ class MatcherSettings:
     outbox_linger: float
     sequencer: SequencerSettings
     instance: str
+    epoch_provider: str = "file"
+    lease_name: str = ""
+    lease_namespace: str = ""
+    pod_uid: str = ""
+    lease_timing: LeaseTiming = field(default_factory=LeaseTiming)
 
     @classmethod
     def from_env(cls) -> MatcherSettings:
@@ -83,4 +97,40 @@ class MatcherSettings:
                 snapshot_every=integer("MATCHER_SNAPSHOT_EVERY", 200_000),
             ),
             instance=env.get("MATCHER_INSTANCE", socket.gethostname()),
+            epoch_provider=_choice(env, "MATCHER_EPOCH_PROVIDER", "file", ("file", "lease")),
+            lease_name=env.get("MATCHER_LEASE_NAME", f"matcher-{spec.symbol.lower()}"),
+            lease_namespace=env.get("MATCHER_LEASE_NAMESPACE", "") or _pod_namespace(),
+            pod_uid=env.get("MATCHER_POD_UID", ""),
+            lease_timing=_lease_timing(env),
         )
+
+
+def _choice(env: os._Environ[str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default)
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _lease_timing(env: os._Environ[str]) -> LeaseTiming:
+    values = []
+    for name, default in (
+        ("MATCHER_LEASE_DURATION_S", LeaseTiming.duration),
+        ("MATCHER_LEASE_RENEW_DEADLINE_S", LeaseTiming.renew_deadline),
+        ("MATCHER_LEASE_RETRY_PERIOD_S", LeaseTiming.retry_period),
+    ):
+        raw = env.get(name, str(default))
+        try:
+            values.append(float(raw))
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a number of seconds") from None
+    try:
+        return LeaseTiming(*values)
+    except ValueError as exc:
+        raise SettingsError(f"MATCHER_LEASE_*: {exc}") from None
+
+
+def _pod_namespace() -> str:
+    """The namespace of the pod's service account, when running in one."""
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.exists() else ""

@@ -1,0 +1,269 @@
+"""Cluster mode's fencing: the market's `coordination.k8s.io` Lease, held from inside the pod.
+
+The protocol (client-go's leader election, with the epoch in the same write):
+
+- The operator creates the Lease `matcher-<market>`; the matcher's ServiceAccount may only
+  get and update that one (RBAC by `resourceNames`).
+- Every write is a PUT conditional on the `resourceVersion` just read (Patroni's rule): of
+  two candidates, one wins and the other gets 409, re-reads and sees the winner.
+- Taking the lease (a new `holderIdentity`) raises `spec.leaseTransitions` in that same
+  write, and that number is the fencing epoch: no second object can disagree with it. It is
+  raised at least to one above the last epoch in the matcher's own WAL, so that an epoch
+  never goes back even if the Lease was recreated.
+- The identity is `<pod>/<pod uid>/<boot>`: every start of the process is a new holder and
+  a new epoch.
+- A candidate may take the lease when it is free (released by a graceful stop), when the
+  holder is an earlier process of this very pod (same pod UID: it is dead, since the
+  instance manager and the kubelet start a process only after the previous one exited), or
+  when the record has not changed for `duration` seconds of the candidate's own monotonic
+  clock, counted from when it first saw that version (never from timestamps written by
+  another machine).
+- The holder renews every `retry_period` and counts as leader only while less than
+  `renew_deadline` has passed on its own monotonic clock since the start of its last
+  successful renewal. That is checked before every command and every outbox transaction,
+  so a process that was frozen or cut off is silent from the moment the deadline passes,
+  before anyone may take over at `duration` (renew_deadline < duration: the margin covers
+  clock-rate differences and scheduling delays). Having lost it, the matcher stops and
+  exits; the next process starts with a new epoch.
+
+Timing bounds (defaults, `MATCHER_LEASE_*`, from the Market's `spec.failover`): duration
+D = 10 s, renew deadline R = 7 s, retry period P = 2 s. A crashed matcher is replaced by its
+instance manager at once and takes the lease at once (same pod UID). A frozen or partitioned
+one stops serving at most R after its last renewal; another instance may lead at D after the
+last renewal it observed; the operator fences (deletes) a pod whose lease stayed expired for
+`spec.failover.timeoutSeconds` more. A second instance (the hot standby) fits the same
+protocol: it waits for the lease, so it leads only after D, or at once when the operator has
+fenced the old leader and released the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LeaseTiming:
+    duration: float = 10.0
+    """Seconds after the last renewal it observed before anyone else may take the lease."""
+    renew_deadline: float = 7.0
+    """Seconds after its last successful renewal at which the holder stops serving."""
+    retry_period: float = 2.0
+    """Seconds between renewals (and between a candidate's attempts)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_period < self.renew_deadline < self.duration:
+            raise ValueError(
+                "lease timing needs 0 < retry period < renew deadline < duration, got"
+                f" {self.retry_period}, {self.renew_deadline}, {self.duration}"
+            )
+
+
+@dataclass(frozen=True)
+class Identity:
+    pod: str
+    uid: str
+    boot: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def __str__(self) -> str:
+        return f"{self.pod}/{self.uid}/{self.boot}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> Identity | None:
+        parts = (text or "").split("/")
+        return cls(*parts) if len(parts) == 3 and all(parts) else None
+
+    def same_pod(self, other: Identity | None) -> bool:
+        return other is not None and (other.pod, other.uid) == (self.pod, self.uid)
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """What the API server holds, as far as the protocol cares."""
+
+    holder: str
+    transitions: int
+    resource_version: str
+
+
+class Claim(Enum):
+    TAKE = "take"  # write ourselves in as the new holder, epoch + 1
+    WAIT = "wait"  # someone else may still lead
+
+
+def claim(record: LeaseRecord, me: Identity, unchanged_for: float, timing: LeaseTiming) -> Claim:
+    """A candidate's decision on the record it just read (`unchanged_for`: seconds of its own
+    clock since it first saw this resourceVersion)."""
+    if not record.holder:
+        return Claim.TAKE  # released
+    if me.same_pod(Identity.parse(record.holder)):
+        return Claim.TAKE  # an earlier process of this pod: it has exited
+    if unchanged_for >= timing.duration:
+        return Claim.TAKE  # the holder stopped renewing
+    return Claim.WAIT
+
+
+class LeaseLost(RuntimeError):
+    """This process no longer holds the market's lease: it must not serve again."""
+
+
+class LeaseUnavailable(RuntimeError):
+    """The API server could not be asked (network, timeout, an error other than 409)."""
+
+
+class LeaseStore(Protocol):
+    """One Lease: read it, and write over the version read (None: someone else wrote)."""
+
+    name: str
+
+    async def read(self) -> LeaseRecord: ...
+
+    async def write(
+        self, read: LeaseRecord, holder: str, transitions: int, duration: float, acquired: bool
+    ) -> LeaseRecord | None: ...
+
+
+class LeaseEpoch:
+    """The `EpochProvider` of cluster mode (see the module docstring for the protocol)."""
+
+    def __init__(
+        self,
+        api: LeaseStore,
+        me: Identity,
+        timing: LeaseTiming = LeaseTiming(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api = api
+        self.me = me
+        self.timing = timing
+        self.clock = clock
+        self.epoch = 0
+        self.lost: str | None = None
+        self._record: LeaseRecord | None = None
+        self._renewed_at = float("-inf")
+        self._seen: tuple[str, float] | None = None  # (resourceVersion, when first seen)
+
+    @property
+    def identity(self) -> str:
+        return str(self.me)
+
+    def is_leader(self) -> bool:
+        return (
+            self.epoch > 0
+            and self.lost is None
+            and self.clock() - self._renewed_at < self.timing.renew_deadline
+        )
+
+    async def acquire(self, floor: int = 0) -> int:
+        """Wait until this process may take the lease, take it, and return the new epoch
+        (at least `floor`)."""
+        while True:
+            record = await self._read()
+            if record is not None:
+                unchanged = self._unchanged_for(record)
+                if claim(record, self.me, unchanged, self.timing) is Claim.TAKE:
+                    epoch = max(record.transitions + 1, floor)
+                    started = self.clock()
+                    written = await self._write(record, epoch, acquired=True)
+                    if written is not None:
+                        self._took(written, started, record.holder)
+                        return epoch
+                    continue  # someone else wrote first: look again at once
+                log.info(
+                    "waiting for the lease",
+                    extra={"holder": record.holder, "unchanged_s": round(unchanged, 1)},
+                )
+            await asyncio.sleep(self.timing.retry_period)
+
+    def _took(self, record: LeaseRecord, started: float, previous: str) -> None:
+        self._record = record
+        self._renewed_at = started
+        self.epoch = record.transitions
+        self.lost = None
+        log.warning(
+            "lease taken",
+            extra={"lease": self.api.name, "epoch": self.epoch, "previous": previous or None},
+        )
+
+    async def renew(self) -> None:
+        """One renewal; raises `LeaseLost` when the lease is someone else's or the renew
+        deadline has passed."""
+        if self.lost is not None:
+            raise LeaseLost(self.lost)
+        started = self.clock()
+        if started - self._renewed_at >= self.timing.renew_deadline:
+            # Silent since the deadline (frozen, or the API unreachable): renewing now would
+            # make it lead again under an epoch others may have seen end.
+            self._lose(f"not renewed for {self.timing.renew_deadline:g} s")
+        record = await self._read()
+        if record is not None and record.holder != self.identity:
+            self._lose(f"the lease is held by {record.holder or 'nobody'} now")
+        if record is not None:
+            written = await self._write(record, record.transitions, acquired=False)
+            if written is not None:
+                self._record = written
+                self._renewed_at = started
+        if self.clock() - self._renewed_at >= self.timing.renew_deadline:
+            self._lose(f"not renewed for {self.timing.renew_deadline:g} s")
+
+    def _lose(self, why: str) -> None:
+        self.lost = why
+        log.error("lease lost: not serving", extra={"lease": self.api.name, "why": why})
+        raise LeaseLost(why)
+
+    async def keep(self) -> None:
+        """Renew every retry period until the lease is lost (then raise `LeaseLost`)."""
+        while True:
+            await asyncio.sleep(self.timing.retry_period)
+            await self.renew()
+
+    async def release(self) -> None:
+        """Give the lease up (a graceful stop, after the last command): the next instance
+        may take it at once instead of waiting out the duration."""
+        if self.epoch == 0 or self.lost is not None:
+            return
+        self.lost = "released"
+        record = await self._read()
+        if record is not None and record.holder == self.identity:
+            await self._write(record, record.transitions, acquired=False, holder="")
+            log.info("lease released", extra={"lease": self.api.name, "epoch": self.epoch})
+
+    async def _read(self) -> LeaseRecord | None:
+        try:
+            return await self.api.read()
+        except LeaseUnavailable as exc:
+            log.warning("lease read failed", extra={"why": _why(exc)})
+            return None
+
+    async def _write(
+        self, record: LeaseRecord, transitions: int, *, acquired: bool, holder: str | None = None
+    ) -> LeaseRecord | None:
+        try:
+            return await self.api.write(
+                record,
+                self.identity if holder is None else holder,
+                transitions,
+                self.timing.duration,
+                acquired,
+            )
+        except LeaseUnavailable as exc:
+            log.warning("lease write failed", extra={"why": _why(exc)})
+            return None
+
+    def _unchanged_for(self, record: LeaseRecord) -> float:
+        now = self.clock()
+        if self._seen is None or self._seen[0] != record.resource_version:
+            self._seen = (record.resource_version, now)
+        return now - self._seen[1]
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or repr(exc)

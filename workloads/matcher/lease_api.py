@@ -1,0 +1,94 @@
+"""The market's Lease through the kubernetes client: the I/O half of `lease.py`."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from workloads.matcher.lease import LeaseRecord, LeaseUnavailable
+
+
+class LeaseApi:
+    """Read and conditionally replace one Lease (the kubernetes client, in a worker thread)."""
+
+    def __init__(
+        self, api_client: client.ApiClient, namespace: str, name: str, timeout: float = 2.0
+    ) -> None:
+        self.api = client.CoordinationV1Api(api_client)
+        self.namespace = namespace
+        self.name = name
+        self.timeout = timeout
+
+    async def read(self) -> LeaseRecord:
+        try:
+            lease = await asyncio.to_thread(
+                self.api.read_namespaced_lease,
+                self.name,
+                self.namespace,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            raise LeaseUnavailable(f"{exc.status} {exc.reason}") from None
+        except (OSError, TimeoutError, urllib3.exceptions.HTTPError) as exc:
+            raise LeaseUnavailable(repr(exc)) from None
+        spec = lease.spec or client.V1LeaseSpec()
+        return LeaseRecord(spec.holder_identity or "", spec.lease_transitions or 0, _version(lease))
+
+    async def write(
+        self, read: LeaseRecord, holder: str, transitions: int, duration: float, acquired: bool
+    ) -> LeaseRecord | None:
+        """Write over the record `read` was; None when someone else wrote in between (409).
+
+        A merge patch that carries the resourceVersion: the API server refuses it with 409
+        if the Lease changed since it was read, as it would a PUT, but a patch leaves what
+        others own (the operator's labels and owner reference) alone."""
+        now = _micro_time()
+        spec: dict[str, Any] = {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": max(1, round(duration)),
+            "leaseTransitions": transitions,
+            "renewTime": now,
+        }
+        if acquired:
+            spec["acquireTime"] = now
+        patch = {"metadata": {"resourceVersion": read.resource_version}, "spec": spec}
+        try:
+            lease = await asyncio.to_thread(
+                self.api.patch_namespaced_lease,
+                self.name,
+                self.namespace,
+                patch,
+                _content_type="application/merge-patch+json",
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise LeaseUnavailable(f"{exc.status} {exc.reason}") from None
+        except (OSError, TimeoutError, urllib3.exceptions.HTTPError) as exc:
+            raise LeaseUnavailable(repr(exc)) from None
+        return LeaseRecord(holder, transitions, _version(lease))
+
+
+def _version(lease: client.V1Lease) -> str:
+    return str(lease.metadata.resource_version if lease.metadata else "")
+
+
+def _micro_time() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """In a pod: its ServiceAccount; elsewhere (tests): a kubeconfig file."""
+    if kubeconfig:
+        loaded: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig
+        )
+        return loaded
+    config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
