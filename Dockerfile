@@ -23,6 +23,7 @@ RUN /opt/venv/bin/pip install --quiet --requirement /wheels/requirements.txt
 COPY pyproject.toml README.md /src/
 COPY contracts /src/contracts
 COPY workloads /src/workloads
+COPY operator /src/operator
 # pip and setuptools are build tools: the runtime venv does without them.
 RUN /opt/venv/bin/pip install --quiet --no-deps /src \
     && /opt/venv/bin/python -m compileall -q /opt/venv \

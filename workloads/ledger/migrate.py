@@ -21,6 +21,15 @@ import asyncpg
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('exchange-ledger-migrate:' || current_schema()))"
+SCHEMA_SQL = """
+DO $$
+DECLARE wanted text := trim(both ' "' from split_part(current_setting('search_path'), ',', 1));
+BEGIN
+  IF current_schema() IS NULL AND wanted <> '' AND wanted <> '$user' THEN
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', wanted);
+  END IF;
+END $$"""
+"""A search path naming a schema that does not exist yet (a new venue): create it."""
 
 
 async def upgrade(dsn: str, target: str = "head") -> str:
@@ -35,6 +44,7 @@ async def upgrade(dsn: str, target: str = "head") -> str:
     engine = create_async_engine("postgresql+asyncpg://", async_creator=connect, poolclass=NullPool)
     try:
         async with engine.begin() as conn:
+            await conn.execute(text(SCHEMA_SQL))
             await conn.execute(text(LOCK_SQL))
             revision: str = await conn.run_sync(_upgrade_sync, target)
         return revision

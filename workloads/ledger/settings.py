@@ -7,6 +7,7 @@ The seed's `LEDGER_*` names are kept where the seed has them.
 | variable | default | meaning |
 |---|---|---|
 | LEDGER_DB_DSN | postgresql://exchange@127.0.0.1:25432/postgres | PostgreSQL (`make up`'s) |
+| LEDGER_DB_SCHEMA | (the DSN's) | the ledger's schema, created if missing (one per venue) |
 | LEDGER_DB_POOL_SIZE | 8 | connections for the API, reconciliation and invariants |
 | LEDGER_MIGRATE_ON_START | true | run the migrations (under an advisory lock) at start |
 | LEDGER_HTTP_HOST | 127.0.0.1 | address of the admin/internal/ops HTTP API |
@@ -49,6 +50,7 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from workloads.ledger.reconciliation import Limits
 
@@ -196,7 +198,9 @@ class LedgerSettings:
             fee_account=read.name("LEDGER_FEE_ACCOUNT", "fees"),
             funding_retry_ms=read.integer("LEDGER_FUNDING_RETRY_MS", 2000, 50),
             database=DatabaseSettings(
-                dsn=env.get("LEDGER_DB_DSN", DatabaseSettings.dsn),
+                dsn=with_schema(
+                    env.get("LEDGER_DB_DSN", DatabaseSettings.dsn), read.schema("LEDGER_DB_SCHEMA")
+                ),
                 pool_size=read.integer("LEDGER_DB_POOL_SIZE", 8, 2),
                 migrate_on_start=read.flag("LEDGER_MIGRATE_ON_START", True),
             ),
@@ -244,6 +248,16 @@ class LedgerSettings:
                 insecure=read.flag("LEDGER_OTEL_INSECURE", True),
             ),
         )
+
+
+def with_schema(dsn: str, schema: str) -> str:
+    """`dsn` with `schema` as its search path (asyncpg takes unknown query parameters as
+    server settings), so that every connection of the ledger lands in it."""
+    if not schema:
+        return dsn
+    parts = urlsplit(dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "search_path"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("search_path", schema)])))
 
 
 def parse_markets(raw: str) -> tuple[Market, ...]:
@@ -305,6 +319,12 @@ class _Reader:
             raise SettingsError(f"{name}={raw!r} is not a number") from None
         if not low <= value <= high:
             raise SettingsError(f"{name}={value} must be between {low} and {high}")
+        return value
+
+    def schema(self, name: str) -> str:
+        value = self.env.get(name, "").strip()
+        if value and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise SettingsError(f"{name}={value!r} must be a plain lower-case SQL identifier")
         return value
 
     def flag(self, name: str, default: bool) -> bool:

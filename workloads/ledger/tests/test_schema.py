@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 import pytest
 
 from e2e.env.pytest_plugin import Schema
 from workloads.ledger import applier, migrate, store
+from workloads.ledger.settings import with_schema
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +36,19 @@ async def test_migrations_are_idempotent_and_replicas_do_not_race(pg_schema: Sch
     conn = await asyncpg.connect(pg_schema.dsn)
     try:
         assert await conn.fetchval("SELECT version_num FROM alembic_version") == migrate.head()
+    finally:
+        await conn.close()
+
+
+async def test_a_venue_schema_is_created_on_first_start_and_holds_the_ledger(pg_dsn: str) -> None:
+    name = f"ledger_{uuid.uuid4().hex[:8]}"
+    dsn = with_schema(pg_dsn, name)
+    assert dsn.endswith(f"?search_path={name}")
+    assert await migrate.upgrade(dsn) == migrate.head()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await conn.fetchval(f"SELECT count(*) FROM {name}.alembic_version") == 1
+        await conn.execute(f"DROP SCHEMA {name} CASCADE")
     finally:
         await conn.close()
 

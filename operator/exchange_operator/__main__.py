@@ -1,0 +1,39 @@
+"""`python -m exchange_operator` (console script `exchange-operator`): the operator.
+
+kopf runs the handlers of `handlers.py`, cluster-wide or in OPERATOR_NAMESPACES, with peering
+(several replicas, one active) unless OPERATOR_PEERING is empty; liveness on
+OPERATOR_HEALTH_PORT (`/healthz`), Prometheus metrics on OPERATOR_METRICS_PORT.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import kopf
+from prometheus_client import start_http_server
+
+from exchange_operator import handlers  # noqa: F401  (registers the handlers)
+from exchange_operator.settings import OperatorSettings, SettingsError
+from workloads.common import logs
+
+
+def main() -> None:
+    logs.configure("operator")
+    try:
+        settings = OperatorSettings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"operator: invalid setting: {exc}")
+    start_http_server(settings.metrics_port)
+    logging.getLogger("kopf").setLevel(logging.INFO)
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=not settings.peering,
+        peering_name=settings.peering or None,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""A namespace's venue, as manifests (pure): the gateway (one URL for all the namespace's
+markets) and the ledger (one book of record) shared by its Markets, their Services,
+ServiceAccounts and NetworkPolicies.
+
+Ownership: every Market of the namespace is an owner of these objects (none the controller),
+so the garbage collector removes them with the last Market; until then each reconcile
+applies them again with the current set of Markets as owners and in the catalogues. Where
+the Markets' venue settings differ (gateway replicas, extra env), the oldest Market's win.
+
+The ledger runs as a StatefulSet of one, not a Deployment: its Kafka consumer is a static
+group member whose id is its pod name, and a StatefulSet keeps that name across restarts and
+rollouts (a Deployment's new pod would join as a new member while the old one's partitions
+waited out its session).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from exchange_operator.children import (
+    Manifest,
+    catalogue_entry,
+    connection_env,
+    restricted,
+)
+from exchange_operator.model import (
+    GATEWAY_PORT,
+    LEDGER_PORT,
+    MATCHER_GRPC_PORT,
+    MarketRef,
+    events_topic,
+    labels,
+    selector,
+)
+from exchange_operator.settings import OperatorSettings
+from workloads.gateway.markets import catalogue_json
+
+DNS_EGRESS: Manifest = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+API_EGRESS: Manifest = {
+    "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]
+}
+
+
+def ordered(refs: list[MarketRef]) -> list[MarketRef]:
+    """Oldest first (creation time, then name): the first one's venue settings win."""
+    return sorted(refs, key=lambda r: (r.created, r.name))
+
+
+def endpoint_egress(*addresses: str) -> list[Manifest]:
+    """Egress rules to `host:port` addresses (an IP host becomes an ipBlock)."""
+    rules = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not port.isdigit():
+            continue
+        rule: Manifest = {"ports": [{"protocol": "TCP", "port": int(port)}]}
+        if host.replace(".", "").isdigit():
+            rule["to"] = [{"ipBlock": {"cidr": f"{host}/32"}}]
+        rules.append(rule)
+    return rules
+
+
+def host_services(config: dict[str, str]) -> tuple[str, str]:
+    """(Kafka bootstrap, PostgreSQL host:port) from the venue's ConfigMap data."""
+    kafka = config.get("EXCHANGE_KAFKA_BOOTSTRAP", "").split(",")[0]
+    pg = urlsplit(config.get("EXCHANGE_PG_DSN", ""))
+    return kafka, f"{pg.hostname}:{pg.port or 5432}" if pg.hostname else ""
+
+
+class Venue:
+    """The shared parts of one namespace, from its Markets and its ConfigMap."""
+
+    def __init__(
+        self,
+        namespace: str,
+        refs: list[MarketRef],
+        settings: OperatorSettings,
+        config: dict[str, str],
+    ) -> None:
+        self.namespace = namespace
+        self.refs = ordered(refs)
+        self.settings = settings
+        self.first = self.refs[0]
+        self.kafka, self.pg = host_services(config)
+        self.schema = namespace.replace("-", "_")
+
+    @property
+    def topic(self) -> str:
+        return events_topic(self.namespace, self.first.spec)
+
+    @property
+    def image(self) -> str:
+        return self.first.spec.image or self.settings.image
+
+    def matcher_egress(self) -> list[Manifest]:
+        return [DNS_EGRESS, API_EGRESS, *endpoint_egress(self.kafka)]
+
+    def _meta(self, name: str, component: str) -> Manifest:
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": labels(name, self.namespace, component),
+            "ownerReferences": [r.owner_reference(controller=False) for r in self.refs],
+        }
+
+    def manifests(self) -> list[Manifest]:
+        return [
+            self.default_deny(),
+            self.service_account("gateway"),
+            self.service_account("ledger"),
+            self.ledger_service(),
+            self.ledger(),
+            self.ledger_policy(),
+            self.gateway_service(),
+            self.gateway(),
+            self.gateway_policy(),
+        ]
+
+    # ------------------------------------------------------------------ shared pieces
+
+    def service_account(self, name: str) -> Manifest:
+        return {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": self._meta(name, "identity"),
+            "automountServiceAccountToken": False,  # neither talks to the API server
+        }
+
+    def default_deny(self) -> Manifest:
+        """Deny by default, for the exchange's pods; each has explicit allows beside it."""
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": self._meta("exchange-default-deny", "network"),
+            "spec": {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "exchange-platform"}},
+                "policyTypes": ["Ingress", "Egress"],
+            },
+        }
+
+    def _container(self, name: str, module: str, port: int, env: list[Manifest]) -> Manifest:
+        return {
+            "name": name,
+            "image": self.image,
+            "imagePullPolicy": self.settings.image_pull_policy,
+            "command": ["python3", "-m", module],
+            "env": env,
+            "ports": [{"name": "http", "containerPort": port}],
+            "readinessProbe": {
+                "httpGet": {"path": "/readyz", "port": "http"},
+                "periodSeconds": 2,
+                "failureThreshold": 2,
+            },
+            "livenessProbe": {
+                "httpGet": {"path": "/healthz", "port": "http"},
+                "periodSeconds": 10,
+                "timeoutSeconds": 3,
+                "failureThreshold": 3,
+            },
+            "securityContext": restricted(),
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        }
+
+    def _pod(self, name: str, container: Manifest, grace: int) -> Manifest:
+        return {
+            "metadata": {"labels": labels(name, self.namespace, container["name"])},
+            "spec": {
+                "serviceAccountName": name,
+                "automountServiceAccountToken": False,
+                "terminationGracePeriodSeconds": grace,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [container],
+                "volumes": [{"name": "tmp", "emptyDir": {}}],
+            },
+        }
+
+    def _policy(self, name: str, port: int, sources: list[Manifest] | None) -> Manifest:
+        ingress: Manifest = {"ports": [{"protocol": "TCP", "port": port}]}
+        if sources is not None:
+            ingress["from"] = sources
+        to_matchers = {
+            "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "matcher"}}}],
+            "ports": [{"protocol": "TCP", "port": MATCHER_GRPC_PORT}],
+        }
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": self._meta(name, "network"),
+            "spec": {
+                "podSelector": {"matchLabels": selector(name, self.namespace)},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [ingress],
+                "egress": [DNS_EGRESS, to_matchers, *endpoint_egress(self.kafka, self.pg)],
+            },
+        }
+
+    # ------------------------------------------------------------------ the ledger
+
+    def ledger_env(self) -> list[Manifest]:
+        markets = ",".join(
+            f"{r.spec.symbol}={catalogue_entry(r, self.namespace).matcher}" for r in self.refs
+        )
+        plain = {
+            "LEDGER_HTTP_HOST": "0.0.0.0",
+            "LEDGER_HTTP_PORT": str(LEDGER_PORT),
+            "LEDGER_DB_SCHEMA": f"ledger_{self.schema}",
+            "LEDGER_MARKETS": markets,
+            "LEDGER_KAFKA_TOPIC": self.topic,
+            "LEDGER_KAFKA_GROUP_ID": "ledger-settlement-v1",
+            # Cluster mode: the operator turns a breach into a SafetyMode and applies it.
+            "LEDGER_RECONCILIATION_AUTO_SWITCH": "false",
+            "LEDGER_GUARD_AUTO_SWITCH": "false",
+            **self.first.spec.ledger_env,
+        }
+        return [
+            *connection_env(
+                self.first,
+                ("LEDGER_DB_DSN", "EXCHANGE_PG_DSN"),
+                ("LEDGER_KAFKA_BROKERS", "EXCHANGE_KAFKA_BOOTSTRAP"),
+            ),
+            {
+                "name": "LEDGER_KAFKA_GROUP_INSTANCE_ID",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+            },
+            {
+                "name": "LEDGER_ADMIN_TOKENS",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": self.first.spec.connections.admin_tokens_secret,
+                        "key": "tokens",
+                        "optional": True,
+                    }
+                },
+            },
+            *({"name": k, "value": v} for k, v in sorted(plain.items())),
+        ]
+
+    def ledger(self) -> Manifest:
+        container = self._container("ledger", "workloads.ledger", LEDGER_PORT, self.ledger_env())
+        container["resources"] = self.first.spec.ledger_resources
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": self._meta("ledger", "ledger"),
+            "spec": {
+                "replicas": 1,
+                "serviceName": "ledger",
+                "selector": {"matchLabels": selector("ledger", self.namespace)},
+                "template": self._pod("ledger", container, grace=30),
+            },
+        }
+
+    def ledger_service(self) -> Manifest:
+        """Headless: the StatefulSet's governing Service (ledger-0.ledger.<namespace>)."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self._meta("ledger", "ledger"),
+            "spec": {
+                "clusterIP": "None",
+                "selector": selector("ledger", self.namespace),
+                "ports": [{"name": "http", "port": LEDGER_PORT, "targetPort": "http"}],
+            },
+        }
+
+    def ledger_policy(self) -> Manifest:
+        """The admin API: the operator, and the venue's own pods (an admin's job)."""
+        own = {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "exchange-platform"}}}
+        return self._policy("ledger", LEDGER_PORT, [own, self.settings.operator_peer()])
+
+    # ------------------------------------------------------------------ the gateway
+
+    def gateway_env(self) -> list[Manifest]:
+        catalogue = tuple(catalogue_entry(r, self.namespace) for r in self.refs)
+        plain = {
+            "EDGE_HTTP_HOST": "0.0.0.0",
+            "EDGE_HTTP_PORT": str(GATEWAY_PORT),
+            "EDGE_MARKETS": catalogue_json(catalogue),
+            "EDGE_DB_SCHEMA": f"gateway_{self.schema}",
+            "EDGE_KAFKA_TOPIC": self.topic,
+            **self.first.spec.gateway_env,
+        }
+        return [
+            *connection_env(
+                self.first,
+                ("EDGE_DB_DSN", "EXCHANGE_PG_DSN"),
+                ("EDGE_KAFKA_BROKERS", "EXCHANGE_KAFKA_BOOTSTRAP"),
+            ),
+            {"name": "EDGE_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            *({"name": k, "value": v} for k, v in sorted(plain.items())),
+        ]
+
+    def gateway(self) -> Manifest:
+        container = self._container(
+            "gateway", "workloads.gateway", GATEWAY_PORT, self.gateway_env()
+        )
+        container["resources"] = self.first.spec.gateway_resources
+        # Out of the Service's endpoints before SIGTERM: no request lands on a stopping pod.
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": 3}}}
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self._meta("gateway", "api-gateway"),
+            "spec": {
+                "replicas": self.first.spec.gateway_replicas,
+                "selector": {"matchLabels": selector("gateway", self.namespace)},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+                },
+                "template": self._pod("gateway", container, grace=20),
+            },
+        }
+
+    def gateway_service(self) -> Manifest:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self._meta("gateway", "api-gateway"),
+            "spec": {
+                "selector": selector("gateway", self.namespace),
+                "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http"}],
+            },
+        }
+
+    def gateway_policy(self) -> Manifest:
+        return self._policy("gateway", GATEWAY_PORT, None)  # traders come from anywhere
