@@ -18,6 +18,12 @@ from exchange_operator.settings import OperatorSettings, SettingsError
 from workloads.common import logs
 
 
+def _without_kopf_settings(record: logging.LogRecord) -> bool:
+    """kopf attaches its whole settings object to every record: drop it from the JSON."""
+    record.__dict__.pop("settings", None)
+    return True
+
+
 def main() -> None:
     logs.configure("operator")
     try:
@@ -25,7 +31,10 @@ def main() -> None:
     except SettingsError as exc:
         sys.exit(f"operator: invalid setting: {exc}")
     start_http_server(settings.metrics_port)
-    logging.getLogger("kopf").setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_without_kopf_settings)
+    # kopf reports every timer run at INFO; its warnings and errors are what matter.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,

@@ -144,9 +144,9 @@ def compute(obs: Observation, previous: dict[str, Any]) -> dict[str, Any]:
         phase = "FailingOver"
     elif ready[0]:
         phase = "Degraded" if degraded[0] else "Ready"
-    elif degraded[0] or refusing:
-        phase = "Degraded"
-    elif obs.matcher_ready or obs.epoch:
+    elif degraded[0] or refusing or obs.epoch:
+        phase = "Degraded"  # it has served before: something is wrong now
+    elif obs.matcher_ready or obs.gateway_available or obs.ledger_ready:
         phase = "Provisioning"
     else:
         phase = "Pending"

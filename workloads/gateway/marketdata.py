@@ -130,7 +130,7 @@ class Projection:
         env = t.envelope
         time_ms = env.occurred_at // 1_000_000
         trade = {
-            "trade_id": f"{m.symbol}:{t.trade_id}",
+            "trade_id": t.trade_id,  # already "<symbol>:<n>", as the ledger books it
             "symbol": m.symbol,
             "price": m.format_price(t.price),
             "quantity": m.format_quantity(t.quantity),

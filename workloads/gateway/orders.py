@@ -325,7 +325,7 @@ class OrderCache:
         buyer_fee, seller_fee = t.buyer_fee, t.seller_fee
         taker_buys = t.taker_side == common_pb2.SIDE_BUY
         shared = (
-            f"{symbol}:{t.trade_id}",
+            t.trade_id,  # already "<symbol>:<n>", as the ledger books it
             market.format_price(t.price),
             market.format_quantity(quantity),
             seq,

@@ -110,7 +110,7 @@ def refused(reply: matcher_pb2.CommandReply, what: str) -> ApiError:
 def trade_json(market: Market, t: Any) -> dict[str, Any]:
     """A trade as `GET /v1/markets/{symbol}/trades` writes it."""
     return {
-        "trade_id": f"{market.symbol}:{t.trade_id}",
+        "trade_id": t.trade_id,  # already "<symbol>:<n>", as the ledger books it
         "symbol": market.symbol,
         "price": market.format_price(t.price),
         "quantity": market.format_quantity(t.quantity),

@@ -1,0 +1,195 @@
+"""What the operator builds for a Market and its venue: owner references, labels, the
+matcher's least privilege, the restricted pod profile, one catalogue for gateway, ledger
+and matcher, and the oldest Market's venue settings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from exchange_operator import children
+from exchange_operator.model import MarketRef, MarketSpec, most_restrictive
+from exchange_operator.settings import OperatorSettings
+from exchange_operator.venue import Venue, endpoint_egress, host_services
+from workloads.gateway.markets import parse_markets
+
+pytestmark = pytest.mark.unit
+
+SETTINGS = OperatorSettings(image="localhost/exchange-platform:dev", namespace="exchange-system")
+CONFIG = {
+    "EXCHANGE_KAFKA_BOOTSTRAP": "10.244.0.1:29092",
+    "EXCHANGE_PG_DSN": "postgresql://exchange@10.244.0.1:25432/postgres",
+}
+
+
+def market(name: str, symbol: str, created: str = "2026-12-07T10:00:00Z", **spec: Any) -> MarketRef:
+    return MarketRef.of(
+        {
+            "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": created},
+            "spec": {"symbol": symbol, **spec},
+        }
+    )
+
+
+def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    return next(m for m in manifests if m["kind"] == kind)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_every_child_is_owned_by_its_market_and_labelled() -> None:
+    ref = market("btc-usdt", "BTC-USDT")
+    manifests = children.market_children(ref, "venue-a", SETTINGS, [])
+    assert {m["kind"] for m in manifests} == {
+        "ServiceAccount", "Role", "RoleBinding", "Service", "StatefulSet",
+        "PodDisruptionBudget", "NetworkPolicy",
+    }  # fmt: skip
+    for manifest in [*manifests, children.lease(ref, "venue-a")]:
+        meta = manifest["metadata"]
+        assert meta["namespace"] == "venue-a" and meta["name"] == "matcher-btc-usdt"
+        assert meta["ownerReferences"] == [
+            {"apiVersion": "exchange.io/v1alpha1", "kind": "Market", "name": "btc-usdt",
+             "uid": "uid-btc-usdt", "controller": True, "blockOwnerDeletion": True}
+        ]  # fmt: skip
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "exchange-operator"
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "exchange-platform"
+        assert meta["labels"]["exchange.io/market"] == "btc-usdt"
+
+
+def test_the_matcher_may_only_read_and_renew_its_own_lease() -> None:
+    role = children.role(market("btc-usdt", "BTC-USDT"), "venue-a")
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": ["matcher-btc-usdt"], "verbs": ["get", "update", "patch"]}
+    ]  # fmt: skip
+
+
+def test_the_matcher_runs_non_root_read_only_fenced_by_its_lease() -> None:
+    ref = market("btc-usdt", "BTC-USDT", fees={"makerBps": 2, "takerBps": 5}, priceBandBps=100)
+    sts = children.statefulset(ref, "venue-a", SETTINGS)
+    pod = sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python3", "-m", "workloads.matcher.instance"]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert (
+        security["capabilities"] == {"drop": ["ALL"]} and not security["allowPrivilegeEscalation"]
+    )
+    (init,) = pod["initContainers"]  # the one step as root: hand the volume to the image user
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    env = env_of(container)
+    assert (
+        env["MATCHER_EPOCH_PROVIDER"] == "lease" and env["MATCHER_LEASE_NAME"] == "matcher-btc-usdt"
+    )
+    assert (env["MATCHER_LEASE_DURATION_S"], env["MATCHER_LEASE_RENEW_DEADLINE_S"]) == ("10", "7")
+    assert env["MATCHER_POD_UID"] == {"fieldRef": {"fieldPath": "metadata.uid"}}
+    assert env["MATCHER_KAFKA_BOOTSTRAP"] == {
+        "configMapKeyRef": {"name": "exchange-host-services", "key": "EXCHANGE_KAFKA_BOOTSTRAP"}
+    }
+    assert env["MATCHER_EVENTS_TOPIC"] == "venue-a.core.events.v1"
+    assert (env["MATCHER_MARKET_MAKER_FEE_BPS"], env["MATCHER_MARKET_PRICE_BAND_BPS"]) == (
+        "2",
+        "100",
+    )
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
+        "storage": "1Gi"
+    }
+    service = children.service(ref, "venue-a")["spec"]
+    assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"]
+
+
+def test_one_catalogue_entry_drives_the_matcher_the_gateway_and_the_ledger() -> None:
+    refs = [
+        market("btc-usdt", "BTC-USDT", lotSize=10_000, tickSize=1),
+        market(
+            "eth-usdt", "ETH-USDT", created="2026-12-07T11:00:00Z", lotSize=100_000, tickSize=10
+        ),
+    ]
+    venue = Venue("venue-a", refs, SETTINGS, CONFIG)
+    gateway = env_of(venue.gateway()["spec"]["template"]["spec"]["containers"][0])
+    catalogue = {m.symbol: m for m in parse_markets(gateway["EDGE_MARKETS"])}
+    eth = catalogue["ETH-USDT"]
+    assert (eth.lot_size, eth.tick_size) == (100_000, 10)
+    assert eth.matcher == "matcher-eth-usdt.venue-a.svc.cluster.local:50051"
+    matcher = env_of(
+        children.statefulset(refs[1], "venue-a", SETTINGS)["spec"]["template"]["spec"][
+            "containers"
+        ][0]
+    )
+    assert (matcher["MATCHER_MARKET_LOT_SIZE"], matcher["MATCHER_MARKET_TICK_SIZE"]) == (
+        "100000",
+        "10",
+    )
+    ledger = env_of(venue.ledger()["spec"]["template"]["spec"]["containers"][0])
+    assert ledger["LEDGER_MARKETS"] == (
+        "BTC-USDT=matcher-btc-usdt.venue-a.svc.cluster.local:50051,"
+        "ETH-USDT=matcher-eth-usdt.venue-a.svc.cluster.local:50051"
+    )
+    assert ledger["LEDGER_RECONCILIATION_AUTO_SWITCH"] == "false"  # the operator switches
+    assert ledger["LEDGER_KAFKA_GROUP_INSTANCE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert ledger["LEDGER_DB_SCHEMA"] == "ledger_venue_a"
+
+
+def test_the_venue_is_owned_by_every_market_and_the_oldest_settings_win() -> None:
+    settings = {"replicas": 3, "env": {"EDGE_RATE_LIMIT_PER_MINUTE": "6000"}}
+    older = market("eth-usdt", "ETH-USDT", created="2026-12-07T09:00:00Z", gateway=settings)
+    newer = market("btc-usdt", "BTC-USDT", gateway={"replicas": 1})
+    venue = Venue("venue-a", [newer, older], SETTINGS, CONFIG)
+    for manifest in venue.manifests():
+        owners = manifest["metadata"]["ownerReferences"]
+        assert [o["name"] for o in owners] == ["eth-usdt", "btc-usdt"]
+        assert not any(o["controller"] for o in owners)
+    gateway = venue.gateway()
+    assert gateway["spec"]["replicas"] == 3
+    assert (
+        env_of(gateway["spec"]["template"]["spec"]["containers"][0])["EDGE_RATE_LIMIT_PER_MINUTE"]
+        == "6000"
+    )
+    assert gateway["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert venue.ledger()["kind"] == "StatefulSet"  # a stable pod name: a static group member
+
+
+def test_network_policies_deny_by_default_and_allow_what_each_part_needs() -> None:
+    venue = Venue("venue-a", [market("btc-usdt", "BTC-USDT")], SETTINGS, CONFIG)
+    deny = venue.default_deny()["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny
+    egress = venue.gateway_policy()["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "10.244.0.1/32"}}],
+            "ports": [{"protocol": "TCP", "port": 25432}]} in egress  # fmt: skip
+    matcher = children.network_policy(
+        market("btc-usdt", "BTC-USDT"), "venue-a", SETTINGS, venue.matcher_egress()
+    )["spec"]
+    grpc_from = matcher["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "exchange-operator"}},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "exchange-system"}}
+            } in grpc_from  # fmt: skip
+
+
+def test_host_services_and_their_egress_come_from_the_venue_config_map() -> None:
+    assert host_services(CONFIG) == ("10.244.0.1:29092", "10.244.0.1:25432")
+    assert endpoint_egress("kafka.infra:9092") == [{"ports": [{"protocol": "TCP", "port": 9092}]}]
+
+
+def test_a_spec_is_read_with_the_crds_defaults() -> None:
+    spec = MarketSpec.parse({"symbol": "SOL-EUR"})
+    assert (spec.base_asset, spec.quote_asset, spec.lot_size) == ("SOL", "EUR", 10_000)
+    assert spec.failover.lease_duration_seconds == 10 and not spec.paused
+
+
+def test_the_most_restrictive_mode_wins() -> None:
+    assert most_restrictive([]) == "NORMAL"
+    assert most_restrictive(["CANCEL_ONLY", "HARD_HALT", "SOFT_HALT"]) == "HARD_HALT"
+
+
+def test_manifests_are_plain_json() -> None:
+    venue = Venue("venue-a", [market("btc-usdt", "BTC-USDT")], SETTINGS, CONFIG)
+    json.dumps(
+        [
+            *venue.manifests(),
+            *children.market_children(market("btc-usdt", "BTC-USDT"), "venue-a", SETTINGS, []),
+        ]
+    )
