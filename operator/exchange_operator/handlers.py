@@ -42,7 +42,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.persistence.finalizer = f"{GROUP}/safetymode-release"
     settings.watching.server_timeout = 300
-    memo.ctx = Context(own, Kube(await asyncio.to_thread(api_client)))
+    settings.peering.lifetime = 20  # a standby replica takes over within 20 s
+    kube = Kube(await asyncio.to_thread(api_client))
+    await kube.wait_for_resources((MARKETS, SAFETYMODES), within=300)
+    memo.ctx = Context(own, kube)
 
 
 @kopf.on.cleanup()

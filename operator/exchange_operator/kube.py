@@ -197,7 +197,7 @@ class Kube:
     async def statefulset_ready(self, namespace: str, name: str) -> int:
         try:
             found = await self._call(
-                client.AppsV1Api(self.api).read_namespaced_stateful_set_status, name, namespace
+                client.AppsV1Api(self.api).read_namespaced_stateful_set, name, namespace
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -208,13 +208,31 @@ class Kube:
     async def deployment_available(self, namespace: str, name: str) -> int:
         try:
             found = await self._call(
-                client.AppsV1Api(self.api).read_namespaced_deployment_status, name, namespace
+                client.AppsV1Api(self.api).read_namespaced_deployment, name, namespace
             )
         except ApiException as exc:
             if exc.status == 404:
                 return 0
             raise
         return (found.status.available_replicas or 0) if found.status else 0
+
+    async def wait_for_resources(self, plurals: tuple[str, ...], within: float) -> None:
+        """Until the API server serves our resources. Right after their CRDs are created (a
+        first `helm install`) it answers 429 "storage is (re)initializing" for a while, and a
+        controller that starts watching meanwhile may never recover its timers."""
+        group, version = API_VERSION.split("/")
+        deadline = asyncio.get_running_loop().time() + within
+        for plural in plurals:
+            while True:
+                try:
+                    await self._call(
+                        self.custom.list_cluster_custom_object, group, version, plural, limit=1
+                    )
+                    break
+                except (ApiException, KubeUnavailable) as exc:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise KubeUnavailable(f"{plural}.{group} not served: {exc}") from exc
+                    await asyncio.sleep(1)
 
     async def create_safetymode(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create unless it exists (False then)."""

@@ -318,12 +318,9 @@ def _record_failover(
     event(
         body, "Normal", "FailedOver", f"epoch {known} -> {lease.transitions} ({reason}), {leader}"
     )
-    return {
-        "at": lease.acquire_time,
-        "fromEpoch": known,
-        "toEpoch": lease.transitions,
-        "reason": reason,
-    }
+    return {"fromEpoch": known, "toEpoch": lease.transitions, "reason": reason} | (
+        {"at": lease.acquire_time} if lease.acquire_time else {}
+    )
 
 
 async def ledger_view(

@@ -155,7 +155,9 @@ def compute(obs: Observation, previous: dict[str, Any]) -> dict[str, Any]:
         "phase": phase,
         "observedGeneration": gen,
         "conditions": conditions,
-        "fencing": {"epoch": obs.epoch, "leader": obs.leader, "since": obs.leader_since},
+        # A date-time field must hold a date-time: no `since` while nobody leads.
+        "fencing": {"epoch": obs.epoch, "leader": obs.leader}
+        | ({"since": obs.leader_since} if obs.leader_since else {}),
         "currentLeader": obs.leader,
         "targetLeader": j.leader or obs.leader,
         "effectiveMode": m.mode if m is not None else "UNKNOWN",

@@ -135,6 +135,12 @@ def test_a_breach_and_its_safety_mode_show_in_the_conditions() -> None:
     assert conditions(latched)["ReconciliationHealthy"] == ("False", "Latched")
 
 
+def test_no_date_time_field_is_ever_empty() -> None:
+    """The CRD's schema refuses "" for a date-time: the whole status patch would fail."""
+    nobody = compute(observation(leader="", leader_since="", epoch=0), {})
+    assert "since" not in nobody["fencing"]
+
+
 def test_failing_over_and_refusing_markets() -> None:
     lost = judge(view(lease_unchanged_s=12), FAILOVER)
     status = compute(observation(judgement=lost, matcher=None, matcher_error="UNAVAILABLE"), {})

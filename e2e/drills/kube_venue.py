@@ -1,0 +1,152 @@
+"""A venue on the local cluster, as a platform engineer runs one: the operator installed
+with Helm from `charts/`, a namespace with the host services' ConfigMap and the admin tokens'
+Secret, Markets applied with kubectl; and the ways a test reaches the parts from the node
+(the gateway's ClusterIP, the ledger's pod, a matcher's process)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from e2e.env import rollout
+from e2e.env.cluster import Cluster
+from e2e.env.helm import CHART, helm
+from e2e.env.hostservices import HostServices
+from e2e.env.process import wait_until
+
+OPERATOR_NAMESPACE = "exchange-system"
+ADMIN_TOKEN = "tok-operator"
+TOKENS = f"operator:{ADMIN_TOKEN},alice:tok-alice"
+
+
+def install_operator(cluster: Cluster, *values: str) -> float:
+    """`helm upgrade --install` of the chart; seconds until the operator is Available."""
+    begin = time.monotonic()
+    helm(
+        "upgrade", "--install", "exchange-operator", str(CHART),
+        "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
+        "--set", "image.pullPolicy=Never", *values,
+        kubeconfig=cluster.kubeconfig,
+    )  # fmt: skip
+    rollout.wait_available(cluster.kubectl, OPERATOR_NAMESPACE, "exchange-operator", timeout=120)
+    return time.monotonic() - begin
+
+
+@dataclass
+class KubeVenue:
+    cluster: Cluster
+    services: HostServices
+    namespace: str
+
+    def prepare(self) -> None:
+        """The namespace's connections and admin tokens, as the operator expects them."""
+        self.services.publish(self.namespace)
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "exchange-admin-tokens", "namespace": self.namespace},
+            "stringData": {"tokens": TOKENS},
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(secret))
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        return self.cluster.kubectl(*args, input=input, check=check)
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.kubectl("apply", "-n", self.namespace, "-f", "-", input=json.dumps(manifest))
+
+    def apply_market(self, name: str, symbol: str, **spec: Any) -> None:
+        self.apply(
+            {
+                "apiVersion": "exchange.io/v1alpha1",
+                "kind": "Market",
+                "metadata": {"name": name},
+                "spec": {"symbol": symbol, **spec},
+            }
+        )
+
+    def get(self, resource: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(
+            self.kubectl("get", resource, "-n", self.namespace, "-o", "json")
+        )
+        return found
+
+    def exists(self, resource: str) -> bool:
+        return bool(self.kubectl("get", resource, "-n", self.namespace, "-o", "name", check=False))
+
+    def markets(self, step: str) -> str:
+        """`kubectl get markets` with its real printer columns, printed into the test's
+        output under `step`."""
+        table = self.kubectl("get", "markets", "-n", self.namespace)
+        print(f"\n$ kubectl get markets   # {step}\n{table}", file=sys.stderr, flush=True)
+        return table
+
+    def wait_market(
+        self,
+        name: str,
+        until: Callable[[dict[str, Any]], bool],
+        what: str,
+        timeout: float = 120,
+    ) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+
+        def check() -> bool:
+            seen.update(self.get(f"market/{name}"))
+            return until(seen)
+
+        try:
+            wait_until(check, timeout=timeout, what=f"market {name}: {what}", interval=0.5)
+        except TimeoutError as exc:
+            status = json.dumps(seen.get("status"), indent=1)[:3000]
+            pods = self.kubectl("get", "pods", "-n", self.namespace, "-o", "wide", check=False)
+            raise AssertionError(
+                f"{exc}\nstatus: {status}\npods:\n{pods}\noperator:\n{self.operator_log()}"
+            ) from None
+        return seen
+
+    def operator_log(self, lines: int = 40) -> str:
+        """The operator replicas' last log lines, but the probes."""
+        text = self.kubectl(
+            "logs", "-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=exchange-operator",
+            f"--tail={lines}", "--prefix", check=False,
+        )  # fmt: skip
+        return "\n".join(line[:400] for line in text.splitlines() if "healthz" not in line)
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway's Service: the node reaches ClusterIPs through kube-proxy's rules."""
+        ip = self.get("service/gateway")["spec"]["clusterIP"]
+        return f"http://{ip}:8081"
+
+    @property
+    def ledger_url(self) -> str:
+        ip = self.get("pod/ledger-0")["status"]["podIP"]
+        return f"http://{ip}:8082"
+
+    def matcher_pid(self, market: str) -> int:
+        """The host pid of the matcher process in `market`'s pod (a child of the instance
+        manager, the container's first process)."""
+        pod = self.get(f"pod/matcher-{market}-0")
+        status = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "matcher")
+        init = self.cluster.containerd.container_pid(
+            status["containerID"].removeprefix("containerd://")
+        )
+        children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+        return int(children[0])
+
+
+def condition(market: dict[str, Any], kind: str) -> tuple[str, str]:
+    """(status, reason) of a Market's condition, ("", "") when it has none yet."""
+    for found in (market.get("status") or {}).get("conditions") or []:
+        if found["type"] == kind:
+            return found["status"], found["reason"]
+    return "", ""
+
+
+def ready(market: dict[str, Any]) -> bool:
+    return condition(market, "Ready")[0] == "True"

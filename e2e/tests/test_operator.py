@@ -1,0 +1,474 @@
+"""The operator on the real node, driven as a platform team and traders would: `helm install`
+from `charts/`, Markets applied with kubectl, the workloads as pods the operator created,
+signed orders through the gateway's Service, SafetyModes, a settlement breach, a crashed and
+a frozen matcher, an upgrade, and the Markets' deletion. `kubectl get markets` is printed at
+each step.
+
+The tests of this module build on each other, in order (one venue, one namespace). The
+first Market shortens the ledger's lag grace (3 s, evaluated every second) so that the
+breach step takes seconds; every other timeout is the default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import grpc
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from contracts.v1 import common_pb2, events_pb2, matcher_pb2, matcher_pb2_grpc
+from e2e.drills.gateway_load import GatewayLoad, longest_gap
+from e2e.drills.kube_venue import ADMIN_TOKEN, KubeVenue, condition, install_operator, ready
+from e2e.drills.traders import Trader, deposit
+from e2e.drills.verify import read_topic
+from e2e.env import images
+from e2e.env.cluster import Cluster
+from e2e.env.hostservices import HostServices
+from e2e.env.process import wait_until
+from workloads.matcher.outbox import topic_partitions
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
+
+BTC, ETH = "btc-usdt", "eth-usdt"
+FAST_LEDGER = {
+    "LEDGER_RECONCILIATION_LAG_GRACE_MS": "3000",
+    "LEDGER_RECONCILIATION_INTERVAL_MS": "1000",
+}
+NEXT_IMAGE = "localhost/exchange-platform:e2e-next"
+
+
+@pytest.fixture(scope="module")
+def venue(local_cluster: Cluster, cluster_services: HostServices) -> Iterator[KubeVenue]:
+    namespace = "venue-e2e"
+    local_cluster.kubectl("create", "namespace", namespace)
+    wait_until(
+        lambda: bool(local_cluster.kubectl("get", "sa", "default", "-n", namespace, check=False)),
+        timeout=30, what="the namespace's default ServiceAccount",
+    )  # fmt: skip
+    seconds = install_operator(local_cluster)
+    print(f"\noperator installed with helm and Available in {seconds:.1f}s")
+    venue = KubeVenue(local_cluster, cluster_services, namespace)
+    venue.prepare()
+    yield venue
+    local_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        yield session
+
+
+async def traders(venue: KubeVenue, http: aiohttp.ClientSession, n: int) -> list[Trader]:
+    """`n` traders, signed up at the gateway and funded through the ledger in both markets."""
+    found = [await Trader.signup(http, venue.gateway_url, f"trader{i}") for i in range(n)]
+    for trader in found:
+        for symbol, base in (("BTC-USDT", "BTC"), ("ETH-USDT", "ETH")):
+            await deposit(http, venue.ledger_url, ADMIN_TOKEN, symbol, trader.account, base, 10**10)
+            await deposit(
+                http, venue.ledger_url, ADMIN_TOKEN, symbol, trader.account, "USDT", 10**13
+            )
+    return found
+
+
+async def run_load(load: GatewayLoad, seconds: float) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(load.run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+
+
+def children_of(venue: KubeVenue, market: str) -> list[str]:
+    return [f"{kind}/matcher-{market}" for kind in (
+        "statefulset", "service", "poddisruptionbudget", "lease", "serviceaccount", "role",
+        "rolebinding", "networkpolicy",
+    )]  # fmt: skip
+
+
+def test_a_market_comes_up_ready_with_owned_children_and_a_second_joins_the_venue(
+    venue: KubeVenue,
+) -> None:
+    begin = time.monotonic()
+    venue.apply_market(BTC, "BTC-USDT", ledger={"env": FAST_LEDGER}, gateway={"replicas": 2})
+    venue.markets("applied BTC-USDT")
+    market = venue.wait_market(BTC, ready, "Ready", timeout=180)
+    print(f"operator.reconcile: Ready {time.monotonic() - begin:.1f}s after apply")
+    venue.markets("BTC-USDT Ready")
+    uid = market["metadata"]["uid"]
+    for child in children_of(venue, BTC):
+        owners = venue.get(child)["metadata"]["ownerReferences"]
+        assert [(o["kind"], o["uid"], o["controller"]) for o in owners] == [("Market", uid, True)]
+    sts = venue.get(f"statefulset/matcher-{BTC}")["spec"]["template"]["spec"]
+    matcher = sts["containers"][0]
+    assert matcher["securityContext"]["readOnlyRootFilesystem"] is True
+    assert sts["serviceAccountName"] == f"matcher-{BTC}"
+    assert market["status"]["fencing"]["epoch"] >= 1
+    assert market["status"]["fencing"]["leader"] == f"matcher-{BTC}-0"
+    assert market["status"]["effectiveMode"] == "NORMAL"
+    assert condition(market, "ReconciliationHealthy") == ("True", "InSync")
+
+    venue.apply_market(ETH, "ETH-USDT", lotSize=100_000, tickSize=10)
+    venue.wait_market(ETH, ready, "Ready", timeout=180)
+    venue.markets("ETH-USDT joined")
+    for shared in ("deployment/gateway", "statefulset/ledger", "service/gateway"):
+        owners = {o["name"] for o in venue.get(shared)["metadata"]["ownerReferences"]}
+        assert owners == {BTC, ETH}, shared
+    gateway = venue.get("deployment/gateway")["spec"]["template"]["spec"]["containers"][0]
+    catalogue = next(e["value"] for e in gateway["env"] if e["name"] == "EDGE_MARKETS")
+    assert {m["symbol"] for m in json.loads(catalogue)} == {"BTC-USDT", "ETH-USDT"}
+    wait_until(
+        lambda: venue.get("deployment/gateway")["status"].get("updatedReplicas") == 2
+        and venue.get("deployment/gateway")["status"].get("availableReplicas") == 2,
+        timeout=120, what="the gateways with both markets",
+    )  # fmt: skip
+
+
+async def test_orders_fill_through_the_gateway_and_settle_in_the_ledger_by_their_trade_ids(
+    venue: KubeVenue, http: aiohttp.ClientSession
+) -> None:
+    seller, buyer = await traders(venue, http, 2)
+    for symbol, price, qty in (
+        ("BTC-USDT", "60000.00", "0.0100"),
+        ("ETH-USDT", "3000.00", "0.100"),
+    ):
+        sold = await seller.place(symbol, "SELL", price, qty)
+        assert sold.status == 201, sold.body
+        bought = await buyer.place(symbol, "BUY", price, qty)
+        assert bought.status == 201 and bought.body["status"] == "FILLED", bought.body
+        (fill,) = bought.body["fills"]
+
+        async def booked(trade_id: str = fill["trade_id"]) -> dict[str, Any] | None:
+            async with http.get(
+                f"{venue.ledger_url}/v1/admin/trades/{trade_id}",
+                headers={"X-Admin-Token": ADMIN_TOKEN},
+            ) as answer:
+                return await answer.json() if answer.status == 200 else None
+
+        deadline = time.monotonic() + 30
+        while (entry := await booked()) is None:
+            assert time.monotonic() < deadline, f"trade {fill['trade_id']} not booked"
+            await asyncio.sleep(0.5)
+        assert fill["trade_id"] in json.dumps(entry)
+    venue.markets("orders filled and settled")
+
+
+async def test_a_safety_mode_refuses_new_orders_until_it_is_released(
+    venue: KubeVenue, http: aiohttp.ClientSession
+) -> None:
+    (trader,) = await traders(venue, http, 1)
+    venue.apply({"apiVersion": "exchange.io/v1alpha1", "kind": "SafetyMode",
+                 "metadata": {"name": "btc-maintenance"},
+                 "spec": {"market": BTC, "mode": "CANCEL_ONLY", "reason": "e2e"}})  # fmt: skip
+    venue.wait_market(BTC, lambda m: m["status"].get("effectiveMode") == "CANCEL_ONLY",
+                      "CANCEL_ONLY", timeout=60)  # fmt: skip
+    assert venue.get("safetymode/btc-maintenance")["status"]["applied"] is True
+    venue.markets("SafetyMode CANCEL_ONLY applied")
+    refused = await trader.place("BTC-USDT", "BUY", "59000.00", "0.0100")
+    assert refused.body["reject_reason"] == "market_cancel_only", refused.body
+    other = await trader.place("ETH-USDT", "BUY", "2900.00", "0.100")
+    assert other.status == 201  # the other market trades on
+    venue.kubectl("delete", "safetymode", "btc-maintenance", "-n", venue.namespace, "--timeout=60s")
+    venue.wait_market(BTC, lambda m: m["status"].get("effectiveMode") == "NORMAL", "NORMAL", 60)
+    venue.markets("SafetyMode released")
+    accepted = await trader.place("BTC-USDT", "BUY", "59000.00", "0.0100")
+    assert accepted.status == 201, accepted.body
+
+
+async def test_a_settlement_breach_latches_a_safety_mode_until_it_is_released(
+    venue: KubeVenue, http: aiohttp.ClientSession
+) -> None:
+    crew = await traders(venue, http, 2)
+    ledger = venue.ledger_url
+    headers = {"X-Admin-Token": ADMIN_TOKEN}
+    async with http.post(f"{ledger}/v1/admin/consumers/settlement/pause", headers=headers) as r:
+        assert r.status == 200
+    load = GatewayLoad(crew, rate=20)
+    await run_load(load, 3)
+    latched = venue.wait_market(
+        BTC, lambda m: condition(m, "ReconciliationHealthy")[0] == "False"
+        and m["status"].get("effectiveMode") == "CANCEL_ONLY",
+        "a latched breach in CANCEL_ONLY", timeout=60,
+    )  # fmt: skip
+    venue.markets("settlement paused: breach latched")
+    assert condition(latched, "ReconciliationHealthy")[1] == "LagBreach"
+    assert condition(latched, "SafetyModeActive") == ("True", "Reconciliation")
+    mode = venue.get(f"safetymode/{BTC}-reconciliation")
+    assert (mode["spec"]["source"], mode["spec"]["latched"]) == ("reconciliation", True)
+    refused = await crew[0].place("BTC-USDT", "BUY", "60000.00", "0.0100")
+    assert refused.body["reject_reason"] == "market_cancel_only", refused.body
+
+    # A release is held back while the breach lasts (the finalizer), then goes through.
+    venue.kubectl("delete", "safetymode", f"{BTC}-reconciliation", "-n", venue.namespace,
+                  "--wait=false")  # fmt: skip
+    wait_until(
+        lambda: venue.get(f"safetymode/{BTC}-reconciliation").get("status", {}).get("blockedBy"),
+        timeout=30, what="the release held back",
+    )  # fmt: skip
+    assert venue.exists(f"safetymode/{BTC}-reconciliation")
+    async with http.post(f"{ledger}/v1/admin/consumers/settlement/resume", headers=headers) as r:
+        assert r.status == 200
+    wait_until(lambda: not venue.exists(f"safetymode/{BTC}-reconciliation"), timeout=60,
+               what="the release")  # fmt: skip
+    venue.wait_market(
+        BTC, lambda m: m["status"].get("effectiveMode") == "NORMAL"
+        and condition(m, "ReconciliationHealthy") == ("True", "InSync"),
+        "NORMAL and in sync", timeout=60,
+    )  # fmt: skip
+    venue.markets("breach released")
+    accepted = await crew[0].place("BTC-USDT", "BUY", "60000.00", "0.0100")
+    assert accepted.status == 201, accepted.body
+
+
+async def test_kill_9_of_the_leader_fails_over_to_the_next_epoch_with_nothing_lost(
+    venue: KubeVenue, http: aiohttp.ClientSession, cluster_services: HostServices
+) -> None:
+    load = GatewayLoad(await traders(venue, http, 4), rate=20)
+    epoch = venue.get(f"market/{BTC}")["status"]["fencing"]["epoch"]
+    stop = asyncio.Event()
+    task = asyncio.create_task(load.run(stop))
+    await asyncio.sleep(2)
+    killed = asyncio.get_running_loop().time()
+    os.kill(await asyncio.to_thread(venue.matcher_pid, BTC), signal.SIGKILL)
+    market = await asyncio.to_thread(
+        venue.wait_market, BTC, lambda m: m["status"]["fencing"]["epoch"] > epoch and ready(m),
+        "the next epoch, Ready", 60,
+    )  # fmt: skip
+    await asyncio.sleep(3)
+    stop.set()
+    await task
+    venue.markets("after kill -9 of the matcher")
+    served = [p for p in load.accepted if p.at > killed]
+    assert served and served[0].epoch == epoch + 1
+    failover = served[0].at - killed
+    print(f"operator.failover: the new epoch served an order {failover:.2f}s after kill -9")
+    assert failover < 10
+    last = market["status"]["lastFailover"]
+    assert (last["fromEpoch"], last["toEpoch"], last["reason"]) == (
+        epoch,
+        epoch + 1,
+        "LeaderRestarted",
+    )
+    events = venue.kubectl("get", "events", "-n", venue.namespace, "--field-selector",
+                           "involvedObject.kind=Market,reason=FailedOver")  # fmt: skip
+    assert f"epoch {epoch} -> {epoch + 1}" in events
+    assert not [p for p in load.results if p.http not in (201, 503)]
+    # Every acknowledged order is in the venue's topic, once.
+    bootstrap = cluster_services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
+    topic = f"{venue.namespace}.core.events.v1"
+    published = [
+        e.order_accepted for e in await read_topic(bootstrap, topic) if e.HasField("order_accepted")
+    ]
+    ids = [f"{a.envelope.symbol}:{a.order_id}" for a in published]
+    for placed in load.accepted:
+        assert ids.count(placed.order_id) == 1, placed
+
+
+async def test_a_frozen_leader_resumes_silent_and_an_old_epoch_event_is_refused(
+    venue: KubeVenue, http: aiohttp.ClientSession, cluster_services: HostServices
+) -> None:
+    crew = await traders(venue, http, 2)
+    before = venue.get(f"market/{BTC}")["status"]
+    epoch = before["fencing"]["epoch"]
+    pod_ip = venue.get(f"pod/matcher-{BTC}-0")["status"]["podIP"]
+    async with grpc.aio.insecure_channel(f"{pod_ip}:50051") as channel:
+        status = await matcher_pb2_grpc.MatcherStub(channel).GetStatus(
+            matcher_pb2.GetStatusRequest(), timeout=5
+        )
+    durable = status.last_durable_seq
+    pid = venue.matcher_pid(BTC)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        placed_frozen = await crew[0].place("BTC-USDT", "BUY", "60000.00", "0.0100")
+        assert placed_frozen.status == 503, placed_frozen.body  # the gateway's deadline
+        await asyncio.sleep(12 - 5)  # past the lease's 10 s, short of the operator's fencing
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    market = venue.wait_market(
+        BTC, lambda m: m["status"]["fencing"]["epoch"] > epoch and ready(m),
+        "the next epoch after the zombie woke", timeout=60,
+    )  # fmt: skip
+    venue.markets("after SIGSTOP past the lease and SIGCONT")
+    assert market["status"]["lastFailover"]["reason"] in ("LeaderRestarted", "LeaderFenced")
+    placed = await crew[1].place("BTC-USDT", "SELL", "60000.00", "0.0100")
+    assert placed.status == 201 and placed.body["epoch"] == epoch + 1, placed.body
+
+    bootstrap = cluster_services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
+    topic = f"{venue.namespace}.core.events.v1"
+    events = await read_topic(bootstrap, topic)
+    stale = [
+        e for e in events
+        if _envelope(e).symbol == "BTC-USDT" and _envelope(e).epoch == epoch
+        and _envelope(e).seq > durable
+    ]  # fmt: skip
+    assert stale == []  # nothing published under the old epoch after it froze
+
+    # An event of the old epoch, written by hand, is refused by the ledger and counted.
+    counted = await _stale_count(http, venue)
+    await _publish_stale(bootstrap, topic, epoch, seq=durable + 1_000_000)
+    deadline = time.monotonic() + 30
+    while await _stale_count(http, venue) <= counted:
+        assert time.monotonic() < deadline, "the ledger did not count the stale event"
+        await asyncio.sleep(0.5)
+    dsn = cluster_services.endpoints()["EXCHANGE_PG_DSN"]
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "ledger_venue_e2e"})
+    try:
+        applied = await conn.fetchval(
+            "SELECT count(*) FROM journal WHERE market = 'BTC-USDT' AND epoch = $1 AND seq > $2",
+            epoch, durable,
+        )  # fmt: skip
+    finally:
+        await conn.close()
+    print(f"operator.zombie: the ledger applied {applied} events of the old epoch")
+    assert applied == 0
+
+
+def _envelope(event: events_pb2.Event) -> Any:
+    body = event.WhichOneof("body")
+    assert body is not None
+    return getattr(event, body).envelope
+
+
+async def _stale_count(http: aiohttp.ClientSession, venue: KubeVenue) -> float:
+    async with http.get(f"{venue.ledger_url}/metrics") as answer:
+        text = await answer.text()
+    for line in text.splitlines():
+        if line.startswith('ledger_stale_epoch_rejected_total{market="BTC-USDT"}'):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def _publish_stale(bootstrap: str, topic: str, epoch: int, seq: int) -> None:
+    event = events_pb2.Event(
+        epoch_started=events_pb2.EpochStarted(
+            envelope=common_pb2.EventEnvelope(
+                event_id=f"BTC-USDT:{seq}:0", event_version=1, symbol="BTC-USDT", seq=seq,
+                occurred_at=time.time_ns(), epoch=epoch,
+            ),
+        )
+    )  # fmt: skip
+    partitions = await topic_partitions(bootstrap, topic)
+    key = b"BTC-USDT"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic, event.SerializeToString(), key=key,
+            partition=DefaultPartitioner()(key, partitions, partitions),
+        )  # fmt: skip
+    finally:
+        await producer.stop()
+
+
+async def test_an_upgrade_rolls_the_gateways_without_failed_orders_and_the_matcher_within_the_bound(
+    venue: KubeVenue, http: aiohttp.ClientSession, local_cluster: Cluster
+) -> None:
+    load = GatewayLoad(await traders(venue, http, 4), rate=10)
+    stop = asyncio.Event()
+    task = asyncio.create_task(load.run(stop))
+    try:
+        # A gateway setting: the gateways roll, one by one, each out of the Service first.
+        setting = {"gateway": {"replicas": 2, "env": {"EDGE_RATE_LIMIT_PER_MINUTE": "100000"}}}
+        await asyncio.to_thread(venue.kubectl, "patch", f"market/{BTC}", "-n", venue.namespace,
+                                "--type=merge", "-p", json.dumps({"spec": setting}))  # fmt: skip
+        await asyncio.to_thread(_rolled, venue, "deployment/gateway", "EDGE_RATE_LIMIT_PER_MINUTE")
+        assert load.failed() == [], load.failed()[:5]
+        venue.markets("gateways rolled")
+
+        # The image tag: matchers, ledger and gateways roll onto it.
+        tag = local_cluster.containerd.ctr("images", "tag", "--force", images.PROJECT_IMAGE)
+        await asyncio.to_thread(subprocess.run, [*tag, NEXT_IMAGE], check=True, capture_output=True)
+        rolling = asyncio.get_running_loop().time()
+        for market in (BTC, ETH):
+            await asyncio.to_thread(venue.kubectl, "patch", f"market/{market}", "-n",
+                                    venue.namespace, "--type=merge", "-p",
+                                    json.dumps({"spec": {"image": NEXT_IMAGE}}))  # fmt: skip
+        for resource in ("deployment/gateway", "statefulset/ledger", f"statefulset/matcher-{BTC}"):
+            await asyncio.to_thread(_on_image, venue, resource, NEXT_IMAGE)
+        await asyncio.to_thread(venue.wait_market, BTC, ready, "Ready on the new image", 120)
+        await asyncio.sleep(3)
+    finally:
+        stop.set()
+        await task
+    venue.markets("after the upgrade")
+    during = [p for p in load.results if p.at > rolling]
+    gap = longest_gap(during)
+    print(f"upgrade: the matcher switched with at most {gap:.2f}s between two accepted orders")
+    assert gap < 10
+    unexpected = [p for p in during if p.http not in (200, 201) and p.code not in (
+        "core_unavailable", "not_leader")]  # fmt: skip
+    assert unexpected == [], unexpected[:5]
+
+
+def _rolled(venue: KubeVenue, deployment: str, variable: str) -> None:
+    def done() -> bool:
+        found = venue.get(deployment)
+        env = found["spec"]["template"]["spec"]["containers"][0]["env"]
+        status = found["status"]
+        return any(e["name"] == variable for e in env) and (
+            status.get("updatedReplicas")
+            == status.get("replicas")
+            == status.get("availableReplicas")
+            and status.get("observedGeneration") == found["metadata"]["generation"]
+        )
+
+    wait_until(done, timeout=180, what=f"{deployment} rolled")
+
+
+def _on_image(venue: KubeVenue, resource: str, image: str) -> None:
+    def done() -> bool:
+        found = venue.get(resource)
+        spec_image = found["spec"]["template"]["spec"]["containers"][0]["image"]
+        status = found["status"]
+        wanted = status.get("replicas")
+        return bool(
+            spec_image == image
+            and status.get("updatedReplicas") == wanted
+            and status.get("readyReplicas") == wanted
+        )
+
+    wait_until(done, timeout=240, what=f"{resource} on {image}")
+
+
+def test_deleting_the_markets_collects_their_children_and_then_the_venue(venue: KubeVenue) -> None:
+    venue.kubectl("delete", "market", ETH, "-n", venue.namespace)
+    for child in children_of(venue, ETH):
+        collected(venue, child)
+    venue.markets("ETH-USDT deleted")
+
+    def catalogue() -> set[str]:
+        gateway = venue.get("deployment/gateway")["spec"]["template"]["spec"]["containers"][0]
+        raw = next(e["value"] for e in gateway["env"] if e["name"] == "EDGE_MARKETS")
+        return {m["symbol"] for m in json.loads(raw)}
+
+    wait_until(lambda: catalogue() == {"BTC-USDT"}, timeout=60, what="the venue without ETH-USDT")
+    assert {o["name"] for o in venue.get("statefulset/ledger")["metadata"]["ownerReferences"]} == {
+        BTC
+    }
+
+    venue.kubectl("delete", "market", BTC, "-n", venue.namespace)
+    for shared in [
+        *children_of(venue, BTC),
+        "deployment/gateway",
+        "statefulset/ledger",
+        "service/gateway",
+        "service/ledger",
+        "networkpolicy/exchange-default-deny",
+    ]:
+        collected(venue, shared)
+    venue.markets("all Markets deleted")
+
+
+def collected(venue: KubeVenue, resource: str) -> None:
+    wait_until(lambda: not venue.exists(resource), timeout=120, what=f"{resource} collected")
