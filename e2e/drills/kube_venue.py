@@ -99,15 +99,30 @@ class KubeVenue:
             seen.update(self.get(f"market/{name}"))
             return until(seen)
 
-        try:
-            wait_until(check, timeout=timeout, what=f"market {name}: {what}", interval=0.5)
-        except TimeoutError as exc:
-            status = json.dumps(seen.get("status"), indent=1)[:3000]
-            pods = self.kubectl("get", "pods", "-n", self.namespace, "-o", "wide", check=False)
-            raise AssertionError(
-                f"{exc}\nstatus: {status}\npods:\n{pods}\noperator:\n{self.operator_log()}"
-            ) from None
+        self.wait(check, f"market {name}: {what}", timeout)
         return seen
+
+    def wait(self, check: Callable[[], bool], what: str, timeout: float) -> None:
+        """`wait_until`, and on a timeout what someone on call would look at first."""
+        try:
+            wait_until(check, timeout=timeout, what=what, interval=0.5)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.diagnostics()}") from None
+
+    def diagnostics(self) -> str:
+        ns = self.namespace
+        parts = [
+            self.kubectl("get", "markets,safetymodes,pods,statefulsets,deployments", "-n", ns,
+                         "-o", "wide", check=False),
+            "operator:\n" + self.operator_log(),
+        ]  # fmt: skip
+        for pod in self.get("pods")["items"]:
+            if not all(c.get("ready") for c in pod["status"].get("containerStatuses", [])):
+                name = pod["metadata"]["name"]
+                tail = self.kubectl("logs", "-n", ns, name, "--all-containers", "--tail=15",
+                                    check=False)  # fmt: skip
+                parts.append(f"{name} (not ready):\n{tail[-3000:]}")
+        return "\n".join(parts)
 
     def operator_log(self, lines: int = 40) -> str:
         """The operator replicas' last log lines, but the probes."""

@@ -472,7 +472,10 @@ async def seen_in_topic(
 ) -> int:
     """The highest seq of the market (`key`) a read_committed reader sees near the end of its
     partition: a second witness for the cursor. Right after a broker restart the group
-    offset can lag behind what was committed; trusting it alone would publish again."""
+    offset can lag behind what was committed; trusting it alone would publish again.
+
+    An event whose epoch is lower than one before it in the partition is not counted: every
+    consumer drops it as a stale leader's (the ledger counts it), so it published nothing."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         isolation_level="read_committed",
@@ -485,7 +488,7 @@ async def seen_in_topic(
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]  # the last stable offset
         consumer.seek(tp, max(0, end - window))
-        seen = 0
+        seen = epoch = 0
         deadline = asyncio.get_running_loop().time() + within
         while await consumer.position(tp) < end:
             if asyncio.get_running_loop().time() > deadline:
@@ -495,8 +498,12 @@ async def seen_in_topic(
                 if record.key == key and record.value:
                     event = events_pb2.Event.FromString(record.value)
                     body = event.WhichOneof("body")
-                    if body is not None:
-                        seen = max(seen, getattr(event, body).envelope.seq)
+                    if body is None:
+                        continue
+                    envelope = getattr(event, body).envelope
+                    if envelope.epoch >= epoch:
+                        epoch = envelope.epoch
+                        seen = max(seen, envelope.seq)
         return seen
     finally:
         await consumer.stop()

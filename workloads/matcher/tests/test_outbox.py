@@ -20,16 +20,16 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaConnectionError
 from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
-from contracts.v1 import events_pb2
+from contracts.v1 import common_pb2, events_pb2
 from e2e.env.kafka import KafkaBroker
 from workloads.matcher import codec, wal
 from workloads.matcher import engine as e
 from workloads.matcher import outbox as ob
-from workloads.matcher.outbox import Outbox
+from workloads.matcher.outbox import Outbox, published_seq
 from workloads.matcher.spec import MarketSpec
 
 EPOCH = 3
@@ -542,3 +542,34 @@ async def test_an_uncertain_commit_is_settled_by_the_cursor_in_kafka(
     assert calls > 2
     assert metric("matcher_outbox_publish_errors_total") > errors
     await assert_published_exactly_once(kafka_bootstrap, kafka_topic, market, last)
+
+
+def _envelope_event(seq: int, epoch: int) -> bytes:
+    return events_pb2.Event(
+        epoch_started=events_pb2.EpochStarted(
+            envelope=common_pb2.EventEnvelope(
+                event_id=f"BTC-USDT:{seq}:0", symbol="BTC-USDT", seq=seq, epoch=epoch
+            )
+        )
+    ).SerializeToString()
+
+
+@pytest.mark.integration
+async def test_a_stale_leaders_event_in_the_topic_does_not_count_as_published(
+    kafka_bootstrap: str, kafka_topic: str
+) -> None:
+    """What the ledger drops (an epoch lower than one before it) published nothing: a
+    matcher starting up must not refuse to serve because of it."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for seq, epoch in ((1, 1), (2, 1), (3, 2), (4, 2), (1_000_000, 1), (5, 2)):
+            await producer.send_and_wait(kafka_topic, _envelope_event(seq, epoch), key=b"BTC-USDT")
+    finally:
+        await producer.stop()
+    for _ in range(50):  # a fresh broker creates its offsets topic on the first group call
+        with contextlib.suppress(GroupCoordinatorNotAvailableError):
+            assert await published_seq(kafka_bootstrap, kafka_topic, "BTC-USDT") == 5
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the group coordinator never became available")
