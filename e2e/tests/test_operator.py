@@ -13,30 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
-import asyncpg
-import grpc
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
-from contracts.v1 import common_pb2, events_pb2, matcher_pb2, matcher_pb2_grpc
 from e2e.drills.gateway_load import GatewayLoad, longest_gap
 from e2e.drills.kube_venue import ADMIN_TOKEN, KubeVenue, condition, install_operator, ready
-from e2e.drills.traders import Trader, deposit
-from e2e.drills.verify import read_topic
+from e2e.drills.operator_scenarios import crash_failover, traders, zombie
 from e2e.env import images
 from e2e.env.cluster import Cluster
 from e2e.env.hostservices import HostServices
 from e2e.env.process import wait_until
-from workloads.matcher.outbox import topic_partitions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -68,18 +59,6 @@ def venue(local_cluster: Cluster, cluster_services: HostServices) -> Iterator[Ku
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         yield session
-
-
-async def traders(venue: KubeVenue, http: aiohttp.ClientSession, n: int) -> list[Trader]:
-    """`n` traders, signed up at the gateway and funded through the ledger in both markets."""
-    found = [await Trader.signup(http, venue.gateway_url, f"trader{i}") for i in range(n)]
-    for trader in found:
-        for symbol, base in (("BTC-USDT", "BTC"), ("ETH-USDT", "ETH")):
-            await deposit(http, venue.ledger_url, ADMIN_TOKEN, symbol, trader.account, base, 10**10)
-            await deposit(
-                http, venue.ledger_url, ADMIN_TOKEN, symbol, trader.account, "USDT", 10**13
-            )
-    return found
 
 
 async def run_load(load: GatewayLoad, seconds: float) -> None:
@@ -234,141 +213,39 @@ async def test_a_settlement_breach_latches_a_safety_mode_until_it_is_released(
 async def test_kill_9_of_the_leader_fails_over_to_the_next_epoch_with_nothing_lost(
     venue: KubeVenue, http: aiohttp.ClientSession, cluster_services: HostServices
 ) -> None:
-    load = GatewayLoad(await traders(venue, http, 4), rate=20)
-    epoch = venue.get(f"market/{BTC}")["status"]["fencing"]["epoch"]
-    stop = asyncio.Event()
-    task = asyncio.create_task(load.run(stop))
-    await asyncio.sleep(2)
-    killed = asyncio.get_running_loop().time()
-    os.kill(await asyncio.to_thread(venue.matcher_pid, BTC), signal.SIGKILL)
-    market = await asyncio.to_thread(
-        venue.wait_market, BTC, lambda m: m["status"]["fencing"]["epoch"] > epoch and ready(m),
-        "the next epoch, Ready", 60,
-    )  # fmt: skip
-    await asyncio.sleep(3)
-    stop.set()
-    await task
+    bootstrap = cluster_services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
+    run = await crash_failover(venue, http, bootstrap)
     venue.markets("after kill -9 of the matcher")
-    served = [p for p in load.accepted if p.epoch == epoch + 1]
-    assert served, "no order was accepted under the new epoch"
-    failover = served[0].at - killed
-    print(f"operator.failover: the new epoch served an order {failover:.2f}s after kill -9")
-    assert failover < 10
-    last = market["status"]["lastFailover"]
+    print(f"operator.failover: the new epoch served an order {run.seconds:.2f}s after kill -9")
+    assert run.to_epoch == run.from_epoch + 1 and run.seconds < 10
+    last = run.market["status"]["lastFailover"]
     assert (last["fromEpoch"], last["toEpoch"], last["reason"]) == (
-        epoch,
-        epoch + 1,
-        "LeaderRestarted",
-    )
+        run.from_epoch, run.to_epoch, "LeaderRestarted",
+    )  # fmt: skip
     events = venue.kubectl("get", "events", "-n", venue.namespace, "--field-selector",
                            "involvedObject.kind=Market,reason=FailedOver")  # fmt: skip
-    assert f"epoch {epoch} -> {epoch + 1}" in events
-    assert not [p for p in load.results if p.http not in (201, 503)]
-    # Every acknowledged order is in the venue's topic, once.
-    bootstrap = cluster_services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
-    topic = f"{venue.namespace}.core.events.v1"
-    published = [
-        e.order_accepted for e in await read_topic(bootstrap, topic) if e.HasField("order_accepted")
-    ]
-    ids = [f"{a.envelope.symbol}:{a.order_id}" for a in published]
-    for placed in load.accepted:
-        assert ids.count(placed.order_id) == 1, placed
+    assert f"epoch {run.from_epoch} -> {run.to_epoch}" in events
+    # While the matcher restarted the gateway answered 503; nothing else failed.
+    assert not [p for p in run.load.results if p.http not in (201, 503)]
+    for placed in run.load.accepted:  # every acknowledged order is in the topic, once
+        assert run.published_ids.count(placed.order_id) == 1, placed
 
 
 async def test_a_frozen_leader_resumes_silent_and_an_old_epoch_event_is_refused(
     venue: KubeVenue, http: aiohttp.ClientSession, cluster_services: HostServices
 ) -> None:
-    crew = await traders(venue, http, 2)
-    before = venue.get(f"market/{BTC}")["status"]
-    epoch = before["fencing"]["epoch"]
-    pod_ip = venue.get(f"pod/matcher-{BTC}-0")["status"]["podIP"]
-    async with grpc.aio.insecure_channel(f"{pod_ip}:50051") as channel:
-        status = await matcher_pb2_grpc.MatcherStub(channel).GetStatus(
-            matcher_pb2.GetStatusRequest(), timeout=5
-        )
-    durable = status.last_durable_seq
-    pid = venue.matcher_pid(BTC)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        placed_frozen = await crew[0].place("BTC-USDT", "BUY", "60000.00", "0.0100")
-        assert placed_frozen.status == 503, placed_frozen.body  # the gateway's deadline
-        await asyncio.sleep(12 - 5)  # past the lease's 10 s, short of the operator's fencing
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    market = venue.wait_market(
-        BTC, lambda m: m["status"]["fencing"]["epoch"] > epoch and ready(m),
-        "the next epoch after the zombie woke", timeout=60,
-    )  # fmt: skip
+    endpoints = cluster_services.endpoints()
+    run = await zombie(venue, http, endpoints["EXCHANGE_KAFKA_BOOTSTRAP"],
+                       endpoints["EXCHANGE_PG_DSN"])  # fmt: skip
     venue.markets("after SIGSTOP past the lease and SIGCONT")
-    assert market["status"]["lastFailover"]["reason"] in ("LeaderRestarted", "LeaderFenced")
-    placed = await crew[1].place("BTC-USDT", "SELL", "60000.00", "0.0100")
-    assert placed.status == 201 and placed.body["epoch"] == epoch + 1, placed.body
-
-    bootstrap = cluster_services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
-    topic = f"{venue.namespace}.core.events.v1"
-    events = await read_topic(bootstrap, topic)
-    stale = [
-        e for e in events
-        if _envelope(e).symbol == "BTC-USDT" and _envelope(e).epoch == epoch
-        and _envelope(e).seq > durable
-    ]  # fmt: skip
-    assert stale == []  # nothing published under the old epoch after it froze
-
-    # An event of the old epoch, written by hand, is refused by the ledger and counted.
-    counted = await _stale_count(http, venue)
-    await _publish_stale(bootstrap, topic, epoch, seq=durable + 1_000_000)
-    deadline = time.monotonic() + 30
-    while await _stale_count(http, venue) <= counted:
-        assert time.monotonic() < deadline, "the ledger did not count the stale event"
-        await asyncio.sleep(0.5)
-    dsn = cluster_services.endpoints()["EXCHANGE_PG_DSN"]
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": "ledger_venue_e2e"})
-    try:
-        applied = await conn.fetchval(
-            "SELECT count(*) FROM journal WHERE market = 'BTC-USDT' AND epoch = $1 AND seq > $2",
-            epoch, durable,
-        )  # fmt: skip
-    finally:
-        await conn.close()
-    print(f"operator.zombie: the ledger applied {applied} events of the old epoch")
-    assert applied == 0
-
-
-def _envelope(event: events_pb2.Event) -> Any:
-    body = event.WhichOneof("body")
-    assert body is not None
-    return getattr(event, body).envelope
-
-
-async def _stale_count(http: aiohttp.ClientSession, venue: KubeVenue) -> float:
-    async with http.get(f"{venue.ledger_url}/metrics") as answer:
-        text = await answer.text()
-    for line in text.splitlines():
-        if line.startswith('ledger_stale_epoch_rejected_total{market="BTC-USDT"}'):
-            return float(line.split()[1])
-    return 0.0
-
-
-async def _publish_stale(bootstrap: str, topic: str, epoch: int, seq: int) -> None:
-    event = events_pb2.Event(
-        epoch_started=events_pb2.EpochStarted(
-            envelope=common_pb2.EventEnvelope(
-                event_id=f"BTC-USDT:{seq}:0", event_version=1, symbol="BTC-USDT", seq=seq,
-                occurred_at=time.time_ns(), epoch=epoch,
-            ),
-        )
-    )  # fmt: skip
-    partitions = await topic_partitions(bootstrap, topic)
-    key = b"BTC-USDT"
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            topic, event.SerializeToString(), key=key,
-            partition=DefaultPartitioner()(key, partitions, partitions),
-        )  # fmt: skip
-    finally:
-        await producer.stop()
+    assert run.placed_while_frozen == 503  # the gateway's deadline, never an acceptance
+    assert run.new_epoch == run.epoch + 1
+    assert run.market["status"]["lastFailover"]["reason"] in ("LeaderRestarted", "LeaderFenced")
+    assert run.placed_after is not None and run.placed_after.epoch == run.new_epoch
+    assert run.published_after_freeze == 0  # nothing published under the old epoch after it
+    assert run.stale_counted >= 1  # the hand-written old-epoch event: refused and counted
+    print(f"operator.zombie: the ledger applied {run.applied} events of the old epoch")
+    assert run.applied == 0
 
 
 async def test_an_upgrade_rolls_the_gateways_without_failed_orders_and_the_matcher_within_the_bound(

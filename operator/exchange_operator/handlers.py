@@ -152,12 +152,15 @@ async def market_check(
         memory.applied = ""
         ctx.venues.pop(namespace or "", None)
         memory.applied_at = loop_time
-    await reconcile.apply_market(ctx, namespace or "", ref)
-    await reconcile.apply_venue(
-        ctx, namespace or "", markets_of(markets_idx, namespace or "") or [ref]
-    )
+    problems: list[str] = []
+    try:
+        await reconcile.apply_market(ctx, namespace or "", ref)
+        refs = markets_of(markets_idx, namespace or "") or [ref]
+        await reconcile.apply_venue(ctx, namespace or "", refs)
+    except (kopf.TemporaryError, kopf.PermanentError) as exc:
+        problems.append(str(exc))  # shown in the status (Degraded: ReconcileError)
     safety = safety_of(ctx, safety_idx, namespace or "", ref.name)
-    new = await reconcile.check_market(ctx, raw, status, safety)
+    new = await reconcile.check_market(ctx, raw, status, safety, problems)
     if new is not None:
         patch.status.update(new)
 

@@ -197,16 +197,18 @@ async def check_market(
     body: dict[str, Any],
     status: dict[str, Any],
     safety: list[SafetyRef],
+    problems: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """Observe, fail over if needed, turn a breach into a SafetyMode, apply the effective
-    mode; the new status, or None when it is not worth a patch."""
+    mode; the new status, or None when it is not worth a patch. `problems`: what the
+    reconcile before it could not do, for the status to say."""
     ref = MarketRef.of(body)
     namespace = body["metadata"]["namespace"]
     memory = ctx.memory(namespace, ref.name)
     spec = ref.spec
     now = time.monotonic()
     name = matcher_name(ref.name)
-    problems: list[str] = []
+    problems = list(problems or [])
 
     lease = await ctx.kube.lease(namespace, name)
     unchanged = memory.lease_unchanged_for(lease, now)
