@@ -194,30 +194,27 @@ async def test_a_ledger_kill_does_not_latch_and_settles_nothing_twice(venue: Ven
     await survive(venue, "ledger kill -9", kill_ledger)
 
 
-async def test_kafka_frozen_for_15_seconds_does_not_latch(venue: Venue, servers: Servers) -> None:
-    async def freeze_kafka(venue: Venue) -> None:
-        broker = Servers.process(servers.broker)
-        broker.signal(signal.SIGSTOP)
-        try:
-            await asyncio.sleep(15)
-        finally:
-            broker.signal(signal.SIGCONT)
+def frozen(process: ManagedProcess, seconds: float) -> Fault:
+    """SIGSTOP of every process of `process`'s group for `seconds`, then SIGCONT."""
 
-    await survive(venue, "Kafka SIGSTOP 15 s", freeze_kafka)
+    async def freeze(_: Venue) -> None:
+        process.signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            process.signal(signal.SIGCONT)
+
+    return freeze
+
+
+async def test_kafka_frozen_for_15_seconds_does_not_latch(venue: Venue, servers: Servers) -> None:
+    await survive(venue, "Kafka SIGSTOP 15 s", frozen(Servers.process(servers.broker), 15))
 
 
 async def test_postgresql_frozen_for_10_seconds_does_not_latch(
     venue: Venue, servers: Servers
 ) -> None:
-    async def freeze_postgres(venue: Venue) -> None:
-        database = Servers.process(servers.pg)
-        database.signal(signal.SIGSTOP)
-        try:
-            await asyncio.sleep(10)
-        finally:
-            database.signal(signal.SIGCONT)
-
-    await survive(venue, "PostgreSQL SIGSTOP 10 s", freeze_postgres)
+    await survive(venue, "PostgreSQL SIGSTOP 10 s", frozen(Servers.process(servers.pg), 10))
 
 
 async def test_a_matcher_whose_wal_lost_its_tail_refuses_to_serve_and_the_market_latches(

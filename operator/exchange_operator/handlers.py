@@ -198,9 +198,8 @@ async def safetymode_apply(
             }
         )  # fmt: skip
         raise kopf.TemporaryError(f"no Market {market} in {namespace} (yet)", delay=15)
-    epoch = await reconcile.apply_safety(
-        ctx, namespace, ref, safety_of(ctx, safety_idx, namespace or "", market)
-    )
+    modes = safety_of(ctx, safety_idx, namespace or "", market)
+    epoch = await reconcile.apply_safety(ctx, namespace or "", ref, modes)
     patch.status.update(
         {
             "applied": True,
