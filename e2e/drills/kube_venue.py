@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,17 @@ def install_operator(cluster: Cluster, *values: str) -> float:
     return time.monotonic() - begin
 
 
+def to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 @dataclass
 class KubeVenue:
     cluster: Cluster
     services: HostServices
     namespace: str
+    show: Callable[[str], None] = to_stderr
+    """Where `markets` prints its tables (the e2e tests write them past pytest's capture)."""
 
     def prepare(self) -> None:
         """The namespace's connections and admin tokens, as the operator expects them."""
@@ -83,7 +90,7 @@ class KubeVenue:
         """`kubectl get markets` with its real printer columns, printed into the test's
         output under `step`."""
         table = self.kubectl("get", "markets", "-n", self.namespace)
-        print(f"\n$ kubectl get markets   # {step}\n{table}", file=sys.stderr, flush=True)
+        self.show(f"\n$ kubectl get markets   # {step}\n{table}")
         return table
 
     def wait_market(
@@ -112,17 +119,45 @@ class KubeVenue:
     def diagnostics(self) -> str:
         ns = self.namespace
         parts = [
-            self.kubectl("get", "markets,safetymodes,pods,statefulsets,deployments", "-n", ns,
-                         "-o", "wide", check=False),
+            self.kubectl("get", "markets,safetymodes,pods,statefulsets,deployments,pvc", "-n",
+                         ns, "-o", "wide", check=False),
+            self.kubectl("get", "events", "-n", ns, "--sort-by=.lastTimestamp",
+                         check=False)[-4000:],
             "operator:\n" + self.operator_log(),
         ]  # fmt: skip
         for pod in self.get("pods")["items"]:
-            if not all(c.get("ready") for c in pod["status"].get("containerStatuses", [])):
-                name = pod["metadata"]["name"]
+            name = pod["metadata"]["name"]
+            if pod["status"].get("phase") == "Pending":
+                conditions = json.dumps(pod["status"].get("conditions"), indent=1)
+                parts.append(f"{name} (pending): {conditions}")
+            elif not all(c.get("ready") for c in pod["status"].get("containerStatuses", [])):
                 tail = self.kubectl("logs", "-n", ns, name, "--all-containers", "--tail=15",
                                     check=False)  # fmt: skip
                 parts.append(f"{name} (not ready):\n{tail[-3000:]}")
         return "\n".join(parts)
+
+    def operator_metric(self, name: str) -> float:
+        """A counter summed over the operator's replicas (only the active one counts)."""
+        total = 0.0
+        pods = json.loads(
+            self.kubectl(
+                "get",
+                "pods",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "-l",
+                "app.kubernetes.io/name=exchange-operator",
+                "-o",
+                "json",
+            )
+        )
+        for pod in pods["items"]:
+            url = f"http://{pod['status']['podIP']}:9090/metrics"
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                for line in answer.read().decode().splitlines():
+                    if line.startswith(name) and not line.startswith("#"):
+                        total += float(line.split()[-1])
+        return total
 
     def operator_log(self, lines: int = 40) -> str:
         """The operator replicas' last log lines, but the probes."""

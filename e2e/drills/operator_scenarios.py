@@ -69,12 +69,18 @@ async def crash_failover(
     await task
     served = [p for p in load.accepted if p.epoch == epoch + 1]
     seconds = served[0].at - killed if served else float("inf")
-    events = await read_topic(bootstrap, f"{venue.namespace}.core.events.v1")
-    ids = [
-        f"{e.order_accepted.envelope.symbol}:{e.order_accepted.order_id}"
-        for e in events
-        if e.HasField("order_accepted")
-    ]
+    wanted = {p.order_id for p in load.accepted}
+    deadline = time.monotonic() + 30
+    while True:  # the last acknowledged orders reach the topic within the outbox's linger
+        events = await read_topic(bootstrap, f"{venue.namespace}.core.events.v1")
+        ids = [
+            f"{e.order_accepted.envelope.symbol}:{e.order_accepted.order_id}"
+            for e in events
+            if e.HasField("order_accepted")
+        ]
+        if wanted <= set(ids) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     return Failover(epoch, after["status"]["fencing"]["epoch"], seconds, after, load, ids)
 
 

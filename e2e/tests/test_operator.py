@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -39,8 +40,21 @@ FAST_LEDGER = {
 NEXT_IMAGE = "localhost/exchange-platform:e2e-next"
 
 
+def shown(config: pytest.Config) -> Callable[[str], None]:
+    """Print past pytest's output capture: the tables belong in the test run's output."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    def show(text: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(text, file=sys.stderr, flush=True)
+
+    return show
+
+
 @pytest.fixture(scope="module")
-def venue(local_cluster: Cluster, cluster_services: HostServices) -> Iterator[KubeVenue]:
+def venue(
+    local_cluster: Cluster, cluster_services: HostServices, pytestconfig: pytest.Config
+) -> Iterator[KubeVenue]:
     namespace = "venue-e2e"
     local_cluster.kubectl("create", "namespace", namespace)
     wait_until(
@@ -49,7 +63,7 @@ def venue(local_cluster: Cluster, cluster_services: HostServices) -> Iterator[Ku
     )  # fmt: skip
     seconds = install_operator(local_cluster)
     print(f"\noperator installed with helm and Available in {seconds:.1f}s")
-    venue = KubeVenue(local_cluster, cluster_services, namespace)
+    venue = KubeVenue(local_cluster, cluster_services, namespace, shown(pytestconfig))
     venue.prepare()
     yield venue
     local_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -83,7 +97,7 @@ def test_a_market_comes_up_ready_with_owned_children_and_a_second_joins_the_venu
     venue.apply_market(BTC, "BTC-USDT", ledger={"env": FAST_LEDGER}, gateway={"replicas": 2})
     venue.markets("applied BTC-USDT")
     market = venue.wait_market(BTC, ready, "Ready", timeout=180)
-    print(f"operator.reconcile: Ready {time.monotonic() - begin:.1f}s after apply")
+    venue.show(f"operator.reconcile: Ready {time.monotonic() - begin:.1f}s after apply")
     venue.markets("BTC-USDT Ready")
     uid = market["metadata"]["uid"]
     for child in children_of(venue, BTC):
@@ -141,6 +155,29 @@ async def test_orders_fill_through_the_gateway_and_settle_in_the_ledger_by_their
             await asyncio.sleep(0.5)
         assert fill["trade_id"] in json.dumps(entry)
     venue.markets("orders filled and settled")
+
+
+def test_a_paused_market_is_left_alone_and_says_so(venue: KubeVenue) -> None:
+    def patch(spec: dict[str, Any]) -> None:
+        venue.kubectl("patch", f"market/{ETH}", "-n", venue.namespace, "--type=merge", "-p",
+                      json.dumps({"spec": spec}))  # fmt: skip
+
+    patch({"paused": True})
+    paused = venue.wait_market(ETH, lambda m: m["status"].get("phase") == "Paused", "Paused", 60)
+    assert condition(paused, "Ready") == ("False", "Paused")
+    patch({"matcher": {"resources": {"limits": {"memory": "600Mi"}}}})
+    time.sleep(8)  # more than one check: nothing may be applied meanwhile
+    container = venue.get(f"statefulset/matcher-{ETH}")["spec"]["template"]["spec"]["containers"][0]
+    assert "limits" not in container.get("resources", {})
+    venue.markets("ETH-USDT paused")
+    patch({"paused": False})
+
+    def applied() -> bool:
+        sts = venue.get(f"statefulset/matcher-{ETH}")["spec"]["template"]["spec"]
+        return bool(sts["containers"][0].get("resources", {}).get("limits"))
+
+    venue.wait(applied, "the change applied once unpaused", timeout=60)
+    venue.wait_market(ETH, ready, "Ready again", timeout=120)
 
 
 async def test_a_safety_mode_refuses_new_orders_until_it_is_released(
@@ -216,7 +253,7 @@ async def test_kill_9_of_the_leader_fails_over_to_the_next_epoch_with_nothing_lo
     bootstrap = cluster_services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
     run = await crash_failover(venue, http, bootstrap)
     venue.markets("after kill -9 of the matcher")
-    print(f"operator.failover: the new epoch served an order {run.seconds:.2f}s after kill -9")
+    venue.show(f"operator.failover: the new epoch served an order {run.seconds:.2f}s after kill -9")
     assert run.to_epoch == run.from_epoch + 1 and run.seconds < 10
     last = run.market["status"]["lastFailover"]
     assert (last["fromEpoch"], last["toEpoch"], last["reason"]) == (
@@ -229,6 +266,8 @@ async def test_kill_9_of_the_leader_fails_over_to_the_next_epoch_with_nothing_lo
     assert not [p for p in run.load.results if p.http not in (201, 503)]
     for placed in run.load.accepted:  # every acknowledged order is in the topic, once
         assert run.published_ids.count(placed.order_id) == 1, placed
+    failovers = await asyncio.to_thread(venue.operator_metric, "exchange_operator_failovers_total")
+    assert failovers >= 1  # counted by the active replica
 
 
 async def test_a_frozen_leader_resumes_silent_and_an_old_epoch_event_is_refused(
@@ -244,7 +283,7 @@ async def test_a_frozen_leader_resumes_silent_and_an_old_epoch_event_is_refused(
     assert run.placed_after is not None and run.placed_after.epoch == run.new_epoch
     assert run.published_after_freeze == 0  # nothing published under the old epoch after it
     assert run.stale_counted >= 1  # the hand-written old-epoch event: refused and counted
-    print(f"operator.zombie: the ledger applied {run.applied} events of the old epoch")
+    venue.show(f"operator.zombie: the ledger applied {run.applied} events of the old epoch")
     assert run.applied == 0
 
 
@@ -281,7 +320,7 @@ async def test_an_upgrade_rolls_the_gateways_without_failed_orders_and_the_match
     venue.markets("after the upgrade")
     during = [p for p in load.results if p.at > rolling]
     gap = longest_gap(during)
-    print(f"upgrade: the matcher switched with at most {gap:.2f}s between two accepted orders")
+    venue.show(f"upgrade: the matcher switched with at most {gap:.2f}s between two accepted orders")
     assert gap < 10
     unexpected = [p for p in during if p.http not in (200, 201) and p.code not in (
         "core_unavailable", "not_leader")]  # fmt: skip
