@@ -181,7 +181,7 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
             settings.data_dir / "wal",
             settings.kafka_bootstrap,
             settings.events_topic,
-            durable_seq=lambda: sequencer.durable_seq,
+            durable_seq=lambda: sequencer.committed_seq,  # replicated, when a standby is in sync
             durable_changed=sequencer.durable_changed,
             may_connect=fencing.is_leader,  # a deposed leader must not fence the new one
             encoded=encoded,

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -61,6 +61,10 @@ COMMIT_SECONDS = Histogram(
 )
 SEQ = Gauge("matcher_seq", "Last sequenced command")
 DURABLE_SEQ = Gauge("matcher_durable_seq", "Last command whose WAL record is fsynced")
+COMMITTED_SEQ = Gauge(
+    "matcher_committed_seq",
+    "Last command released to callers and the outbox (durable here and on an in-sync standby)",
+)
 
 _REJECT_KINDS = frozenset((e.E_REJECTED, e.E_FUNDING_REJECTED))
 _SNAPSHOT_NICENESS = 10  # periodic snapshots' child: behind the serving process for the CPU
@@ -228,6 +232,14 @@ class _WalThread:
         await asyncio.to_thread(self._thread.join)
 
 
+class CommitGate(Protocol):
+    """What the commit line waits for besides the local disk: an in-sync standby's
+    acknowledgement (`replication.Replication`)."""
+
+    in_sync: bool
+    acked_seq: int
+
+
 class Sequencer:
     def __init__(
         self,
@@ -247,6 +259,13 @@ class Sequencer:
         self.clock = clock
         self.writer = wal.WalWriter(data_dir / "wal", engine.seq + 1, settings.segment_bytes)
         self.durable_seq = engine.seq
+        """The last command whose WAL record is fsynced here."""
+        self.committed_seq = engine.seq
+        """The last command released to its caller and to the outbox: durable here and, while
+        a standby is in sync, acknowledged by it too (`gate`)."""
+        self.gate: CommitGate | None = None
+        self.on_records: Callable[[list[tuple[int, bytes]]], None] | None = None
+        """Called with each group's encoded records as they go to the disk (replication)."""
         self.durable_changed = asyncio.Event()
         self.failed: BaseException | None = None
         self._last_ts = 0
@@ -270,6 +289,12 @@ class Sequencer:
         self._snapshot_task: asyncio.Task[Path] | None = None
         SEQ.set_function(lambda: self.engine.seq)  # read at scrape time: free on the hot path
         DURABLE_SEQ.set_function(lambda: self.durable_seq)
+        COMMITTED_SEQ.set_function(lambda: self.committed_seq)
+
+    @property
+    def dispatched_seq(self) -> int:
+        """The last command handed to the disk (written, or being written)."""
+        return self._pending_first - 1
 
     def start(self) -> None:
         self._thread = _WalThread(asyncio.get_running_loop())
@@ -344,8 +369,9 @@ class Sequencer:
         return executed
 
     async def durable(self, seq: int) -> None:
-        """Wait until every command up to `seq` is in the fsynced WAL."""
-        if seq <= self.durable_seq:
+        """Wait until every command up to `seq` is committed: in the fsynced WAL and, while a
+        standby is in sync, in its fsynced WAL too."""
+        if seq <= self.committed_seq:
             return
         if self.failed is not None:
             raise SequencerFailed(str(self.failed))
@@ -381,6 +407,8 @@ class Sequencer:
         self._in_flight = (first + count - 1, count, time.perf_counter(), self._executing)
         self._executing = 0.0
         self._thread.call(self._write, (records,), self._written)
+        if self.on_records is not None:
+            self.on_records(records)  # the standby writes them while we do
 
     def _write(self, records: list[tuple[int, bytes]]) -> None:
         """In the WAL thread: append the records, fsync once."""
@@ -413,17 +441,30 @@ class Sequencer:
 
     def _advance(self, seq: int) -> None:
         self.durable_seq = seq
-        waiters = self._waiters
-        while waiters and waiters[0][0] <= seq:
-            _, future = waiters.popleft()
-            if not future.done():
-                future.set_result(None)
-        self.durable_changed.set()
+        self.release()
         every = self.settings.snapshot_every
         if every and seq - self.snapshot_seq >= every and not self._snapshotting:
             self._snapshot_task = asyncio.create_task(
                 self.snapshot(niceness=_SNAPSHOT_NICENESS), name="snapshot"
             )
+
+    def release(self) -> None:
+        """Move the commit line as far as the local disk and the gate allow, and wake the
+        callers (and the outbox) it passes. The gate calls it when the standby acknowledges
+        or falls out of sync."""
+        gate = self.gate
+        commit = self.durable_seq
+        if gate is not None and gate.in_sync:
+            commit = min(commit, gate.acked_seq)
+        if commit <= self.committed_seq:
+            return
+        self.committed_seq = commit
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= commit:
+            _, future = waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+        self.durable_changed.set()
 
     def _fail(self, exc: BaseException) -> None:
         log.critical("WAL write failed; refusing further commands", exc_info=exc)

@@ -66,17 +66,38 @@ def publish(temporary: Path, keep: int = 2) -> Path:
     return final
 
 
+def latest_path(directory: Path) -> Path | None:
+    """The newest published snapshot file (not verified: see `load_latest`)."""
+    if not directory.exists():
+        return None
+    files = sorted(directory.glob(f"*{SUFFIX}"))
+    return files[-1] if files else None
+
+
+def header(path: Path) -> tuple[int, int]:
+    """(seq, state hash) from a snapshot file's header."""
+    with open(path, "rb") as handle:
+        _magic, _version, seq, state_hash, _crc = HEADER.unpack(handle.read(HEADER.size))
+    return seq, state_hash
+
+
+def parse(data: bytes, path: Path) -> Snapshot | None:
+    """A snapshot from its file's bytes; None when damaged."""
+    if len(data) < HEADER.size:
+        return None
+    magic, version, seq, state_hash, crc = HEADER.unpack_from(data)
+    body = data[HEADER.size :]
+    if magic != MAGIC or version != VERSION or zlib.crc32(body) != crc:
+        return None
+    return Snapshot(seq, state_hash, msgspec.msgpack.decode(body), path)
+
+
 def load_latest(directory: Path) -> Snapshot | None:
     """The newest snapshot that is intact; damaged ones are skipped (older ones remain)."""
     if not directory.exists():
         return None
     for path in sorted(directory.glob(f"*{SUFFIX}"), reverse=True):
-        data = path.read_bytes()
-        if len(data) < HEADER.size:
-            continue
-        magic, version, seq, state_hash, crc = HEADER.unpack_from(data)
-        body = data[HEADER.size :]
-        if magic != MAGIC or version != VERSION or zlib.crc32(body) != crc:
-            continue
-        return Snapshot(seq, state_hash, msgspec.msgpack.decode(body), path)
+        found = parse(path.read_bytes(), path)
+        if found is not None:
+            return found
     return None
