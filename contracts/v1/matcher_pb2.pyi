@@ -430,6 +430,11 @@ class MatcherStatus(_message.Message):
     OUTBOX_LAG_FIELD_NUMBER: _builtins.int
     LEADER_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    STANDBY_FIELD_NUMBER: _builtins.int
+    STANDBY_IN_SYNC_FIELD_NUMBER: _builtins.int
+    REPLICATION_LAG_FIELD_NUMBER: _builtins.int
+    COMMITTED_SEQ_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     seq: _builtins.int
     epoch: _builtins.int
@@ -444,6 +449,19 @@ class MatcherStatus(_message.Message):
     below the last seq its market already published). It still answers GetStatus, with
     the seq it recovered and, as last_published_seq, the one it found in the topic.
     """
+    role: _builtins.str
+    """"leader", "standby" (follows the leader's WAL stream) or "refusing"."""
+    standby: _builtins.str
+    """The leader: its standby's identity, and whether it is in sync (the commit waits for it).
+    A standby: its own identity, and whether it is caught up to the leader's commit line.
+    """
+    standby_in_sync: _builtins.bool
+    replication_lag: _builtins.int
+    """Commands the standby is behind: the leader's durable seq (or, on a standby, the
+    leader's commit line) minus the standby's durable seq.
+    """
+    committed_seq: _builtins.int
+    """The leader's commit line: durable here and, while a standby is in sync, on it too."""
     def __init__(
         self,
         *,
@@ -457,10 +475,15 @@ class MatcherStatus(_message.Message):
         outbox_lag: _builtins.int = ...,
         leader: _builtins.bool = ...,
         refusal: _builtins.str = ...,
+        role: _builtins.str = ...,
+        standby: _builtins.str = ...,
+        standby_in_sync: _builtins.bool = ...,
+        replication_lag: _builtins.int = ...,
+        committed_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "last_durable_seq", b"last_durable_seq", "last_published_seq", b"last_published_seq", "leader", b"leader", "mode", b"mode", "outbox_lag", b"outbox_lag", "refusal", b"refusal", "seq", b"seq", "state_hash", b"state_hash", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_seq", b"committed_seq", "epoch", b"epoch", "last_durable_seq", b"last_durable_seq", "last_published_seq", b"last_published_seq", "leader", b"leader", "mode", b"mode", "outbox_lag", b"outbox_lag", "refusal", b"refusal", "replication_lag", b"replication_lag", "role", b"role", "seq", b"seq", "standby", b"standby", "standby_in_sync", b"standby_in_sync", "state_hash", b"state_hash", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,16 +26,21 @@ from aiokafka.errors import KafkaError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Histogram
 
+from contracts.v1 import matcher_pb2, replication_pb2_grpc
 from workloads.common import logs, ops_http
 from workloads.matcher import engine as e
+from workloads.matcher import roles, snapshot
+from workloads.matcher.engine import Engine
 from workloads.matcher.epoch import FileEpoch
 from workloads.matcher.lease import Identity, LeaseEpoch, LeaseLost
 from workloads.matcher.outbox import EncodedEvents, Outbox, PublishedAhead, WalGap, published_seq
-from workloads.matcher.recovery import RecoveryError, recover
-from workloads.matcher.refusal import refuse
+from workloads.matcher.recovery import Recovered, RecoveryError, recover
+from workloads.matcher.refusal import StatusOnlyService, StatusServer, engine_status, refuse
+from workloads.matcher.replication import Replication
 from workloads.matcher.sequencer import Sequencer, tune_runtime
 from workloads.matcher.service import SERVICE_NAME, MatcherService, add_to_server
 from workloads.matcher.settings import MatcherSettings, SettingsError
+from workloads.matcher.standby import Diverged, Standby
 from workloads.matcher.wal import WalCorruption
 
 log = logging.getLogger("workloads.matcher")
@@ -134,33 +139,117 @@ async def serve(settings: MatcherSettings) -> None:
         await runner.cleanup()
 
 
+async def _published_or_none(settings: MatcherSettings) -> int | None:
+    """The market's published seq, or None when Kafka cannot be asked right now."""
+    if not settings.kafka_bootstrap:
+        return 0
+    try:
+        return await published_seq(
+            settings.kafka_bootstrap, settings.events_topic, settings.spec.symbol, within=3
+        )
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning("cannot read the market's published seq", extra={"why": repr(exc)})
+        return None
+
+
+async def _settle(
+    settings: MatcherSettings, startup: Startup, recovered: Recovered, fencing: LeaseEpoch
+) -> tuple[Engine, int, int, int]:
+    """Cluster mode: follow as the standby, or wait, until this process may lead; then
+    (engine, epoch, previous epoch, snapshot seq). GetStatus answers meanwhile."""
+    role = roles.Role()
+
+    def status() -> matcher_pb2.MatcherStatus:
+        standby = role.standby
+        engine = standby.engine if standby is not None else recovered.engine
+        return engine_status(
+            engine,
+            standby.leader_epoch if standby is not None else recovered.last_epoch,
+            last_durable_seq=standby.durable_seq if standby is not None else engine.seq,
+            role=role.name,
+            refusal=role.why if role.name != "standby" else "",
+            standby=fencing.identity,
+            standby_in_sync=standby is not None and standby.caught_up,
+            replication_lag=(
+                max(standby.leader_commit - standby.durable_seq, 0) if standby is not None else 0
+            ),
+        )
+
+    def refused() -> str:
+        return "NOT_LEADER" if role.name in ("standby", "starting") else f"REFUSING: {role.why}"
+
+    def ready() -> tuple[bool, str]:
+        return False, f"{role.name}: {role.why}" if role.why else role.name
+
+    server = StatusServer(settings, StatusOnlyService(status, refused))
+    await server.start()
+    startup.check = ready
+    try:
+        engine, epoch, last_epoch = await roles.settle(
+            fencing,
+            recovered.engine,
+            recovered.last_epoch,
+            lambda: _published_or_none(settings),
+            lambda engine: Standby(
+                settings.spec,
+                settings.data_dir,
+                engine,
+                fencing.identity,
+                settings.sequencer.segment_bytes,
+            ),
+            settings.peer_address,
+            role,
+        )
+    finally:
+        startup.check = None
+        await server.stop()
+    latest = snapshot.latest_path(settings.data_dir / "snapshots")
+    snapshot_seq = snapshot.header(latest)[0] if latest is not None else 0
+    return engine, epoch, last_epoch, snapshot_seq
+
+
 async def _serve(settings: MatcherSettings, startup: Startup) -> None:
     spec = settings.spec
-    startup.why = "recovering, and reading the market's published seq from Kafka"
-    recovered, in_topic = await asyncio.gather(
-        asyncio.to_thread(recover, spec, settings.data_dir), _published(settings)
-    )
-    if recovered.engine.seq < in_topic:
-        ahead = PublishedAhead(recovered.engine.seq, in_topic, settings.events_topic)
-        startup.why = f"refusing to serve: {ahead}"
-        await refuse(settings, recovered.engine, recovered.last_epoch, in_topic, str(ahead))
-        return
+    fencing = _fencing(settings)
+    if isinstance(fencing, LeaseEpoch):
+        startup.why = "recovering"
+        recovered = await asyncio.to_thread(recover, spec, settings.data_dir)
+        engine, epoch, last_epoch, snapshot_seq = await _settle(
+            settings, startup, recovered, fencing
+        )
+    else:
+        startup.why = "recovering, and reading the market's published seq from Kafka"
+        recovered, in_topic = await asyncio.gather(
+            asyncio.to_thread(recover, spec, settings.data_dir), _published(settings)
+        )
+        if recovered.engine.seq < in_topic:
+            ahead = PublishedAhead(recovered.engine.seq, in_topic, settings.events_topic)
+            startup.why = f"refusing to serve: {ahead}"
+            await refuse(settings, recovered.engine, recovered.last_epoch, in_topic, str(ahead))
+            return
+        startup.why = f"waiting for the leadership ({fencing.identity})"
+        epoch = await fencing.acquire(floor=recovered.last_epoch + 1)
+        engine, last_epoch, snapshot_seq = (
+            recovered.engine, recovered.last_epoch, recovered.snapshot_seq
+        )  # fmt: skip
     tune_runtime()
     _watch_gc()
     watcher = asyncio.create_task(_watch_loop(), name="loop-lag")
-    fencing = _fencing(settings)
-    startup.why = f"waiting for the leadership ({fencing.identity})"
-    epoch = await fencing.acquire(floor=recovered.last_epoch + 1)
     sequencer = Sequencer(
-        recovered.engine,
-        settings.data_dir,
-        epoch,
-        fencing,
-        settings.sequencer,
-        snapshot_seq=recovered.snapshot_seq,
+        engine, settings.data_dir, epoch, fencing, settings.sequencer, snapshot_seq=snapshot_seq
     )
     sequencer.start()
-    await sequencer.submit([((e.C_EPOCH, epoch, recovered.last_epoch, settings.instance), "")])
+    replication: Replication | None = None
+    if isinstance(fencing, LeaseEpoch):
+        replication = Replication(
+            sequencer,
+            settings.data_dir,
+            epoch,
+            sync_timeout=settings.replication_sync_timeout,
+            on_sync_change=fencing.designate,
+        )
+        replication.start()
+    await sequencer.submit([((e.C_EPOCH, epoch, last_epoch, settings.instance), "")])
     log.info(
         "serving",
         extra={
@@ -194,7 +283,11 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
         return outbox.published_seq if outbox is not None else 0
 
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 << 20)])
-    add_to_server(MatcherService(spec, sequencer, published, encoded), server)
+    service = MatcherService(spec, sequencer, published, encoded)
+    add_to_server(service, server)
+    if replication is not None:
+        service.replication = replication
+        replication_pb2_grpc.add_ReplicationServicer_to_server(replication, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
@@ -220,9 +313,10 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
     async def compact_periodically() -> None:
         while True:
             await asyncio.sleep(30)
-            removed = await sequencer.compact(
-                published() if outbox is not None else sequencer.durable_seq
-            )
+            keep = published() if outbox is not None else sequencer.durable_seq
+            if replication is not None and replication.needed_from is not None:
+                keep = min(keep, replication.needed_from - 1)  # a standby catching up
+            removed = await sequencer.compact(keep)
             if removed:
                 log.info("WAL segments removed", extra={"count": removed})
 
@@ -256,6 +350,8 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
     await server.stop(grace=5)
     compactor.cancel()
     watcher.cancel()
+    if replication is not None:
+        await replication.stop()
     await sequencer.durable(sequencer.engine.seq)
     await sequencer.snapshot()
     if outbox is not None and outbox_task is not None and not failures:
@@ -293,7 +389,7 @@ def main() -> None:
     except (RecoveryError, WalCorruption) as exc:
         log.critical("refusing to start", extra={"why": str(exc)})
         sys.exit(f"matcher: refusing to start: {exc}")
-    except (PublishedAhead, WalGap, LeaseLost) as exc:
+    except (PublishedAhead, WalGap, LeaseLost, Diverged) as exc:
         sys.exit(f"matcher: stopped: {exc}")
 
 

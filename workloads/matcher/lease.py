@@ -85,6 +85,11 @@ class Identity:
         return other is not None and (other.pod, other.uid) == (self.pod, self.uid)
 
 
+SYNC_STANDBY = "exchange.io/sync-standby"
+"""The Lease's annotation naming the standby that is in sync (may be promoted); the leader
+sets it once the standby is in sync and clears it before it commits without it."""
+
+
 @dataclass(frozen=True)
 class LeaseRecord:
     """What the API server holds, as far as the protocol cares."""
@@ -92,20 +97,28 @@ class LeaseRecord:
     holder: str
     transitions: int
     resource_version: str
+    sync_standby: str = ""
 
 
 class Claim(Enum):
     TAKE = "take"  # write ourselves in as the new holder, epoch + 1
     WAIT = "wait"  # someone else may still lead
+    HAND_OVER = "hand over"  # free the lease for the in-sync standby
 
 
 def claim(record: LeaseRecord, me: Identity, unchanged_for: float, timing: LeaseTiming) -> Claim:
     """A candidate's decision on the record it just read (`unchanged_for`: seconds of its own
-    clock since it first saw this resourceVersion)."""
+    clock since it first saw this resourceVersion). Whether it may lead at all (its log
+    complete enough) is decided apart (`roles.may_lead`)."""
     if not record.holder:
         return Claim.TAKE  # released
     if me.same_pod(Identity.parse(record.holder)):
-        return Claim.TAKE  # an earlier process of this pod: it has exited
+        # An earlier process of this pod: it has exited. If its standby was in sync, that
+        # standby has everything it acknowledged and should lead: hand over to it.
+        standby = Identity.parse(record.sync_standby)
+        if standby is not None and not me.same_pod(standby):
+            return Claim.HAND_OVER
+        return Claim.TAKE
     if unchanged_for >= timing.duration:
         return Claim.TAKE  # the holder stopped renewing
     return Claim.WAIT
@@ -127,8 +140,16 @@ class LeaseStore(Protocol):
     async def read(self) -> LeaseRecord: ...
 
     async def write(
-        self, read: LeaseRecord, holder: str, transitions: int, duration: float, acquired: bool
-    ) -> LeaseRecord | None: ...
+        self,
+        read: LeaseRecord,
+        holder: str,
+        transitions: int,
+        duration: float,
+        acquired: bool,
+        sync_standby: str | None = None,
+    ) -> LeaseRecord | None:
+        """`sync_standby`: the annotation's new value (None: left as it is)."""
+        ...
 
 
 class LeaseEpoch:
@@ -164,24 +185,64 @@ class LeaseEpoch:
 
     async def acquire(self, floor: int = 0) -> int:
         """Wait until this process may take the lease, take it, and return the new epoch
-        (at least `floor`)."""
+        (at least `floor`). The single-instance path; with a standby see `roles`."""
         while True:
-            record = await self._read()
+            record = await self.read()
             if record is not None:
-                unchanged = self._unchanged_for(record)
-                if claim(record, self.me, unchanged, self.timing) is Claim.TAKE:
-                    epoch = max(record.transitions + 1, floor)
-                    started = self.clock()
-                    written = await self._write(record, epoch, acquired=True)
-                    if written is not None:
-                        self._took(written, started, record.holder)
+                decision = self.decide(record)
+                if decision is Claim.HAND_OVER:
+                    decision = Claim.TAKE  # nobody to hand over to on this path
+                if decision is Claim.TAKE:
+                    epoch = await self.take(record, floor)
+                    if epoch is not None:
                         return epoch
                     continue  # someone else wrote first: look again at once
-                log.info(
-                    "waiting for the lease",
-                    extra={"holder": record.holder, "unchanged_s": round(unchanged, 1)},
-                )
+                log.info("waiting for the lease", extra={"holder": record.holder})
             await asyncio.sleep(self.timing.retry_period)
+
+    async def read(self) -> LeaseRecord | None:
+        return await self._read()
+
+    def decide(self, record: LeaseRecord) -> Claim:
+        return claim(record, self.me, self._unchanged_for(record), self.timing)
+
+    async def take(self, record: LeaseRecord, floor: int = 0) -> int | None:
+        """Take the lease over `record` (conditionally): the new epoch, or None when someone
+        else wrote first. A new leader has no standby in sync yet: the annotation goes."""
+        epoch = max(record.transitions + 1, floor)
+        started = self.clock()
+        written = await self._write(record, epoch, acquired=True, sync_standby="")
+        if written is None:
+            return None
+        self._took(written, started, record.holder)
+        return epoch
+
+    async def hand_over(self, record: LeaseRecord) -> bool:
+        """Free a lease held by this pod's earlier (dead) process, for its in-sync standby."""
+        written = await self._write(record, record.transitions, acquired=False, holder="")
+        if written is not None:
+            log.warning(
+                "lease handed over to the in-sync standby",
+                extra={"lease": self.api.name, "standby": record.sync_standby},
+            )
+        return written is not None
+
+    async def designate(self, standby: str) -> bool:
+        """As the leader: name the in-sync standby in the Lease ("" to withdraw it). Only
+        while this process holds the lease; True once the API server has it."""
+        for _ in range(3):
+            record = await self._read()
+            if record is None or record.holder != self.identity:
+                return False
+            if record.sync_standby == standby:
+                return True
+            written = await self._write(
+                record, record.transitions, acquired=False, sync_standby=standby
+            )
+            if written is not None:
+                self._record = written
+                return True
+        return False
 
     def _took(self, record: LeaseRecord, started: float, previous: str) -> None:
         self._record = record
@@ -244,7 +305,13 @@ class LeaseEpoch:
             return None
 
     async def _write(
-        self, record: LeaseRecord, transitions: int, *, acquired: bool, holder: str | None = None
+        self,
+        record: LeaseRecord,
+        transitions: int,
+        *,
+        acquired: bool,
+        holder: str | None = None,
+        sync_standby: str | None = None,
     ) -> LeaseRecord | None:
         try:
             return await self.api.write(
@@ -253,6 +320,7 @@ class LeaseEpoch:
                 transitions,
                 self.timing.duration,
                 acquired,
+                sync_standby,
             )
         except LeaseUnavailable as exc:
             log.warning("lease write failed", extra={"why": _why(exc)})

@@ -10,7 +10,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from workloads.matcher.lease import LeaseRecord, LeaseUnavailable
+from workloads.matcher.lease import SYNC_STANDBY, LeaseRecord, LeaseUnavailable
 
 
 class LeaseApi:
@@ -37,10 +37,22 @@ class LeaseApi:
         except (OSError, TimeoutError, urllib3.exceptions.HTTPError) as exc:
             raise LeaseUnavailable(repr(exc)) from None
         spec = lease.spec or client.V1LeaseSpec()
-        return LeaseRecord(spec.holder_identity or "", spec.lease_transitions or 0, _version(lease))
+        annotations = (lease.metadata.annotations if lease.metadata else None) or {}
+        return LeaseRecord(
+            spec.holder_identity or "",
+            spec.lease_transitions or 0,
+            _version(lease),
+            annotations.get(SYNC_STANDBY, ""),
+        )
 
     async def write(
-        self, read: LeaseRecord, holder: str, transitions: int, duration: float, acquired: bool
+        self,
+        read: LeaseRecord,
+        holder: str,
+        transitions: int,
+        duration: float,
+        acquired: bool,
+        sync_standby: str | None = None,
     ) -> LeaseRecord | None:
         """Write over the record `read` was; None when someone else wrote in between (409).
 
@@ -56,7 +68,10 @@ class LeaseApi:
         }
         if acquired:
             spec["acquireTime"] = now
-        patch = {"metadata": {"resourceVersion": read.resource_version}, "spec": spec}
+        metadata: dict[str, Any] = {"resourceVersion": read.resource_version}
+        if sync_standby is not None:
+            metadata["annotations"] = {SYNC_STANDBY: sync_standby or None}  # None deletes it
+        patch = {"metadata": metadata, "spec": spec}
         try:
             lease = await asyncio.to_thread(
                 self.api.patch_namespaced_lease,
@@ -72,7 +87,8 @@ class LeaseApi:
             raise LeaseUnavailable(f"{exc.status} {exc.reason}") from None
         except (OSError, TimeoutError, urllib3.exceptions.HTTPError) as exc:
             raise LeaseUnavailable(repr(exc)) from None
-        return LeaseRecord(holder, transitions, _version(lease))
+        standby = read.sync_standby if sync_standby is None else sync_standby
+        return LeaseRecord(holder, transitions, _version(lease), standby)
 
 
 def _version(lease: client.V1Lease) -> str:

@@ -1,11 +1,13 @@
-"""A matcher that refuses to serve: it answers GetStatus and refuses every command.
+"""An instance that does not lead: it answers GetStatus and refuses every command.
 
-Run instead of the real service when the recovered log ends below a seq its market already
-published (`outbox.PublishedAhead`): sequencing on from there would give a second command a
-seq that traders, the ledger and the topic already hold. It stays up rather than exiting,
-as CloudNativePG keeps a fenced instance, so that the ledger, the operator and the engineer
-on call see why and what it recovered (GetStatus `refusal`, `/readyz`), and so that the
-ledger's reconciliation latches the market with the regression as its reason.
+Two cases. A hot standby follows the leader's WAL (`standby.py`) and answers commands with
+FAILED_PRECONDITION "NOT_LEADER" (clients retry on the leader). And a matcher whose recovered
+log ends below a seq its market already published (`outbox.PublishedAhead`) refuses with
+"REFUSING: <why>": sequencing on from there would give a second command a seq that traders,
+the ledger and the topic already hold. It stays up rather than exiting, as CloudNativePG keeps
+a fenced instance, so that the ledger, the operator and the engineer on call see why and what
+it recovered (GetStatus `refusal`, `/readyz`), and so that the ledger's reconciliation
+latches the market with the regression as its reason.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -26,36 +29,60 @@ from workloads.matcher.settings import MatcherSettings
 log = logging.getLogger(__name__)
 
 
-class RefusingService(matcher_pb2_grpc.MatcherServicer):
-    """GetStatus from the recovered engine; FAILED_PRECONDITION "REFUSING: <why>" for the rest."""
+class StatusOnlyService(matcher_pb2_grpc.MatcherServicer):
+    """GetStatus from `status()`; every command fails with FAILED_PRECONDITION and
+    `refused()` as its detail."""
 
-    def __init__(self, engine: Engine, epoch: int, published_seq: int, refusal: str) -> None:
-        self.engine = engine
-        self.epoch = epoch
-        self.published_seq = published_seq
-        self.refusal = refusal
+    def __init__(
+        self,
+        status: Callable[[], matcher_pb2.MatcherStatus],
+        refused: Callable[[], str],
+    ) -> None:
+        self.status = status
+        self.refused = refused
 
     async def GetStatus(
         self, request: matcher_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> matcher_pb2.MatcherStatus:
-        engine = self.engine
-        return matcher_pb2.MatcherStatus(
-            symbol=engine.spec.symbol,
-            seq=engine.seq,
-            epoch=self.epoch,
-            mode=common_pb2.SymbolMode.ValueType(engine.mode),
-            state_hash=codec.hash_bytes(engine.state_hash),
-            last_durable_seq=engine.seq,
-            last_published_seq=self.published_seq,
-            leader=False,
-            refusal=self.refusal,
-        )
+        return self.status()
 
     async def _refuse(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"REFUSING: {self.refusal}")
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.refused())
 
     PlaceOrder = CancelOrder = CancelAll = SetSymbolMode = ApplyFunding = _refuse
     SubmitBatch = GetOrderBook = GetReservations = _refuse
+
+
+def engine_status(engine: Engine, epoch: int, **fields: Any) -> matcher_pb2.MatcherStatus:
+    """A MatcherStatus of an engine that does not lead (`fields`: the rest)."""
+    return matcher_pb2.MatcherStatus(
+        symbol=engine.spec.symbol,
+        seq=engine.seq,
+        epoch=epoch,
+        mode=common_pb2.SymbolMode.ValueType(engine.mode),
+        state_hash=codec.hash_bytes(engine.state_hash),
+        last_durable_seq=engine.seq,
+        leader=False,
+        **fields,
+    )
+
+
+class StatusServer:
+    """The gRPC server of an instance that does not lead (yet), on the matcher's port."""
+
+    def __init__(self, settings: MatcherSettings, service: StatusOnlyService) -> None:
+        self.server = grpc.aio.server()
+        matcher_pb2_grpc.add_MatcherServicer_to_server(service, self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def stop(self) -> None:
+        await self.server.stop(grace=0.5)
 
 
 async def refuse(
@@ -67,15 +94,10 @@ async def refuse(
         "refusing to serve",
         extra={"why": why, "recovered_seq": engine.seq, "published_seq": published},
     )
-    server = grpc.aio.server()
-    matcher_pb2_grpc.add_MatcherServicer_to_server(
-        RefusingService(engine, epoch, published, why), server
-    )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    status = engine_status(engine, epoch, last_published_seq=published, refusal=why,
+                           role="refusing")  # fmt: skip
+    server = StatusServer(settings, StatusOnlyService(lambda: status, lambda: f"REFUSING: {why}"))
     await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,4 +105,4 @@ async def refuse(
     try:
         await stop.wait()
     finally:
-        await server.stop(grace=1)
+        await server.stop()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -70,7 +71,7 @@ class Replication(replication_pb2_grpc.ReplicationServicer):
         data_dir: Path,
         epoch: int,
         sync_timeout: float = 1.0,
-        on_sync_change: Callable[[str], Coroutine[Any, Any, None]] | None = None,
+        on_sync_change: Callable[[str], Coroutine[Any, Any, bool]] | None = None,
     ) -> None:
         self.sequencer = sequencer
         self.data_dir = data_dir
@@ -85,6 +86,8 @@ class Replication(replication_pb2_grpc.ReplicationServicer):
         keeps it)."""
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._leaving = False
+        """Out of sync, its designation being withdrawn: the commit still waits for it."""
         sequencer.gate = self
         sequencer.on_records = self._push
         IN_SYNC.set_function(lambda: int(self.in_sync))
@@ -122,28 +125,58 @@ class Replication(replication_pb2_grpc.ReplicationServicer):
         self.acked_seq = max(self.acked_seq, seq)
         while follower.sent and follower.sent[0][0] <= seq:
             follower.sent.popleft()
-        if not self.in_sync and self.acked_seq >= self.sequencer.durable_seq:
+        if not self.in_sync and not self._leaving and self.acked_seq >= self.sequencer.durable_seq:
             self._set_sync(True, "caught up")
         self.sequencer.release()
 
     def _set_sync(self, in_sync: bool, why: str) -> None:
-        if in_sync == self.in_sync:
+        if in_sync == self.in_sync or (not in_sync and self._leaving):
             return
-        self.in_sync = in_sync
-        identity = self.standby if in_sync else ""
         if in_sync:
+            self.in_sync = True
             log.info("standby in sync", extra={"standby": self.standby, "seq": self.acked_seq})
-        else:
-            OUT_OF_SYNC.inc()
+            self._spawn(self._designate(self.standby))
+            return
+        OUT_OF_SYNC.inc()
+        log.warning(
+            "standby out of sync",
+            extra={"standby": self.standby, "why": why, "acked_seq": self.acked_seq},
+        )
+        if self.on_sync_change is None:
+            self._go_alone()
+            return
+        # It may no longer be promoted before anything commits without it: withdraw its
+        # designation in the Lease first, and only then let the commit line go on alone.
+        self._leaving = True
+        self._spawn(self._withdraw())
+
+    def _go_alone(self) -> None:
+        self.in_sync = False
+        self._leaving = False
+        log.warning(
+            "committing without a standby", extra={"durable_seq": self.sequencer.durable_seq}
+        )
+        self.sequencer.release()  # what waited for the standby goes on without it
+
+    async def _designate(self, identity: str) -> None:
+        if self.on_sync_change is not None and not await self.on_sync_change(identity):
             log.warning(
-                "standby out of sync: committing alone",
-                extra={"standby": self.standby, "why": why, "acked_seq": self.acked_seq},
+                "could not name the in-sync standby in the Lease", extra={"standby": identity}
             )
-            self.sequencer.release()  # what waited for the standby goes on without it
-        if self.on_sync_change is not None:
-            task = asyncio.create_task(self.on_sync_change(identity))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+
+    async def _withdraw(self) -> None:
+        assert self.on_sync_change is not None
+        for attempt in itertools.count():
+            if await self.on_sync_change(""):
+                self._go_alone()
+                return
+            # The API server is away: so is the lease, soon; the commit waits meanwhile.
+            await asyncio.sleep(min(0.2 * (attempt + 1), 1.0))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _watch(self) -> None:
         """Out of sync when the oldest unacknowledged group has waited past the timeout."""

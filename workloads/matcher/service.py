@@ -19,6 +19,7 @@ from contracts.v1 import common_pb2, funding_pb2, matcher_pb2, matcher_pb2_grpc
 from workloads.matcher import codec
 from workloads.matcher import engine as e
 from workloads.matcher.outbox import EncodedEvents
+from workloads.matcher.replication import Replication
 from workloads.matcher.sequencer import Executed, NotLeader, Result, Sequencer, SequencerFailed
 from workloads.matcher.spec import MarketSpec
 
@@ -48,6 +49,8 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         self.published_seq = published_seq
         self.encoder = codec.EventEncoder(spec)
         self.encoded = encoded
+        self.replication: Replication | None = None
+        """The leader's replication to its standby, when it has one (for GetStatus)."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -228,6 +231,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         sequencer = self.sequencer
         engine = sequencer.engine
         published = self.published_seq()
+        replication = self.replication
         return matcher_pb2.MatcherStatus(
             symbol=self.spec.symbol,
             seq=engine.seq,
@@ -236,8 +240,13 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             state_hash=codec.hash_bytes(engine.state_hash),
             last_durable_seq=sequencer.durable_seq,
             last_published_seq=published,
-            outbox_lag=max(sequencer.durable_seq - published, 0),
+            outbox_lag=max(sequencer.committed_seq - published, 0),
             leader=sequencer.fencing.is_leader(),
+            role="leader",
+            standby=replication.standby if replication is not None else "",
+            standby_in_sync=replication is not None and replication.in_sync,
+            replication_lag=replication.lag if replication is not None else 0,
+            committed_seq=sequencer.committed_seq,
         )
 
     async def GetReservations(

@@ -24,6 +24,9 @@
 | MATCHER_LEASE_DURATION_S | 10 | nobody else takes the lease until this long after a renewal |
 | MATCHER_LEASE_RENEW_DEADLINE_S | 7 | the leader stops serving this long after its last renewal |
 | MATCHER_LEASE_RETRY_PERIOD_S | 2 | how often the leader renews |
+| MATCHER_PEER_DOMAIN | (empty) | the peers' DNS domain: `<pod>.<domain>:<grpc port>` |
+| MATCHER_PEERS | (empty) | `pod=host:port,...`: peers no DNS names (tests) |
+| MATCHER_REPLICATION_SYNC_TIMEOUT_MS | 1000 | a standby this late to acknowledge is out of sync |
 | KUBECONFIG | (in-cluster) | the API server outside a pod (tests) |
 """
 
@@ -61,6 +64,17 @@ class MatcherSettings:
     lease_namespace: str = ""
     pod_uid: str = ""
     lease_timing: LeaseTiming = field(default_factory=LeaseTiming)
+    peer_domain: str = ""
+    peers: dict[str, str] = field(default_factory=dict)
+    replication_sync_timeout: float = 1.0
+    """Seconds an in-sync standby may be late with an acknowledgement before the leader
+    commits without it: the longest a reply waits for a standby that is gone."""
+
+    def peer_address(self, pod: str) -> str:
+        """Where the instance `pod` serves gRPC (its replication stream)."""
+        if pod in self.peers:
+            return self.peers[pod]
+        return f"{pod}.{self.peer_domain}:{self.grpc_port}" if self.peer_domain else pod
 
     @classmethod
     def from_env(cls) -> MatcherSettings:
@@ -102,7 +116,21 @@ class MatcherSettings:
             lease_namespace=env.get("MATCHER_LEASE_NAMESPACE", "") or _pod_namespace(),
             pod_uid=env.get("MATCHER_POD_UID", ""),
             lease_timing=_lease_timing(env),
+            peer_domain=env.get("MATCHER_PEER_DOMAIN", "").strip(),
+            peers=_peers(env.get("MATCHER_PEERS", "")),
+            replication_sync_timeout=integer("MATCHER_REPLICATION_SYNC_TIMEOUT_MS", 1000, 10)
+            / 1000,
         )
+
+
+def _peers(raw: str) -> dict[str, str]:
+    peers = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        pod, _, address = item.partition("=")
+        if not pod or ":" not in address:
+            raise SettingsError(f"MATCHER_PEERS: {item!r} is not pod=host:port")
+        peers[pod] = address
+    return peers
 
 
 def _choice(env: os._Environ[str], name: str, default: str, allowed: tuple[str, ...]) -> str:

@@ -73,7 +73,7 @@ class Standby:
     async def follow(self, target: str) -> None:
         """One stream from the leader at `target` until it ends (returns) or the records do
         not replay (raises `Diverged`)."""
-        acks: asyncio.Queue[int] = asyncio.Queue()
+        acks: asyncio.Queue[int | None] = asyncio.Queue()
 
         async def requests() -> AsyncIterator[r.FollowerMessage]:
             engine = self.engine
@@ -83,8 +83,8 @@ class Standby:
                     last_hash=engine.state_hash & ((1 << 64) - 1),
                 )
             )  # fmt: skip
-            while True:
-                yield r.FollowerMessage(ack=r.Ack(durable_seq=await acks.get()))
+            while (durable := await acks.get()) is not None:
+                yield r.FollowerMessage(ack=r.Ack(durable_seq=durable))
 
         async with matcher_channel(target) as channel:
             stream = replication_pb2_grpc.ReplicationStub(channel).Follow(requests())
@@ -114,6 +114,7 @@ class Standby:
                     extra={"leader": target, "why": f"{exc.code().name}: {exc.details()}"},
                 )
             finally:
+                acks.put_nowait(None)  # ends the requests, so that gRPC's reader of them ends
                 stream.cancel()
                 self._close_writer()
 

@@ -48,6 +48,16 @@ def test_another_pods_lease_is_taken_only_after_it_stayed_unchanged_for_the_dura
 
 
 @pytest.mark.unit
+def test_an_earlier_process_of_this_pod_hands_the_lease_to_its_in_sync_standby() -> None:
+    earlier = str(Identity("matcher-btc-usdt-0", "uid-1", "boot-a"))
+    standby = str(Identity("matcher-btc-usdt-1", "uid-9", "boot-s"))
+    assert claim(LeaseRecord(earlier, 4, "1", standby), ME, 0, TIMING) is Claim.HAND_OVER
+    # A standby that is this very pod (an earlier process of it) is no one to hand over to.
+    own = str(Identity("matcher-btc-usdt-0", "uid-1", "boot-z"))
+    assert claim(LeaseRecord(earlier, 4, "1", own), ME, 0, TIMING) is Claim.TAKE
+
+
+@pytest.mark.unit
 def test_the_timing_must_leave_the_holder_silent_before_anyone_may_take_over() -> None:
     with pytest.raises(ValueError, match="renew deadline < duration"):
         LeaseTiming(duration=7, renew_deadline=7, retry_period=2)
@@ -68,13 +78,20 @@ class FakeStore:
         return self.record
 
     async def write(
-        self, read: LeaseRecord, holder: str, transitions: int, duration: float, acquired: bool
+        self,
+        read: LeaseRecord,
+        holder: str,
+        transitions: int,
+        duration: float,
+        acquired: bool,
+        sync_standby: str | None = None,
     ) -> LeaseRecord | None:
         if self.down:
             raise LeaseUnavailable("connection refused")
         if read.resource_version != self.record.resource_version:
             return None
-        self.record = LeaseRecord(holder, transitions, str(int(read.resource_version) + 1))
+        standby = read.sync_standby if sync_standby is None else sync_standby
+        self.record = LeaseRecord(holder, transitions, str(int(read.resource_version) + 1), standby)
         self.writes.append(holder)
         return self.record
 

@@ -1,0 +1,150 @@
+"""A leader and its hot standby as real processes on the real Lease and Kafka: the standby
+follows in sync; after a kill -9 of the leader (restarted at once, as its instance manager
+would) the standby leads with the next epoch, having everything that was acknowledged, and
+the former leader rejoins as its standby."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from contracts.v1 import matcher_pb2, matcher_pb2_grpc
+from e2e.env.matcher import MatcherProcess
+from workloads.matcher.tests.test_lease import make_lease
+from workloads.matcher.tests.test_process import envelope, fund, order, read_events
+
+pytestmark = pytest.mark.integration
+
+SYMBOL = "BTC-USDT"
+
+
+@pytest.fixture
+def pair(
+    run_dir: Path, kubeconfig: Path, k8s_namespace: str, kafka_bootstrap: str, kafka_topic: str
+) -> Iterator[list[MatcherProcess]]:
+    make_lease(kubeconfig, k8s_namespace, "matcher-btc-usdt")
+    pods = [
+        MatcherProcess(
+            run_dir / f"standby-{k8s_namespace}-{n}", kafka_bootstrap=kafka_bootstrap,
+            events_topic=kafka_topic, name=f"matcher-{n}",
+        )
+        for n in range(2)
+    ]  # fmt: skip
+    peers = ",".join(f"matcher-btc-usdt-{n}={p.target}" for n, p in enumerate(pods))
+    for n, pod in enumerate(pods):
+        pod.extra_env.update(
+            {
+                "MATCHER_EPOCH_PROVIDER": "lease",
+                "MATCHER_LEASE_NAMESPACE": k8s_namespace,
+                "MATCHER_INSTANCE": f"matcher-btc-usdt-{n}",
+                "MATCHER_POD_UID": f"uid-{n}",
+                "MATCHER_PEERS": peers,
+                "KUBECONFIG": str(kubeconfig),
+            }
+        )
+    yield pods
+    for pod in pods:
+        pod.stop()
+
+
+async def status(pod: MatcherProcess) -> matcher_pb2.MatcherStatus | None:
+    async with grpc.aio.insecure_channel(pod.target) as channel:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            reply: matcher_pb2.MatcherStatus = await matcher_pb2_grpc.MatcherStub(
+                channel
+            ).GetStatus(matcher_pb2.GetStatusRequest(), timeout=2)
+            return reply
+    return None
+
+
+async def until(what: str, check: Any, within: float = 30.0) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        found = await check()
+        if found:
+            return found
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not reached within {within:.0f}s (last: {found!r})")
+        await asyncio.sleep(0.1)
+
+
+async def roles(pods: list[MatcherProcess]) -> dict[str, matcher_pb2.MatcherStatus]:
+    found = {}
+    for pod in pods:
+        got = await status(pod)
+        if got is not None:
+            found[got.role] = got
+    return found
+
+
+async def test_the_standby_takes_over_from_a_killed_leader_with_everything_acknowledged(
+    pair: list[MatcherProcess], kafka_bootstrap: str, kafka_topic: str
+) -> None:
+    for pod in pair:
+        pod.launch()
+
+    async def in_sync() -> dict[str, matcher_pb2.MatcherStatus] | None:
+        found = await roles(pair)
+        leader = found.get("leader")
+        return found if leader is not None and leader.standby_in_sync else None
+
+    found = await until("a leader with its standby in sync", in_sync)
+    first = await status(pair[0])
+    leader_pod = pair[0] if first is not None and first.role == "leader" else pair[1]
+    standby_pod = pair[1] if leader_pod is pair[0] else pair[0]
+    epoch = found["leader"].epoch
+
+    acknowledged: dict[str, int] = {}
+    async with grpc.aio.insecure_channel(leader_pod.target) as channel:
+        stub = matcher_pb2_grpc.MatcherStub(channel)
+        funded = await stub.SubmitBatch(
+            matcher_pb2.CommandBatch(commands=[fund("alice", "USDT"), fund("bob", "BTC")])
+        )
+        assert all(r.status == matcher_pb2.COMMAND_STATUS_ACCEPTED for r in funded.replies)
+        for start in range(0, 600, 20):
+            batch = [order(i) for i in range(start, start + 20)]
+            reply = await stub.SubmitBatch(matcher_pb2.CommandBatch(commands=batch))
+            for cmd, r in zip(batch, reply.replies, strict=True):
+                assert r.status == matcher_pb2.COMMAND_STATUS_ACCEPTED
+                acknowledged[cmd.place_order.client_order_id] = r.seq
+        before = await stub.GetStatus(matcher_pb2.GetStatusRequest())
+    assert before.standby_in_sync and before.committed_seq >= max(acknowledged.values())
+
+    leader_pod.kill()
+    leader_pod.launch()  # its instance manager would restart it at once: it hands over
+
+    async def promoted() -> matcher_pb2.MatcherStatus | None:
+        got = await status(standby_pod)
+        return got if got is not None and got.role == "leader" else None
+
+    new = await until("the standby leading", promoted)
+    assert new.epoch == epoch + 1
+    async with grpc.aio.insecure_channel(standby_pod.target) as channel:
+        stub = matcher_pb2_grpc.MatcherStub(channel)
+        resent = await stub.SubmitBatch(
+            matcher_pb2.CommandBatch(commands=[order(i) for i in range(600)])
+        )
+        for i, r in enumerate(resent.replies):  # every acknowledged order is here, once
+            assert r.status == matcher_pb2.COMMAND_STATUS_DUPLICATE, i
+            assert r.seq == acknowledged[f"o-{i}"]
+        placed = await stub.PlaceOrder(order(600).place_order)
+        assert placed.status == matcher_pb2.COMMAND_STATUS_ACCEPTED and placed.epoch == epoch + 1
+
+    async def rejoined() -> matcher_pb2.MatcherStatus | None:
+        got = await status(standby_pod)
+        return got if got is not None and got.standby_in_sync else None
+
+    await until("the former leader in sync as the standby", rejoined)
+    final = await status(standby_pod)
+    assert final is not None
+    events = await read_events(kafka_bootstrap, kafka_topic, final.committed_seq)
+    ids = [envelope(e).event_id for e in events]
+    assert len(ids) == len(set(ids))
+    assert sorted({envelope(e).seq for e in events}) == list(range(1, final.committed_seq + 1))
