@@ -10,6 +10,7 @@ from exchange_operator.model import (
     IMAGE_USER,
     MATCHER_GRPC_PORT,
     MATCHER_HTTP_PORT,
+    ROLE_LABEL,
     MarketRef,
     events_topic,
     labels,
@@ -64,6 +65,7 @@ def market_children(
         role(ref, namespace),
         role_binding(ref, namespace),
         service(ref, namespace),
+        peers_service(ref, namespace),
         statefulset(ref, namespace, settings),
         disruption_budget(ref, namespace),
         network_policy(ref, namespace, settings, egress),
@@ -89,8 +91,13 @@ def service_account(ref: MarketRef, namespace: str) -> Manifest:
     }
 
 
+def pod_names(ref: MarketRef) -> list[str]:
+    return [f"{matcher_name(ref.name)}-{n}" for n in range(ref.spec.matcher_replicas)]
+
+
 def role(ref: MarketRef, namespace: str) -> Manifest:
-    """The matcher may read and renew its own Lease, and nothing else."""
+    """The matcher may read and renew its own Lease, and label its own pods with their role
+    (the client Service selects the leader by it), and nothing else."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -101,7 +108,13 @@ def role(ref: MarketRef, namespace: str) -> Manifest:
                 "resources": ["leases"],
                 "resourceNames": [matcher_name(ref.name)],
                 "verbs": ["get", "update", "patch"],
-            }
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["pods"],
+                "resourceNames": pod_names(ref),
+                "verbs": ["get", "patch"],
+            },
         ],
     }
 
@@ -118,16 +131,14 @@ def role_binding(ref: MarketRef, namespace: str) -> Manifest:
 
 
 def service(ref: MarketRef, namespace: str) -> Manifest:
-    """Headless, and publishing instances that are not ready: the ledger and the operator
-    must still reach a matcher that refuses to serve, to read why."""
+    """The market's address for its clients (gateway, ledger): the instance that labelled
+    itself the leader (`exchange.io/role`), and only while it is ready."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(ref, matcher_name(ref.name), namespace, "matching-engine"),
         "spec": {
-            "clusterIP": "None",
-            "publishNotReadyAddresses": True,
-            "selector": selector("matcher", ref.name),
+            "selector": {**selector("matcher", ref.name), ROLE_LABEL: "leader"},
             "ports": [
                 {"name": "grpc", "port": MATCHER_GRPC_PORT, "targetPort": "grpc"},
                 {"name": "http", "port": MATCHER_HTTP_PORT, "targetPort": "http"},
@@ -136,14 +147,37 @@ def service(ref: MarketRef, namespace: str) -> Manifest:
     }
 
 
+def peers_service(ref: MarketRef, namespace: str) -> Manifest:
+    """Headless, publishing instances that are not ready: each instance's own DNS name
+    (`<pod>.matcher-<market>-peers`), by which a standby finds the leader's stream."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(ref, peers_name(ref.name), namespace, "matching-engine"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector("matcher", ref.name),
+            "ports": [{"name": "grpc", "port": MATCHER_GRPC_PORT, "targetPort": "grpc"}],
+        },
+    }
+
+
+def peers_name(market: str) -> str:
+    return f"{matcher_name(market)}-peers"
+
+
 def disruption_budget(ref: MarketRef, namespace: str) -> Manifest:
-    """No voluntary eviction of a market's only matcher: a node drain waits for the platform
-    team to move the market deliberately (a rollout is not an eviction and is not blocked)."""
+    """One instance may go at a time (a standby in sync is ready, so a drain may take the
+    leader then: the standby takes over). A market's only instance is not evicted: a drain
+    waits for the platform team to move the market deliberately (a rollout is not an
+    eviction and is not blocked)."""
+    budget = {"maxUnavailable": 1} if ref.spec.matcher_replicas > 1 else {"minAvailable": 1}
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _meta(ref, matcher_name(ref.name), namespace, "matching-engine"),
-        "spec": {"minAvailable": 1, "selector": {"matchLabels": selector("matcher", ref.name)}},
+        "spec": {**budget, "selector": {"matchLabels": selector("matcher", ref.name)}},
     }
 
 
@@ -193,6 +227,8 @@ def statefulset(ref: MarketRef, namespace: str, settings: OperatorSettings) -> M
         "MATCHER_LEASE_DURATION_S": str(spec.failover.lease_duration_seconds),
         "MATCHER_LEASE_RENEW_DEADLINE_S": str(spec.failover.renew_deadline_seconds),
         "MATCHER_LEASE_RETRY_PERIOD_S": str(spec.failover.retry_period_seconds),
+        "MATCHER_PEER_DOMAIN": f"{peers_name(ref.name)}.{namespace}.svc.cluster.local",
+        "MATCHER_LABEL_POD": "true",
     }
     pod_env = [
         {"name": "MATCHER_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -271,8 +307,12 @@ def statefulset(ref: MarketRef, namespace: str, settings: OperatorSettings) -> M
         "metadata": _meta(ref, name, namespace, "matching-engine"),
         "spec": {
             "replicas": spec.matcher_replicas,
-            "serviceName": name,
+            "serviceName": peers_name(ref.name),
             "selector": {"matchLabels": selector("matcher", ref.name)},
+            "podManagementPolicy": "Parallel",
+            # The operator rolls the instances itself: the standby first, then one switch
+            # of the leader to the already upgraded standby (`rollout.py`).
+            "updateStrategy": {"type": "OnDelete"},
             # The WAL outlives the Market: a Market created again under the same name
             # recovers its book (delete the PVC to start from nothing).
             "persistentVolumeClaimRetentionPolicy": {
@@ -292,6 +332,22 @@ def statefulset(ref: MarketRef, namespace: str, settings: OperatorSettings) -> M
                     },
                     "initContainers": [fix_owner],
                     "containers": [container],
+                    # Apart when the cluster has room: the standby is for losing a node.
+                    "affinity": {
+                        "podAntiAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [
+                                {
+                                    "weight": 100,
+                                    "podAffinityTerm": {
+                                        "topologyKey": "kubernetes.io/hostname",
+                                        "labelSelector": {
+                                            "matchLabels": selector("matcher", ref.name)
+                                        },
+                                    },
+                                }
+                            ]
+                        }
+                    },
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
@@ -303,9 +359,12 @@ def statefulset(ref: MarketRef, namespace: str, settings: OperatorSettings) -> M
 def network_policy(
     ref: MarketRef, namespace: str, settings: OperatorSettings, egress: list[Manifest]
 ) -> Manifest:
-    """Who may reach the matcher: the venue's gateway and ledger, and the operator (gRPC);
-    anyone for the ops port (metrics, probes). What it may reach: DNS, Kafka, the API server
-    (its Lease). The venue's default-deny policy (see `venue`) closes everything else."""
+    """Who may reach the matcher: the venue's gateway and ledger, the operator and its own
+    market's other instance (gRPC: the standby follows the leader); anyone for the ops port
+    (metrics, probes). What it may reach: DNS, Kafka, the API server (its Lease), its peer.
+    The venue's default-deny policy (see `venue`) closes everything else."""
+    peers = {"podSelector": {"matchLabels": selector("matcher", ref.name)}}
+    grpc_port = [{"protocol": "TCP", "port": MATCHER_GRPC_PORT}]
     venue_clients = {
         "matchExpressions": [
             {"key": "app.kubernetes.io/name", "operator": "In", "values": ["gateway", "ledger"]},
@@ -321,11 +380,11 @@ def network_policy(
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {
-                    "from": [{"podSelector": venue_clients}, settings.operator_peer()],
-                    "ports": [{"protocol": "TCP", "port": MATCHER_GRPC_PORT}],
+                    "from": [{"podSelector": venue_clients}, settings.operator_peer(), peers],
+                    "ports": grpc_port,
                 },
                 {"ports": [{"protocol": "TCP", "port": MATCHER_HTTP_PORT}]},
             ],
-            "egress": egress,
+            "egress": [*egress, {"to": [peers], "ports": grpc_port}],
         },
     }

@@ -44,6 +44,8 @@ class PodState:
     ready: bool
     ip: str
     deleting: bool
+    revision: str = ""
+    """The StatefulSet revision the pod was made from (`controller-revision-hash`)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,20 @@ class LeaseState:
     transitions: int
     resource_version: str
     acquire_time: str
+
+
+def _pod_state(pod: client.V1Pod) -> PodState:
+    status = pod.status or client.V1PodStatus()
+    ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+    meta = pod.metadata or client.V1ObjectMeta()
+    return PodState(
+        meta.name or "",
+        meta.uid or "",
+        ready,
+        status.pod_ip or "",
+        meta.deletion_timestamp is not None,
+        (meta.labels or {}).get("controller-revision-hash", ""),
+    )
 
 
 class Kube:
@@ -151,19 +167,32 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        status = pod.status or client.V1PodStatus()
-        ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
-        meta = pod.metadata or client.V1ObjectMeta()
-        return PodState(
-            meta.name or name,
-            meta.uid or "",
-            ready,
-            status.pod_ip or "",
-            meta.deletion_timestamp is not None,
-        )
+        return _pod_state(pod)
 
-    async def delete_pod(self, namespace: str, pod: PodState, grace: int) -> None:
-        """Delete exactly this pod (its UID as a precondition), not a successor."""
+    async def pods(self, namespace: str, selector: dict[str, str]) -> list[PodState]:
+        """The pods with these labels, by name."""
+        found = await self._call(
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+        )
+        return sorted((_pod_state(p) for p in found.items), key=lambda p: p.name)
+
+    async def update_revision(self, namespace: str, name: str) -> str:
+        """The StatefulSet's revision its pods should run ("" before its first status)."""
+        try:
+            found = await self._call(
+                client.AppsV1Api(self.api).read_namespaced_stateful_set, name, namespace
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return ""
+            raise
+        return (found.status.update_revision or "") if found.status else ""
+
+    async def delete_pod(self, namespace: str, pod: PodState, grace: int | None) -> None:
+        """Delete exactly this pod (its UID as a precondition), not a successor. `grace`:
+        seconds to stop in (None: the pod's own terminationGracePeriodSeconds)."""
         body = client.V1DeleteOptions(
             grace_period_seconds=grace, preconditions=client.V1Preconditions(uid=pod.uid)
         )

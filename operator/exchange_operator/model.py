@@ -14,6 +14,8 @@ SAFETYMODES = "safetymodes"
 FIELD_MANAGER = "exchange-operator"
 PART_OF = "exchange-platform"
 
+ROLE_LABEL = f"{GROUP}/role"
+"""The label each matcher sets on its own pod: leader, standby, refusing, waiting."""
 MATCHER_GRPC_PORT = 50051
 MATCHER_HTTP_PORT = 8090
 GATEWAY_PORT = 8081
@@ -82,7 +84,7 @@ class MarketSpec:
     maker_fee_bps: int = 0
     taker_fee_bps: int = 0
     image: str = ""
-    matcher_replicas: int = 1
+    matcher_replicas: int = 2
     matcher_resources: dict[str, Any] = field(default_factory=dict)
     storage_size: str = "1Gi"
     storage_class: str = ""

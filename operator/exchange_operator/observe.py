@@ -39,6 +39,12 @@ class MatcherState:
     outbox_lag: int
     leader: bool
     refusal: str
+    role: str = ""
+    standby: str = ""
+    """The leader: its standby's identity (pod/uid), "" when none follows."""
+    standby_in_sync: bool = False
+    replication_lag: int = 0
+    committed_seq: int = 0
 
     @classmethod
     def of(cls, status: matcher_pb2.MatcherStatus) -> MatcherState:
@@ -53,6 +59,11 @@ class MatcherState:
             status.outbox_lag,
             status.leader,
             status.refusal,
+            status.role,
+            status.standby,
+            status.standby_in_sync,
+            status.replication_lag,
+            status.committed_seq,
         )
 
 

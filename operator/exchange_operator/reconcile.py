@@ -25,8 +25,10 @@ from exchange_operator.model import (
     MarketRef,
     matcher_name,
     most_restrictive,
+    selector,
 )
 from exchange_operator.observe import Ledger, Matchers, MatcherState, Unreachable
+from exchange_operator.rollout import next_step
 from exchange_operator.settings import OperatorSettings
 from exchange_operator.status import Observation, changed, compute
 from exchange_operator.venue import Venue
@@ -213,17 +215,13 @@ async def check_market(
     lease = await ctx.kube.lease(namespace, name)
     unchanged = memory.lease_unchanged_for(lease, now)
     holder = Identity.parse(lease.holder) if lease else None
-    holder_pod = await ctx.kube.pod(namespace, holder.pod) if holder else None
-    pod = await ctx.kube.pod(namespace, f"{name}-0")
-    matcher: MatcherState | None = None
-    matcher_error = ""
-    if pod is not None and pod.ip:
-        try:
-            matcher = await ctx.matchers.status(pod.ip)
-        except Unreachable as exc:
-            matcher_error = str(exc)
-    else:
-        matcher_error = "the matcher's pod has no address yet"
+    pods = await ctx.kube.pods(namespace, selector("matcher", ref.name))
+    holder_pod = next((p for p in pods if holder is not None and p.name == holder.pod), None)
+    leading = (
+        holder_pod if holder is not None and holder_pod is not None and holder_pod.uid == holder.uid
+        else None
+    )  # fmt: skip
+    pod, matcher, matcher_error = await ask_matcher(ctx, leading, pods)
     view = LeaderView(
         lease,
         unchanged,
@@ -235,6 +233,16 @@ async def check_market(
     judgement = judge(view, spec.failover)
     await _act(ctx, body, namespace, name, judgement, holder_pod, lease, memory)
     last_failover = _record_failover(body, lease, memory)
+    step = next_step(
+        pods,
+        spec.matcher_replicas,
+        await ctx.kube.update_revision(namespace, name),
+        leading.name if leading is not None else "",
+        matcher is not None and matcher.leader and matcher.standby_in_sync,
+    )
+    if step.delete is not None and not judgement.failing_over:
+        event(body, "Normal", "RollingUpdate", step.message)
+        await ctx.kube.delete_pod(namespace, step.delete, grace=None)
 
     ledger, ledger_error = await ledger_view(ctx, namespace, ref)
     if ledger is not None and ledger.get("latched"):
@@ -253,7 +261,7 @@ async def check_market(
     observation = Observation(
         generation=body["metadata"].get("generation", 0),
         paused=spec.paused,
-        matcher_ready=await ctx.kube.statefulset_ready(namespace, name),
+        matcher_ready=int(leading is not None and leading.ready),
         gateway_available=await ctx.kube.deployment_available(namespace, "gateway"),
         gateway_wanted=spec.gateway_replicas,
         ledger_ready=await ctx.kube.statefulset_ready(namespace, "ledger"),
@@ -268,6 +276,8 @@ async def check_market(
         desired_mode=desired,
         desired_source=source,
         problems=tuple(problems),
+        replicas=spec.matcher_replicas,
+        rollout=step,
     )
     new = compute(observation, status)
     if last_failover is not None:
@@ -276,6 +286,28 @@ async def check_market(
         return None
     metrics.STATUS_PATCHES.inc()
     return new
+
+
+async def ask_matcher(
+    ctx: Context, leading: PodState | None, pods: list[PodState]
+) -> tuple[PodState | None, MatcherState | None, str]:
+    """The leader's status (the pod holding the Lease); while nobody leads, the instance
+    that says why it may not (a refusal), else any that answers. (pod, state, error)."""
+    candidates = [leading] if leading is not None else pods
+    answered: list[tuple[PodState, MatcherState]] = []
+    errors: list[str] = []
+    for pod in candidates:
+        if not pod.ip:
+            errors.append(f"{pod.name} has no address yet")
+            continue
+        try:
+            answered.append((pod, await ctx.matchers.status(pod.ip)))
+        except Unreachable as exc:
+            errors.append(f"{pod.name}: {exc}")
+    answered.sort(key=lambda found: (not found[1].leader, not found[1].refusal))
+    if answered:
+        return answered[0][0], answered[0][1], ""
+    return None, None, "; ".join(errors) or "the matcher has no pod yet"
 
 
 async def _act(
@@ -393,9 +425,12 @@ async def apply_safety(
 ) -> int:
     """Set the market's effective mode (the most restrictive SafetyMode) on its matcher;
     the epoch it was applied under. TemporaryError while the matcher cannot be reached."""
-    pod = await ctx.kube.pod(namespace, f"{matcher_name(ref.name)}-0")
-    if pod is None or not pod.ip:
-        raise kopf.TemporaryError("the matcher has no pod yet", delay=5)
+    name = matcher_name(ref.name)
+    lease = await ctx.kube.lease(namespace, name)
+    holder = Identity.parse(lease.holder) if lease else None
+    pod = await ctx.kube.pod(namespace, holder.pod) if holder is not None else None
+    if holder is None or pod is None or pod.uid != holder.uid or not pod.ip:
+        raise kopf.TemporaryError("the matcher has no leader right now", delay=3)
     desired = most_restrictive([s.mode for s in safety if not s.deleting])
     try:
         state = await ctx.matchers.status(pod.ip)

@@ -14,6 +14,8 @@ from typing import Any
 
 from exchange_operator.failover import Judgement
 from exchange_operator.observe import MatcherState
+from exchange_operator.rollout import Step
+from workloads.matcher.lease import Identity
 
 READY = "Ready"
 DEGRADED = "Degraded"
@@ -52,6 +54,8 @@ class Observation:
     desired_source: str
     problems: tuple[str, ...] = ()
     """Reconcile errors worth showing (a spec the gateway's catalogue refuses, ...)."""
+    replicas: int = 1
+    rollout: Step | None = None
 
 
 def now() -> str:
@@ -118,6 +122,8 @@ def compute(obs: Observation, previous: dict[str, Any]) -> dict[str, Any]:
         degraded_reasons.append(
             ("GatewayDegraded", f"{obs.gateway_available}/{obs.gateway_wanted} gateways available")
         )
+    if serving and obs.replicas > 1 and m is not None and not m.standby_in_sync:
+        degraded_reasons.append(("NoSyncStandby", _no_sync_standby(m)))
     degraded_reasons.extend(("ReconcileError", p) for p in obs.problems)
     degraded = (
         (True, degraded_reasons[0][0], "; ".join(msg for _, msg in degraded_reasons))
@@ -171,6 +177,22 @@ def compute(obs: Observation, previous: dict[str, Any]) -> dict[str, Any]:
             "outboxLag": m.outbox_lag,
             "refusal": m.refusal,
         }
+    if m is not None and m.leader and obs.replicas > 1:
+        standby = Identity.parse(m.standby)
+        status["replication"] = {
+            "standby": standby.pod if standby is not None else "",
+            "inSync": m.standby_in_sync,
+            "lagRecords": m.replication_lag,
+            "committedSeq": m.committed_seq,
+        }
+    if obs.rollout is not None and obs.rollout.message:
+        status["rollout"] = {
+            "updated": obs.rollout.updated,
+            "replicas": obs.replicas,
+            "message": obs.rollout.message,
+        }
+    elif previous.get("rollout"):
+        status["rollout"] = None  # done: the merge patch removes it
     if ledger is not None:
         status["reconciliation"] = {
             "lag": ledger.get("lag") or 0,
@@ -181,6 +203,16 @@ def compute(obs: Observation, previous: dict[str, Any]) -> dict[str, Any]:
             "lastCheck": now(),
         }
     return status
+
+
+def _no_sync_standby(m: MatcherState) -> str:
+    standby = Identity.parse(m.standby)
+    if standby is None:
+        return "no standby follows the leader: losing it now waits for its restart"
+    return (
+        f"the standby {standby.pod} is {m.replication_lag} records behind, not in sync: "
+        "losing the leader now waits for its restart"
+    )
 
 
 def _without_times(status: dict[str, Any]) -> dict[str, Any]:

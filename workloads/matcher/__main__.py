@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import grpc
 from aiokafka.errors import KafkaError
@@ -42,6 +43,9 @@ from workloads.matcher.service import SERVICE_NAME, MatcherService, add_to_serve
 from workloads.matcher.settings import MatcherSettings, SettingsError
 from workloads.matcher.standby import Diverged, Standby
 from workloads.matcher.wal import WalCorruption
+
+if TYPE_CHECKING:
+    from workloads.matcher.lease_api import PodRole
 
 log = logging.getLogger("workloads.matcher")
 LOOP_LAG = Histogram(
@@ -107,9 +111,22 @@ class Startup:
     def __init__(self) -> None:
         self.why = "recovering"
         self.check: Callable[[], tuple[bool, str]] | None = None
+        self.background: asyncio.Task[None] | None = None
+        """The pod's role label, kept for the process's lifetime."""
 
     def ready(self) -> tuple[bool, str]:
         return self.check() if self.check is not None else (False, self.why)
+
+
+def _pod_role(settings: MatcherSettings) -> PodRole | None:
+    if not settings.label_pod:
+        return None
+    from workloads.matcher.lease_api import PodRole, api_client
+
+    return PodRole(
+        api_client(os.environ.get("KUBECONFIG") or None), settings.lease_namespace,
+        settings.instance,
+    )  # fmt: skip
 
 
 def _fencing(settings: MatcherSettings) -> FileEpoch | LeaseEpoch:
@@ -158,6 +175,7 @@ async def _settle(
     """Cluster mode: follow as the standby, or wait, until this process may lead; then
     (engine, epoch, previous epoch, snapshot seq). GetStatus answers meanwhile."""
     role = roles.Role()
+    labeler = _pod_role(settings)
 
     def status() -> matcher_pb2.MatcherStatus:
         standby = role.standby
@@ -179,11 +197,22 @@ async def _settle(
         return "NOT_LEADER" if role.name in ("standby", "starting") else f"REFUSING: {role.why}"
 
     def ready() -> tuple[bool, str]:
+        """A standby in sync is ready (it could lead at once); the client Service routes
+        by the role label, not by readiness."""
+        standby = role.standby
+        if role.name == "standby" and standby is not None and standby.caught_up:
+            return True, f"standby in sync at seq {standby.durable_seq}"
         return False, f"{role.name}: {role.why}" if role.why else role.name
 
     server = StatusServer(settings, StatusOnlyService(status, refused))
     await server.start()
     startup.check = ready
+    labeling = (
+        asyncio.create_task(labeler.follow(lambda: role.name), name="role-label")
+        if labeler is not None
+        else None
+    )
+    settled = False
     try:
         engine, epoch, last_epoch = await roles.settle(
             fencing,
@@ -200,9 +229,14 @@ async def _settle(
             settings.peer_address,
             role,
         )
+        settled = True
     finally:
         startup.check = None
         await server.stop()
+        if labeling is not None and not settled:
+            labeling.cancel()
+    role.name = "leader"  # the label follows: the client Service routes here from then on
+    startup.background = labeling
     latest = snapshot.latest_path(settings.data_dir / "snapshots")
     snapshot_seq = snapshot.header(latest)[0] if latest is not None else 0
     return engine, epoch, last_epoch, snapshot_seq
@@ -347,13 +381,18 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
     log.info("stopping: no new commands, flushing, snapshotting")
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(grace=5)
+    stopping = asyncio.create_task(server.stop(grace=5))  # no new RPCs from here on
+    if replication is not None:
+        # The commands in flight commit (on the standby too, while it is in sync); then its
+        # stream ends, and the standby has everything this leader acknowledged.
+        await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sequencer.durable(sequencer.engine.seq), timeout=3)
+        await replication.stop()
+    await stopping
     compactor.cancel()
     watcher.cancel()
-    if replication is not None:
-        await replication.stop()
     await sequencer.durable(sequencer.engine.seq)
-    await sequencer.snapshot()
     if outbox is not None and outbox_task is not None and not failures:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_drained(outbox), timeout=5)
@@ -361,10 +400,11 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
         outbox_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await outbox_task
-    await sequencer.close()
     if keeper is not None and isinstance(fencing, LeaseEpoch):
         keeper.cancel()
-        await fencing.release()  # after the last write: the next instance may lead at once
+        await fencing.release()  # after the last publish: the standby may lead at once
+    await sequencer.snapshot()  # this pod's own restart recovers faster
+    await sequencer.close()
     log.info("stopped", extra={"seq": sequencer.engine.seq})
     if failures:
         raise failures[0]

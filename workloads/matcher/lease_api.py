@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +13,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from workloads.matcher.lease import SYNC_STANDBY, LeaseRecord, LeaseUnavailable
+
+log = logging.getLogger(__name__)
 
 
 class LeaseApi:
@@ -108,3 +112,43 @@ def api_client(kubeconfig: str | None = None) -> client.ApiClient:
         return loaded
     config.load_incluster_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
+
+
+class PodRole:
+    """Labels this instance's own pod with its role (`exchange.io/role`: leader, standby,
+    refusing): the market's client Service selects the leader by it, at once and without
+    the operator. Best effort: a failure is logged and tried again at the next change."""
+
+    LABEL = "exchange.io/role"
+
+    def __init__(self, api_client: client.ApiClient, namespace: str, pod: str) -> None:
+        self.api = client.CoreV1Api(api_client)
+        self.namespace = namespace
+        self.pod = pod
+        self.current: str | None = None
+
+    async def follow(self, role: Callable[[], str], every: float = 0.2) -> None:
+        """Keep the label equal to `role()` (checked every `every` s, patched on change)."""
+        while True:
+            await self.set(role())
+            await asyncio.sleep(every)
+
+    async def set(self, role: str) -> None:
+        if role == self.current:
+            return
+        patch = {"metadata": {"labels": {self.LABEL: role}}}
+        try:
+            await asyncio.to_thread(
+                self.api.patch_namespaced_pod,
+                self.pod,
+                self.namespace,
+                patch,
+                _content_type="application/merge-patch+json",
+                _request_timeout=2.0,
+            )
+        except (ApiException, OSError, TimeoutError, urllib3.exceptions.HTTPError) as exc:
+            log.warning(
+                "could not label the pod with its role", extra={"role": role, "why": repr(exc)}
+            )
+            return
+        self.current = role

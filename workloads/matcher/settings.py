@@ -27,6 +27,7 @@
 | MATCHER_PEER_DOMAIN | (empty) | the peers' DNS domain: `<pod>.<domain>:<grpc port>` |
 | MATCHER_PEERS | (empty) | `pod=host:port,...`: peers no DNS names (tests) |
 | MATCHER_REPLICATION_SYNC_TIMEOUT_MS | 1000 | a standby this late to acknowledge is out of sync |
+| MATCHER_LABEL_POD | false | label its own pod `exchange.io/role` (the Service picks the leader) |
 | KUBECONFIG | (in-cluster) | the API server outside a pod (tests) |
 """
 
@@ -65,6 +66,7 @@ class MatcherSettings:
     pod_uid: str = ""
     lease_timing: LeaseTiming = field(default_factory=LeaseTiming)
     peer_domain: str = ""
+    label_pod: bool = False
     peers: dict[str, str] = field(default_factory=dict)
     replication_sync_timeout: float = 1.0
     """Seconds an in-sync standby may be late with an acknowledgement before the leader
@@ -117,6 +119,7 @@ class MatcherSettings:
             pod_uid=env.get("MATCHER_POD_UID", ""),
             lease_timing=_lease_timing(env),
             peer_domain=env.get("MATCHER_PEER_DOMAIN", "").strip(),
+            label_pod=env.get("MATCHER_LABEL_POD", "false").strip().lower() in ("1", "true", "yes"),
             peers=_peers(env.get("MATCHER_PEERS", "")),
             replication_sync_timeout=integer("MATCHER_REPLICATION_SYNC_TIMEOUT_MS", 1000, 10)
             / 1000,

@@ -61,11 +61,12 @@ def test_the_examples_are_accepted_with_the_defaults_filled_in(
                                    "jsonpath={.spec}"))  # fmt: skip
     assert spec["failover"] == {"timeoutSeconds": 5, "leaseDurationSeconds": 10,
                                 "renewDeadlineSeconds": 7, "retryPeriodSeconds": 2}  # fmt: skip
-    assert spec["matcher"] == {"replicas": 1, "storage": {"size": "1Gi"}}
+    assert spec["matcher"] == {"replicas": 2, "storage": {"size": "1Gi"}}
     assert spec["connections"]["configMapName"] == "exchange-host-services"
     table = crds.kubectl("get", "markets", "-n", k8s_namespace)
     assert table.split("\n")[0].split() == [
-        "NAME", "SYMBOL", "PHASE", "MODE", "EPOCH", "LEADER", "SEQ", "LAG", "AGE",
+        "NAME", "SYMBOL", "PHASE", "MODE", "EPOCH", "LEADER", "STANDBY", "INSYNC", "SEQ", "LAG",
+        "AGE",
     ]  # fmt: skip
     assert crds.kubectl("get", "mkt", "-n", k8s_namespace, "-o", "name").count("market") == 2
     modes = crds.kubectl("get", "sm", "-n", k8s_namespace)
@@ -125,6 +126,7 @@ def test_every_status_the_operator_computes_is_accepted_by_the_schema(
     crds: ControlPlane, k8s_namespace: str
 ) -> None:
     """A status the schema refuses fails the whole patch, silently for `kubectl get`."""
+    from exchange_operator.rollout import Step
     from exchange_operator.tests.test_decisions import LEDGER, MATCHER, observation, view
 
     crds.kubectl("apply", "-n", k8s_namespace, "-f", "-", input=json.dumps(market("status")))
@@ -139,6 +141,12 @@ def test_every_status_the_operator_computes_is_accepted_by_the_schema(
         ),
         observation(matcher=replace(MATCHER, refusal="its log ends below", leader=False)),
         observation(paused=True),
+        observation(
+            replicas=2,
+            matcher=replace(MATCHER, standby="matcher-status-1/uid-2/boot", replication_lag=7),
+            rollout=Step(None, 1, "waiting for the standby to be in sync"),
+        ),
+        observation(replicas=2),  # the rollout is done: its block goes
     ]
     previous: dict[str, object] = {}
     for case in cases:
@@ -149,4 +157,6 @@ def test_every_status_the_operator_computes_is_accepted_by_the_schema(
         stored = json.loads(crds.kubectl("get", "market", "status", "-n", k8s_namespace, "-o",
                                          "jsonpath={.status}"))  # fmt: skip
         assert stored["phase"] == status["phase"]
+        assert stored.get("replication") == status.get("replication")
+        assert stored.get("rollout") == status.get("rollout")
         previous = status

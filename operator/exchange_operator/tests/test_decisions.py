@@ -12,6 +12,7 @@ from exchange_operator.failover import Action, LeaderView, failover_reason, judg
 from exchange_operator.kube import LeaseState, PodState
 from exchange_operator.model import Failover
 from exchange_operator.observe import MatcherState
+from exchange_operator.rollout import Step, next_step
 from exchange_operator.status import Observation, changed, compute
 from workloads.matcher.lease import Identity
 
@@ -173,3 +174,66 @@ def test_status_is_patched_on_change_only() -> None:
     stale = {**first, "reconciliation": {**first["reconciliation"],
                                          "lastCheck": "2026-12-07T00:00:00Z"}}  # fmt: skip
     assert changed(compute(observation(), stale), stale)  # a minute-old check: refreshed
+
+
+# ---------------------------------------------------------------------- hot standby
+
+
+def test_the_standby_shows_in_the_status_and_a_standby_out_of_sync_degrades() -> None:
+    standby = str(Identity("matcher-btc-usdt-1", "uid-2", "boot-b"))
+    synced = replace(MATCHER, standby=standby, standby_in_sync=True, committed_seq=42)
+    status = compute(observation(matcher=synced, replicas=2), {})
+    assert status["replication"] == {"standby": "matcher-btc-usdt-1", "inSync": True,
+                                     "lagRecords": 0, "committedSeq": 42}  # fmt: skip
+    assert status["phase"] == "Ready"
+    behind = replace(synced, standby_in_sync=False, replication_lag=900)
+    status = compute(observation(matcher=behind, replicas=2), {})
+    assert conditions(status)["Degraded"] == ("True", "NoSyncStandby")
+    assert "900 records behind" in next(
+        c["message"] for c in status["conditions"] if c["type"] == "Degraded"
+    )
+    assert status["phase"] == "Degraded" and conditions(status)["Ready"][0] == "True"
+    alone = compute(observation(matcher=MATCHER, replicas=1), {})
+    assert "replication" not in alone and alone["phase"] == "Ready"
+
+
+# ---------------------------------------------------------------------- rollout
+
+OLD, NEW = "rev-1", "rev-2"
+
+
+def pods(*states: tuple[str, str, bool]) -> list[PodState]:
+    return [
+        PodState(f"matcher-btc-usdt-{n}", f"uid-{n}", ready, f"10.0.0.{n}", False, revision)
+        for n, (_, revision, ready) in enumerate(states)
+    ]
+
+
+def test_a_rollout_replaces_the_standby_first_then_switches_the_leader_once() -> None:
+    leader = "matcher-btc-usdt-1"  # the highest ordinal: the StatefulSet would take it first
+    both_old = pods(("0", OLD, True), ("1", OLD, True))
+    step = next_step(both_old, 2, NEW, leader, standby_in_sync=True)
+    assert step.delete is not None and step.delete.name == "matcher-btc-usdt-0"
+    standby_new = pods(("0", NEW, False), ("1", OLD, True))
+    waiting = next_step(standby_new, 2, NEW, leader, standby_in_sync=False)
+    assert waiting.delete is None and "in sync" in waiting.message and waiting.updated == 1
+    switch = next_step(pods(("0", NEW, True), ("1", OLD, True)), 2, NEW, leader, True)
+    assert switch.delete is not None and switch.delete.name == leader
+    assert "hands over" in switch.message
+    done = next_step(pods(("0", NEW, True), ("1", NEW, True)), 2, NEW, "matcher-btc-usdt-0", True)
+    assert done == Step(None, 2, "")
+
+
+def test_a_rollout_waits_for_a_pod_on_its_way_and_never_takes_two_at_once() -> None:
+    going = [replace(p, deleting=p.name.endswith("0")) for p in pods(("0", OLD, True),
+                                                                     ("1", OLD, True))]  # fmt: skip
+    assert next_step(going, 2, NEW, "matcher-btc-usdt-1", True).delete is None
+    missing = pods(("0", OLD, True))
+    assert next_step(missing, 2, NEW, "matcher-btc-usdt-0", True).delete is None
+    assert (
+        next_step(pods(("0", OLD, True)), 1, NEW, "matcher-btc-usdt-0", False).delete
+        == (pods(("0", OLD, True))[0])
+    )  # a single instance: replaced as it is
+    nobody = next_step(pods(("0", OLD, False), ("1", OLD, True)), 2, NEW, "", False)
+    assert nobody.delete is not None and nobody.delete.name == "matcher-btc-usdt-0"
+    assert next_step(pods(("0", OLD, True)), 1, "", "", False) == Step(None, 0, "")

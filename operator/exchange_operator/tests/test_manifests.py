@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from exchange_operator import children
-from exchange_operator.model import MarketRef, MarketSpec, most_restrictive
+from exchange_operator.model import MarketRef, MarketSpec, most_restrictive, selector
 from exchange_operator.settings import OperatorSettings
 from exchange_operator.venue import Venue, endpoint_egress, host_services
 from workloads.gateway.markets import parse_markets
@@ -50,7 +50,8 @@ def test_every_child_is_owned_by_its_market_and_labelled() -> None:
     }  # fmt: skip
     for manifest in [*manifests, children.lease(ref, "venue-a")]:
         meta = manifest["metadata"]
-        assert meta["namespace"] == "venue-a" and meta["name"] == "matcher-btc-usdt"
+        assert meta["namespace"] == "venue-a"
+        assert meta["name"] in ("matcher-btc-usdt", "matcher-btc-usdt-peers")
         assert meta["ownerReferences"] == [
             {"apiVersion": "exchange.io/v1alpha1", "kind": "Market", "name": "btc-usdt",
              "uid": "uid-btc-usdt", "controller": True, "blockOwnerDeletion": True}
@@ -60,11 +61,13 @@ def test_every_child_is_owned_by_its_market_and_labelled() -> None:
         assert meta["labels"]["exchange.io/market"] == "btc-usdt"
 
 
-def test_the_matcher_may_only_read_and_renew_its_own_lease() -> None:
+def test_the_matcher_may_only_renew_its_own_lease_and_label_its_own_pods() -> None:
     role = children.role(market("btc-usdt", "BTC-USDT"), "venue-a")
     assert role["rules"] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-         "resourceNames": ["matcher-btc-usdt"], "verbs": ["get", "update", "patch"]}
+         "resourceNames": ["matcher-btc-usdt"], "verbs": ["get", "update", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"],
+         "resourceNames": ["matcher-btc-usdt-0", "matcher-btc-usdt-1"], "verbs": ["get", "patch"]},
     ]  # fmt: skip
 
 
@@ -98,8 +101,34 @@ def test_the_matcher_runs_non_root_read_only_fenced_by_its_lease() -> None:
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
         "storage": "1Gi"
     }
-    service = children.service(ref, "venue-a")["spec"]
-    assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"]
+
+
+def test_a_leader_and_its_standby_apart_rolled_by_the_operator_clients_routed_to_the_leader(
+) -> None:  # fmt: skip
+    ref = market("btc-usdt", "BTC-USDT")
+    sts = children.statefulset(ref, "venue-a", SETTINGS)["spec"]
+    assert sts["replicas"] == 2 and sts["updateStrategy"] == {"type": "OnDelete"}
+    assert sts["serviceName"] == "matcher-btc-usdt-peers"
+    spread = sts["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert (
+        spread["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"][
+            "topologyKey"
+        ]
+        == "kubernetes.io/hostname"
+    )
+    env = env_of(sts["template"]["spec"]["containers"][0])
+    assert env["MATCHER_PEER_DOMAIN"] == "matcher-btc-usdt-peers.venue-a.svc.cluster.local"
+    assert env["MATCHER_LABEL_POD"] == "true"
+    clients = children.service(ref, "venue-a")["spec"]
+    assert clients["selector"]["exchange.io/role"] == "leader" and "clusterIP" not in clients
+    peers = children.peers_service(ref, "venue-a")["spec"]
+    assert peers["clusterIP"] == "None" and peers["publishNotReadyAddresses"]
+    assert children.disruption_budget(ref, "venue-a")["spec"]["maxUnavailable"] == 1
+    single = market("btc-usdt", "BTC-USDT", matcher={"replicas": 1})
+    assert children.disruption_budget(single, "venue-a")["spec"]["minAvailable"] == 1
+    policy = children.network_policy(ref, "venue-a", SETTINGS, [])["spec"]
+    own = {"podSelector": {"matchLabels": selector("matcher", "btc-usdt")}}
+    assert own in policy["ingress"][0]["from"] and policy["egress"][-1]["to"] == [own]
 
 
 def test_one_catalogue_entry_drives_the_matcher_the_gateway_and_the_ledger() -> None:

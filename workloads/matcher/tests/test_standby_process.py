@@ -84,9 +84,10 @@ async def roles(pods: list[MatcherProcess]) -> dict[str, matcher_pb2.MatcherStat
     return found
 
 
-async def test_the_standby_takes_over_from_a_killed_leader_with_everything_acknowledged(
-    pair: list[MatcherProcess], kafka_bootstrap: str, kafka_topic: str
-) -> None:
+async def leading_pair(
+    pair: list[MatcherProcess],
+) -> tuple[MatcherProcess, MatcherProcess, int]:
+    """Both launched; (leader, standby, epoch) once the standby is in sync."""
     for pod in pair:
         pod.launch()
 
@@ -99,52 +100,106 @@ async def test_the_standby_takes_over_from_a_killed_leader_with_everything_ackno
     first = await status(pair[0])
     leader_pod = pair[0] if first is not None and first.role == "leader" else pair[1]
     standby_pod = pair[1] if leader_pod is pair[0] else pair[0]
-    epoch = found["leader"].epoch
+    return leader_pod, standby_pod, found["leader"].epoch
 
+
+async def place(stub: matcher_pb2_grpc.MatcherStub, ids: range) -> dict[str, int]:
+    """Orders `ids` in batches of 20; the seq of each acknowledged one."""
     acknowledged: dict[str, int] = {}
+    for start in range(ids.start, ids.stop, 20):
+        batch = [order(i) for i in range(start, min(start + 20, ids.stop))]
+        reply = await stub.SubmitBatch(matcher_pb2.CommandBatch(commands=batch), timeout=5)
+        for cmd, r in zip(batch, reply.replies, strict=True):
+            assert r.status == matcher_pb2.COMMAND_STATUS_ACCEPTED
+            acknowledged[cmd.place_order.client_order_id] = r.seq
+    return acknowledged
+
+
+async def promoted(pod: MatcherProcess, epoch: int) -> matcher_pb2.MatcherStatus:
+    async def leads() -> matcher_pb2.MatcherStatus | None:
+        got = await status(pod)
+        return got if got is not None and got.role == "leader" else None
+
+    new: matcher_pb2.MatcherStatus = await until("the standby leading", leads)
+    assert new.epoch == epoch + 1
+    return new
+
+
+async def all_there(pod: MatcherProcess, acknowledged: dict[str, int], epoch: int) -> None:
+    """Every acknowledged order is on `pod`, once, at its seq; a new one is accepted."""
+    async with grpc.aio.insecure_channel(pod.target) as channel:
+        stub = matcher_pb2_grpc.MatcherStub(channel)
+        ids = sorted(int(k.removeprefix("o-")) for k in acknowledged)
+        resent = await stub.SubmitBatch(matcher_pb2.CommandBatch(commands=[order(i) for i in ids]))
+        for i, r in zip(ids, resent.replies, strict=True):
+            assert r.status == matcher_pb2.COMMAND_STATUS_DUPLICATE, i
+            assert r.seq == acknowledged[f"o-{i}"]
+        placed = await stub.PlaceOrder(order(100_000).place_order)
+        assert placed.status == matcher_pb2.COMMAND_STATUS_ACCEPTED and placed.epoch == epoch
+
+
+async def rejoined(pod: MatcherProcess) -> matcher_pb2.MatcherStatus:
+    """`pod` leads with its standby (the former leader) in sync again."""
+
+    async def in_sync() -> matcher_pb2.MatcherStatus | None:
+        got = await status(pod)
+        return got if got is not None and got.standby_in_sync else None
+
+    found: matcher_pb2.MatcherStatus = await until("the former leader in sync", in_sync)
+    return found
+
+
+async def test_the_standby_takes_over_from_a_killed_leader_with_everything_acknowledged(
+    pair: list[MatcherProcess], kafka_bootstrap: str, kafka_topic: str
+) -> None:
+    leader_pod, standby_pod, epoch = await leading_pair(pair)
     async with grpc.aio.insecure_channel(leader_pod.target) as channel:
         stub = matcher_pb2_grpc.MatcherStub(channel)
         funded = await stub.SubmitBatch(
             matcher_pb2.CommandBatch(commands=[fund("alice", "USDT"), fund("bob", "BTC")])
         )
         assert all(r.status == matcher_pb2.COMMAND_STATUS_ACCEPTED for r in funded.replies)
-        for start in range(0, 600, 20):
-            batch = [order(i) for i in range(start, start + 20)]
-            reply = await stub.SubmitBatch(matcher_pb2.CommandBatch(commands=batch))
-            for cmd, r in zip(batch, reply.replies, strict=True):
-                assert r.status == matcher_pb2.COMMAND_STATUS_ACCEPTED
-                acknowledged[cmd.place_order.client_order_id] = r.seq
+        acknowledged = await place(stub, range(600))
         before = await stub.GetStatus(matcher_pb2.GetStatusRequest())
     assert before.standby_in_sync and before.committed_seq >= max(acknowledged.values())
 
     leader_pod.kill()
     leader_pod.launch()  # its instance manager would restart it at once: it hands over
-
-    async def promoted() -> matcher_pb2.MatcherStatus | None:
-        got = await status(standby_pod)
-        return got if got is not None and got.role == "leader" else None
-
-    new = await until("the standby leading", promoted)
-    assert new.epoch == epoch + 1
-    async with grpc.aio.insecure_channel(standby_pod.target) as channel:
-        stub = matcher_pb2_grpc.MatcherStub(channel)
-        resent = await stub.SubmitBatch(
-            matcher_pb2.CommandBatch(commands=[order(i) for i in range(600)])
-        )
-        for i, r in enumerate(resent.replies):  # every acknowledged order is here, once
-            assert r.status == matcher_pb2.COMMAND_STATUS_DUPLICATE, i
-            assert r.seq == acknowledged[f"o-{i}"]
-        placed = await stub.PlaceOrder(order(600).place_order)
-        assert placed.status == matcher_pb2.COMMAND_STATUS_ACCEPTED and placed.epoch == epoch + 1
-
-    async def rejoined() -> matcher_pb2.MatcherStatus | None:
-        got = await status(standby_pod)
-        return got if got is not None and got.standby_in_sync else None
-
-    await until("the former leader in sync as the standby", rejoined)
-    final = await status(standby_pod)
-    assert final is not None
+    await promoted(standby_pod, epoch)
+    await all_there(standby_pod, acknowledged, epoch + 1)
+    final = await rejoined(standby_pod)
     events = await read_events(kafka_bootstrap, kafka_topic, final.committed_seq)
     ids = [envelope(e).event_id for e in events]
     assert len(ids) == len(set(ids))
     assert sorted({envelope(e).seq for e in events}) == list(range(1, final.committed_seq + 1))
+
+
+async def test_a_leader_stopped_gracefully_hands_over_under_load(
+    pair: list[MatcherProcess],
+) -> None:
+    """A rollout's stop (SIGTERM) while orders keep coming: the orders it acknowledged are all
+    on the standby, which leads at once (the Lease released, no expiry to wait out)."""
+    leader_pod, standby_pod, epoch = await leading_pair(pair)
+    acknowledged: dict[str, int] = {}
+    async with grpc.aio.insecure_channel(leader_pod.target) as channel:
+        stub = matcher_pb2_grpc.MatcherStub(channel)
+        await stub.SubmitBatch(
+            matcher_pb2.CommandBatch(commands=[fund("alice", "USDT"), fund("bob", "BTC")])
+        )
+
+        async def keep_placing() -> None:
+            for start in range(0, 100_000, 20):
+                try:
+                    acknowledged.update(await place(stub, range(start, start + 20)))
+                except grpc.aio.AioRpcError:
+                    return  # the leader stopped taking commands
+
+        placing = asyncio.create_task(keep_placing())
+        await until("orders flowing", lambda: asyncio.sleep(0, len(acknowledged) > 200))
+        await asyncio.to_thread(leader_pod.stop)  # SIGTERM, and wait for the exit
+        await asyncio.wait_for(placing, timeout=10)
+    await promoted(standby_pod, epoch)
+    assert acknowledged
+    await all_there(standby_pod, acknowledged, epoch + 1)
+    leader_pod.launch()
+    await rejoined(standby_pod)
