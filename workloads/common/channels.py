@@ -19,6 +19,20 @@ RECONNECT_OPTIONS = (
     # resolves the name again only every 30 s by default, so clients would knock at the old
     # address that long (seen: a deposit waiting 20 s for a restarted matcher).
     ("grpc.dns_min_time_between_resolutions_ms", 500),
+    # A frozen matcher's kernel keeps its connections open: without pings a client would
+    # wait on it until the process is killed, while the standby already leads elsewhere.
+    ("grpc.keepalive_time_ms", 2_000),
+    ("grpc.keepalive_timeout_ms", 1_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+SERVER_OPTIONS = (
+    # Accept those pings (by default a server answers pings more often than every 5 min
+    # without data with GOAWAY "too_many_pings").
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
+    ("grpc.http2.max_ping_strikes", 0),
 )
 
 

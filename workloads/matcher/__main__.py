@@ -29,6 +29,7 @@ from prometheus_client import Histogram
 
 from contracts.v1 import matcher_pb2, replication_pb2_grpc
 from workloads.common import logs, ops_http
+from workloads.common.channels import SERVER_OPTIONS
 from workloads.matcher import engine as e
 from workloads.matcher import roles, snapshot
 from workloads.matcher.engine import Engine
@@ -316,7 +317,9 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
     def published() -> int:
         return outbox.published_seq if outbox is not None else 0
 
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 << 20)])
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", 8 << 20), *SERVER_OPTIONS]
+    )
     service = MatcherService(spec, sequencer, published, encoded)
     add_to_server(service, server)
     if replication is not None:

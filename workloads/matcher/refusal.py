@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from contracts.v1 import common_pb2, matcher_pb2, matcher_pb2_grpc
+from workloads.common.channels import SERVER_OPTIONS
 from workloads.matcher import codec
 from workloads.matcher.engine import Engine
 from workloads.matcher.settings import MatcherSettings
@@ -71,7 +72,7 @@ class StatusServer:
     """The gRPC server of an instance that does not lead (yet), on the matcher's port."""
 
     def __init__(self, settings: MatcherSettings, service: StatusOnlyService) -> None:
-        self.server = grpc.aio.server()
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
         matcher_pb2_grpc.add_MatcherServicer_to_server(service, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

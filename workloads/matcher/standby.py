@@ -36,6 +36,11 @@ from workloads.matcher.spec import MarketSpec
 
 log = logging.getLogger(__name__)
 
+SILENCE_S = 2.0
+"""A leader that sends nothing this long (it sends a heartbeat every 0.2 s) is gone or
+frozen: the standby stops following it and looks at the Lease. It also bounds a connection
+to a frozen process, which the kernel accepts but nobody answers."""
+
 STANDBY_DURABLE = Gauge("matcher_standby_durable_seq", "Last command this standby has fsynced")
 STANDBY_BEHIND = Gauge(
     "matcher_standby_behind_records", "Leader's commit line minus this standby's durable seq"
@@ -90,7 +95,15 @@ class Standby:
             stream = replication_pb2_grpc.ReplicationStub(channel).Follow(requests())
             snapshot_parts: list[bytes] = []
             try:
-                async for message in stream:
+                while True:
+                    try:
+                        async with asyncio.timeout(SILENCE_S):
+                            message = await stream.read()
+                    except TimeoutError:
+                        log.warning("the leader went silent", extra={"leader": target})
+                        break
+                    if message is grpc.aio.EOF:
+                        break
                     kind = message.WhichOneof("body")
                     if kind == "start":
                         await self._start(message.start, snapshot_parts)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,5 +202,36 @@ async def test_a_leader_stopped_gracefully_hands_over_under_load(
     await promoted(standby_pod, epoch)
     assert acknowledged
     await all_there(standby_pod, acknowledged, epoch + 1)
+    leader_pod.launch()
+    await rejoined(standby_pod)
+
+
+async def test_a_frozen_leader_is_replaced_by_its_standby_at_the_lease_end_and_rejoins(
+    pair: list[MatcherProcess],
+) -> None:
+    """SIGSTOP: the standby hears nothing (no heartbeat), takes the Lease once it has not
+    been renewed for its duration, and leads; the old leader, woken, finds the Lease lost,
+    stops, and (started again) follows the new one."""
+    for pod in pair:
+        pod.extra_env.update(
+            {"MATCHER_LEASE_DURATION_S": "3", "MATCHER_LEASE_RENEW_DEADLINE_S": "2",
+             "MATCHER_LEASE_RETRY_PERIOD_S": "0.5"}
+        )  # fmt: skip
+    leader_pod, standby_pod, epoch = await leading_pair(pair)
+    async with grpc.aio.insecure_channel(leader_pod.target) as channel:
+        stub = matcher_pb2_grpc.MatcherStub(channel)
+        await stub.SubmitBatch(
+            matcher_pb2.CommandBatch(commands=[fund("alice", "USDT"), fund("bob", "BTC")])
+        )
+        acknowledged = await place(stub, range(100))
+    frozen = leader_pod.process
+    assert frozen is not None
+    frozen.signal(signal.SIGSTOP)
+    try:
+        await promoted(standby_pod, epoch)
+        await all_there(standby_pod, acknowledged, epoch + 1)
+    finally:
+        frozen.signal(signal.SIGCONT)
+    await until("the old leader stopping", lambda: asyncio.sleep(0, not frozen.alive()), 15)
     leader_pod.launch()
     await rejoined(standby_pod)
