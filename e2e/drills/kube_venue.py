@@ -178,11 +178,29 @@ class KubeVenue:
         ip = self.get("pod/ledger-0")["status"]["podIP"]
         return f"http://{ip}:8082"
 
-    def matcher_pid(self, market: str) -> int:
-        """The host pid of the matcher process in `market`'s pod (a child of the instance
-        manager, the container's first process)."""
-        pod = self.get(f"pod/matcher-{market}-0")
-        status = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "matcher")
+    def leader_pod(self, market: str) -> str:
+        """The matcher pod that holds `market`'s Lease now ("" when nobody does)."""
+        holder = str(self.get(f"lease/matcher-{market}")["spec"].get("holderIdentity") or "")
+        return holder.split("/")[0]
+
+    def standby_pod(self, market: str) -> str:
+        """The other matcher pod of a market with two (the standby, or becoming it)."""
+        leader = self.leader_pod(market)
+        pods = json.loads(self.kubectl(
+            "get", "pods", "-n", self.namespace, "-o", "json",
+            "-l", f"app.kubernetes.io/name=matcher,app.kubernetes.io/instance={market}",
+        ))  # fmt: skip
+        names = [str(p["metadata"]["name"]) for p in pods["items"]]
+        return next(name for name in names if name != leader)
+
+    def pod_ip(self, pod: str) -> str:
+        return str(self.get(f"pod/{pod}")["status"]["podIP"])
+
+    def matcher_pid(self, market: str, pod: str = "") -> int:
+        """The host pid of the matcher process in `pod` (default: the leader's), a child of
+        the instance manager, the container's first process."""
+        found = self.get(f"pod/{pod or self.leader_pod(market)}")
+        status = next(c for c in found["status"]["containerStatuses"] if c["name"] == "matcher")
         init = self.cluster.containerd.container_pid(
             status["containerID"].removeprefix("containerd://")
         )

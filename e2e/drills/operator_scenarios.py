@@ -4,9 +4,13 @@ on what they return) and `make bench BENCH=operator` (which prints it)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import signal
+import subprocess
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +21,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from contracts.v1 import common_pb2, events_pb2, matcher_pb2, matcher_pb2_grpc
-from e2e.drills.gateway_load import GatewayLoad, Placed
-from e2e.drills.kube_venue import ADMIN_TOKEN, KubeVenue, ready
+from e2e.drills.gateway_load import GatewayLoad, Placed, longest_gap
+from e2e.drills.kube_venue import ADMIN_TOKEN, KubeVenue, condition, ready
 from e2e.drills.traders import Trader, deposit
 from e2e.drills.verify import envelope, read_topic
 from workloads.matcher.outbox import topic_partitions
@@ -47,31 +51,70 @@ class Failover:
     market: dict[str, Any]
     load: GatewayLoad
     published_ids: list[str] = field(default_factory=list)
+    killed_pod: str = ""
+    invariant_failures: list[str] = field(default_factory=list)
+
+    @property
+    def acked_lost(self) -> int:
+        """Acknowledged orders missing from the topic."""
+        return len({p.order_id for p in self.load.accepted} - set(self.published_ids))
+
+    @property
+    def duplicates(self) -> int:
+        """Orders accepted twice in the topic (the ledger would settle them twice)."""
+        return len(self.published_ids) - len(set(self.published_ids))
 
 
 async def crash_failover(
     venue: KubeVenue, http: aiohttp.ClientSession, bootstrap: str, market: str = "btc-usdt"
 ) -> Failover:
-    """`kill -9` of the leading matcher process while orders flow through the gateway."""
-    load = GatewayLoad(await traders(venue, http, 4), rate=20)
+    """`kill -9` of the leading matcher process while orders flow through the gateway; with a
+    standby, until the former leader is back in sync as the standby."""
+    crew = await traders(venue, http, 4)
+    load = GatewayLoad(crew, rate=20)
     epoch = venue.get(f"market/{market}")["status"]["fencing"]["epoch"]
     stop = asyncio.Event()
     task = asyncio.create_task(load.run(stop))
     await asyncio.sleep(2)
+    leader = await asyncio.to_thread(venue.leader_pod, market)
     killed = asyncio.get_running_loop().time()
-    os.kill(await asyncio.to_thread(venue.matcher_pid, market), signal.SIGKILL)
+    os.kill(await asyncio.to_thread(venue.matcher_pid, market, leader), signal.SIGKILL)
     after = await asyncio.to_thread(
         venue.wait_market, market, lambda m: m["status"]["fencing"]["epoch"] > epoch and ready(m),
         "the next epoch, Ready", 60,
     )  # fmt: skip
-    await asyncio.sleep(3)
+    if after["spec"]["matcher"]["replicas"] > 1:
+        after = await asyncio.to_thread(
+            venue.wait_market, market, in_sync, "the former leader in sync as the standby", 90
+        )
+    await asyncio.sleep(2)
     stop.set()
     await task
     served = [p for p in load.accepted if p.epoch == epoch + 1]
     seconds = served[0].at - killed if served else float("inf")
-    wanted = {p.order_id for p in load.accepted}
-    deadline = time.monotonic() + 30
-    while True:  # the last acknowledged orders reach the topic within the outbox's linger
+    ids = await published_order_ids(bootstrap, venue, {p.order_id for p in load.accepted})
+    failures = await invariant_failures(http, venue)
+    return Failover(
+        epoch, after["status"]["fencing"]["epoch"], seconds, after, load, ids, leader, failures
+    )
+
+
+def in_sync(market: dict[str, Any]) -> bool:
+    """The Market says its leader has a standby in sync."""
+    return ready(market) and bool((market["status"].get("replication") or {}).get("inSync"))
+
+
+def in_sync_under(epoch: int, market: dict[str, Any]) -> bool:
+    return in_sync(market) and market["status"]["fencing"]["epoch"] == epoch
+
+
+async def published_order_ids(
+    bootstrap: str, venue: KubeVenue, wanted: set[str], within: float = 30
+) -> list[str]:
+    """The accepted orders' ids in the venue's topic (symbol:order id), once `wanted` are
+    all there (the last acknowledged ones arrive within the outbox's linger) or `within`."""
+    deadline = time.monotonic() + within
+    while True:
         events = await read_topic(bootstrap, f"{venue.namespace}.core.events.v1")
         ids = [
             f"{e.order_accepted.envelope.symbol}:{e.order_accepted.order_id}"
@@ -79,9 +122,129 @@ async def crash_failover(
             if e.HasField("order_accepted")
         ]
         if wanted <= set(ids) or time.monotonic() > deadline:
-            break
+            return ids
         await asyncio.sleep(0.5)
-    return Failover(epoch, after["status"]["fencing"]["epoch"], seconds, after, load, ids)
+
+
+async def invariant_failures(http: aiohttp.ClientSession, venue: KubeVenue) -> list[str]:
+    """The ledger's invariants that fail now ([]: all hold)."""
+    async with http.post(
+        f"{venue.ledger_url}/v1/admin/invariants/check", headers={"X-Admin-Token": ADMIN_TOKEN}
+    ) as answer:
+        body = await answer.json()
+    return [str(c.get("name")) for c in body.get("checks", []) if not c.get("ok")]
+
+
+async def matcher_status(ip: str) -> matcher_pb2.MatcherStatus | None:
+    async with grpc.aio.insecure_channel(f"{ip}:50051") as channel:
+        try:
+            status: matcher_pb2.MatcherStatus = await matcher_pb2_grpc.MatcherStub(
+                channel
+            ).GetStatus(matcher_pb2.GetStatusRequest(), timeout=2)
+        except grpc.aio.AioRpcError:
+            return None
+        return status
+
+
+@dataclass
+class StandbyLoss:
+    """What the leader did while its standby was gone (killed, or cut off)."""
+
+    epoch: int
+    epoch_after: int
+    out_of_sync_seen: bool
+    """The leader reported its standby out of sync (polled every 100 ms)."""
+    degraded_reason: str
+    """The Market's Degraded reason seen meanwhile ("" if the operator never saw it)."""
+    back_in_sync_s: float
+    """From the standby's return (restart, or the cut's end) until the Market said in sync."""
+    longest_gap_s: float
+    """The longest time between two accepted orders while it happened."""
+    load: GatewayLoad
+    published_ids: list[str]
+    market: dict[str, Any]
+
+
+async def standby_loss(
+    venue: KubeVenue,
+    http: aiohttp.ClientSession,
+    bootstrap: str,
+    how: str,
+    market: str = "btc-usdt",
+    cut_seconds: float = 12.0,
+) -> StandbyLoss:
+    """`how`: "kill" (kill -9 of the standby's process; its instance manager restarts it) or
+    "cut" (iptables DROP between the two pods, inside the leader pod's network namespace,
+    for `cut_seconds`, then removed). Orders flow throughout."""
+    load = GatewayLoad(await traders(venue, http, 4), rate=20)
+    before = await asyncio.to_thread(venue.wait_market, market, in_sync, "standby in sync", 90)
+    epoch = before["status"]["fencing"]["epoch"]
+    leader = await asyncio.to_thread(venue.leader_pod, market)
+    standby = await asyncio.to_thread(venue.standby_pod, market)
+    leader_ip = await asyncio.to_thread(venue.pod_ip, leader)
+    stop = asyncio.Event()
+    task = asyncio.create_task(load.run(stop))
+    seen: dict[str, Any] = {"out_of_sync": False, "degraded": ""}
+    watching = asyncio.Event()
+
+    async def watch() -> None:
+        while not watching.is_set():
+            status = await matcher_status(leader_ip)
+            if status is not None and status.role == "leader" and not status.standby_in_sync:
+                seen["out_of_sync"] = True
+            await asyncio.sleep(0.1)
+
+    async def watch_market() -> None:
+        while not watching.is_set():
+            found = await asyncio.to_thread(venue.get, f"market/{market}")
+            if condition(found, "Degraded") == ("True", "NoSyncStandby"):
+                seen["degraded"] = "NoSyncStandby"
+            await asyncio.sleep(0.5)
+
+    watchers = [asyncio.create_task(watch()), asyncio.create_task(watch_market())]
+    await asyncio.sleep(2)
+    started = time.monotonic()
+    if how == "kill":
+        os.kill(await asyncio.to_thread(venue.matcher_pid, market, standby), signal.SIGKILL)
+        returned = time.monotonic()
+    else:
+        standby_ip = await asyncio.to_thread(venue.pod_ip, standby)
+        pid = await asyncio.to_thread(venue.matcher_pid, market, leader)
+        async with network_cut(pid, standby_ip):
+            await asyncio.sleep(cut_seconds)
+        returned = time.monotonic()
+    after = await asyncio.to_thread(
+        venue.wait_market, market, in_sync, "the standby in sync again", 90
+    )
+    back = time.monotonic() - returned
+    await asyncio.sleep(2)
+    watching.set()
+    stop.set()
+    await asyncio.gather(task, *watchers)
+    during = [p for p in load.results if p.at >= started - 1]
+    ids = await published_order_ids(bootstrap, venue, {p.order_id for p in load.accepted})
+    return StandbyLoss(
+        epoch, after["status"]["fencing"]["epoch"], bool(seen["out_of_sync"]),
+        str(seen["degraded"]),
+        back, longest_gap(during), load, ids, after,
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def network_cut(pid: int, peer_ip: str) -> AsyncIterator[None]:
+    """Drop every packet between the network namespace of process `pid` and `peer_ip` while
+    inside; the rules are removed on the way out, whatever happens."""
+    rules = [["INPUT", "-s", peer_ip, "-j", "DROP"], ["OUTPUT", "-d", peer_ip, "-j", "DROP"]]
+    enter = ["nsenter", "-t", str(pid), "-n", "iptables", "-w", "5"]
+    added = []
+    try:
+        for rule in rules:
+            await asyncio.to_thread(subprocess.run, [*enter, "-I", *rule], check=True)
+            added.append(rule)
+        yield
+    finally:
+        for rule in added:
+            await asyncio.to_thread(subprocess.run, [*enter, "-D", *rule], check=False)
 
 
 @dataclass
@@ -113,13 +276,11 @@ async def zombie(
     SIGCONT; then an event of the old epoch written to the topic by hand."""
     crew = await traders(venue, http, 2)
     epoch = venue.get(f"market/{market}")["status"]["fencing"]["epoch"]
-    pod_ip = venue.get(f"pod/matcher-{market}-0")["status"]["podIP"]
-    async with grpc.aio.insecure_channel(f"{pod_ip}:50051") as channel:
-        status = await matcher_pb2_grpc.MatcherStub(channel).GetStatus(
-            matcher_pb2.GetStatusRequest(), timeout=5
-        )
+    leader = await asyncio.to_thread(venue.leader_pod, market)
+    status = await matcher_status(await asyncio.to_thread(venue.pod_ip, leader))
+    assert status is not None, f"{leader} does not answer"
     durable = status.last_durable_seq
-    pid = await asyncio.to_thread(venue.matcher_pid, market)
+    pid = await asyncio.to_thread(venue.matcher_pid, market, leader)
     os.kill(pid, signal.SIGSTOP)
     try:
         frozen = await crew[0].place(symbol, "BUY", "60000.00", "0.0100")  # the gateway's deadline
@@ -131,6 +292,10 @@ async def zombie(
         venue.wait_market, market, lambda m: m["status"]["fencing"]["epoch"] > epoch and ready(m),
         "the next epoch after the zombie woke", 60,
     )  # fmt: skip
+    if after["spec"]["matcher"]["replicas"] > 1:  # the old leader rejoins as the standby
+        after = await asyncio.to_thread(
+            venue.wait_market, market, in_sync, "the woken leader in sync as the standby", 90
+        )
     placed = await crew[1].place(symbol, "SELL", "60000.00", "0.0100")
     topic = f"{venue.namespace}.core.events.v1"
     stale = [
@@ -201,3 +366,61 @@ async def publish_stale(bootstrap: str, topic: str, symbol: str, epoch: int, seq
         )  # fmt: skip
     finally:
         await producer.stop()
+
+
+@dataclass
+class FailoverDrill:
+    seconds: list[float]
+    """Per cycle: from the kill until the first order accepted under the new epoch."""
+    load: GatewayLoad
+    published_ids: list[str]
+    epochs: tuple[int, int]
+
+    @property
+    def acked_lost(self) -> int:
+        return len({p.order_id for p in self.load.accepted} - set(self.published_ids))
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.published_ids) - len(set(self.published_ids))
+
+
+async def failover_cycles(
+    venue: KubeVenue,
+    http: aiohttp.ClientSession,
+    bootstrap: str,
+    cycles: int,
+    market: str = "btc-usdt",
+) -> FailoverDrill:
+    """`cycles` kills -9 of whichever matcher leads, orders at 20/s throughout; each cycle
+    waits for the new epoch to serve and for the killed one to be back in sync."""
+    load = GatewayLoad(await traders(venue, http, 4), rate=20)
+    start = await asyncio.to_thread(venue.wait_market, market, in_sync, "standby in sync", 90)
+    first = start["status"]["fencing"]["epoch"]
+    stop = asyncio.Event()
+    task = asyncio.create_task(load.run(stop))
+    loop = asyncio.get_running_loop()
+    seconds: list[float] = []
+    epoch = first
+    try:
+        for _ in range(cycles):
+            await asyncio.sleep(1)
+            leader = await asyncio.to_thread(venue.leader_pod, market)
+            killed = loop.time()
+            os.kill(await asyncio.to_thread(venue.matcher_pid, market, leader), signal.SIGKILL)
+            while not [p for p in load.accepted if p.epoch > epoch and p.at > killed]:
+                if loop.time() - killed > 60:
+                    raise AssertionError(f"no order accepted 60 s after killing {leader}")
+                await asyncio.sleep(0.05)
+            served = next(p for p in load.accepted if p.epoch > epoch and p.at > killed)
+            seconds.append(served.at - killed)
+            epoch = served.epoch
+            await asyncio.to_thread(
+                venue.wait_market, market, functools.partial(in_sync_under, epoch),
+                "the killed leader back in sync", 90,
+            )  # fmt: skip
+    finally:
+        stop.set()
+        await task
+    ids = await published_order_ids(bootstrap, venue, {p.order_id for p in load.accepted})
+    return FailoverDrill(seconds, load, ids, (first, epoch))

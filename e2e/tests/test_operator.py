@@ -24,7 +24,13 @@ import pytest
 
 from e2e.drills.gateway_load import GatewayLoad, longest_gap
 from e2e.drills.kube_venue import ADMIN_TOKEN, KubeVenue, condition, install_operator, ready
-from e2e.drills.operator_scenarios import crash_failover, traders, zombie
+from e2e.drills.operator_scenarios import (
+    crash_failover,
+    in_sync,
+    standby_loss,
+    traders,
+    zombie,
+)
 from e2e.env import images
 from e2e.env.cluster import Cluster
 from e2e.env.hostservices import HostServices
@@ -87,7 +93,7 @@ def children_of(venue: KubeVenue, market: str) -> list[str]:
     return [f"{kind}/matcher-{market}" for kind in (
         "statefulset", "service", "poddisruptionbudget", "lease", "serviceaccount", "role",
         "rolebinding", "networkpolicy",
-    )]  # fmt: skip
+    )] + [f"service/matcher-{market}-peers"]  # fmt: skip
 
 
 def test_a_market_comes_up_ready_with_owned_children_and_a_second_joins_the_venue(
@@ -108,7 +114,13 @@ def test_a_market_comes_up_ready_with_owned_children_and_a_second_joins_the_venu
     assert matcher["securityContext"]["readOnlyRootFilesystem"] is True
     assert sts["serviceAccountName"] == f"matcher-{BTC}"
     assert market["status"]["fencing"]["epoch"] >= 1
-    assert market["status"]["fencing"]["leader"] == f"matcher-{BTC}-0"
+    leader = market["status"]["fencing"]["leader"]
+    assert leader in (f"matcher-{BTC}-0", f"matcher-{BTC}-1")
+    market = venue.wait_market(BTC, in_sync, "its standby in sync", timeout=120)
+    standby = market["status"]["replication"]["standby"]
+    assert {leader, standby} == {f"matcher-{BTC}-0", f"matcher-{BTC}-1"}
+    assert venue.get(f"pod/{leader}")["metadata"]["labels"]["exchange.io/role"] == "leader"
+    venue.markets("BTC-USDT with its standby in sync")
     assert market["status"]["effectiveMode"] == "NORMAL"
     assert condition(market, "ReconciliationHealthy") == ("True", "InSync")
 
@@ -257,8 +269,13 @@ async def test_kill_9_of_the_leader_fails_over_to_the_next_epoch_with_nothing_lo
     assert run.to_epoch == run.from_epoch + 1 and run.seconds < 10
     last = run.market["status"]["lastFailover"]
     assert (last["fromEpoch"], last["toEpoch"], last["reason"]) == (
-        run.from_epoch, run.to_epoch, "LeaderRestarted",
+        run.from_epoch, run.to_epoch, "LeaderReplaced",
     )  # fmt: skip
+    # The standby took over; the killed leader's pod came back as the standby, in sync.
+    assert run.market["status"]["fencing"]["leader"] != run.killed_pod
+    assert run.market["status"]["replication"]["standby"] == run.killed_pod
+    assert run.acked_lost == 0 and run.duplicates == 0
+    assert run.invariant_failures == []
     events = venue.kubectl("get", "events", "-n", venue.namespace, "--field-selector",
                            "involvedObject.kind=Market,reason=FailedOver")  # fmt: skip
     assert f"epoch {run.from_epoch} -> {run.to_epoch}" in events
@@ -279,12 +296,49 @@ async def test_a_frozen_leader_resumes_silent_and_an_old_epoch_event_is_refused(
     venue.markets("after SIGSTOP past the lease and SIGCONT")
     assert run.placed_while_frozen == 503  # the gateway's deadline, never an acceptance
     assert run.new_epoch == run.epoch + 1
-    assert run.market["status"]["lastFailover"]["reason"] in ("LeaderRestarted", "LeaderFenced")
+    assert run.market["status"]["lastFailover"]["reason"] == "LeaderReplaced"  # the standby
     assert run.placed_after is not None and run.placed_after.epoch == run.new_epoch
     assert run.published_after_freeze == 0  # nothing published under the old epoch after it
     assert run.stale_counted >= 1  # the hand-written old-epoch event: refused and counted
     venue.show(f"operator.zombie: the ledger applied {run.applied} events of the old epoch")
     assert run.applied == 0
+
+
+async def test_kill_9_of_the_standby_leaves_the_leader_serving_and_it_comes_back_in_sync(
+    venue: KubeVenue, http: aiohttp.ClientSession, cluster_services: HostServices
+) -> None:
+    bootstrap = cluster_services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
+    run = await standby_loss(venue, http, bootstrap, "kill")
+    venue.markets("after kill -9 of the standby")
+    venue.show(
+        f"standby killed: longest pause {run.longest_gap_s:.2f}s, "
+        f"in sync again {run.back_in_sync_s:.1f}s after"
+    )
+    assert run.epoch_after == run.epoch  # the leader went on
+    assert run.out_of_sync_seen  # ... alone, and said so
+    assert not [p for p in run.load.results if p.http not in (201, 503)]
+    assert {p.order_id for p in run.load.accepted} <= set(run.published_ids)
+    assert len(run.published_ids) == len(set(run.published_ids))
+
+
+async def test_a_network_cut_between_leader_and_standby_degrades_and_heals(
+    venue: KubeVenue, http: aiohttp.ClientSession, cluster_services: HostServices
+) -> None:
+    """An iptables DROP inside the leader pod's network namespace, for 12 s: the leader
+    commits alone after its sync timeout, the Market says NoSyncStandby; once the rules are
+    gone the standby catches up. Nobody else is touched; the rules are removed in any case."""
+    bootstrap = cluster_services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
+    run = await standby_loss(venue, http, bootstrap, "cut")
+    venue.markets("after the network cut healed")
+    venue.show(
+        f"network cut: longest pause {run.longest_gap_s:.2f}s, "
+        f"in sync again {run.back_in_sync_s:.1f}s after the cut"
+    )
+    assert run.epoch_after == run.epoch
+    assert run.out_of_sync_seen and run.degraded_reason == "NoSyncStandby"
+    assert run.longest_gap_s < 5  # the sync timeout (1 s), not the cut's 12 s
+    assert {p.order_id for p in run.load.accepted} <= set(run.published_ids)
+    assert len(run.published_ids) == len(set(run.published_ids))
 
 
 async def test_an_upgrade_rolls_the_gateways_without_failed_orders_and_the_matcher_within_the_bound(
@@ -306,13 +360,16 @@ async def test_an_upgrade_rolls_the_gateways_without_failed_orders_and_the_match
         tag = local_cluster.containerd.ctr("images", "tag", "--force", images.PROJECT_IMAGE)
         await asyncio.to_thread(subprocess.run, [*tag, NEXT_IMAGE], check=True, capture_output=True)
         rolling = asyncio.get_running_loop().time()
+        epoch = venue.get(f"market/{BTC}")["status"]["fencing"]["epoch"]
         for market in (BTC, ETH):
             await asyncio.to_thread(venue.kubectl, "patch", f"market/{market}", "-n",
                                     venue.namespace, "--type=merge", "-p",
                                     json.dumps({"spec": {"image": NEXT_IMAGE}}))  # fmt: skip
         for resource in ("deployment/gateway", "statefulset/ledger", f"statefulset/matcher-{BTC}"):
             await asyncio.to_thread(_on_image, venue, resource, NEXT_IMAGE)
-        await asyncio.to_thread(venue.wait_market, BTC, ready, "Ready on the new image", 120)
+        upgraded = await asyncio.to_thread(
+            venue.wait_market, BTC, in_sync, "Ready on the new image, standby in sync", 120
+        )
         await asyncio.sleep(3)
     finally:
         stop.set()
@@ -322,6 +379,8 @@ async def test_an_upgrade_rolls_the_gateways_without_failed_orders_and_the_match
     gap = longest_gap(during)
     venue.show(f"upgrade: the matcher switched with at most {gap:.2f}s between two accepted orders")
     assert gap < 10
+    # The operator replaced the standby first, then switched the leader once, to it.
+    assert upgraded["status"]["fencing"]["epoch"] == epoch + 1
     unexpected = [p for p in during if p.http not in (200, 201) and p.code not in (
         "core_unavailable", "not_leader")]  # fmt: skip
     assert unexpected == [], unexpected[:5]

@@ -229,10 +229,14 @@ class LeaseEpoch:
 
     async def designate(self, standby: str) -> bool:
         """As the leader: name the in-sync standby in the Lease ("" to withdraw it). Only
-        while this process holds the lease; True once the API server has it."""
+        while this process holds the lease, and not past its renew deadline: a woken leader
+        must not write the Lease (a write resets everyone's wait for it to expire); True once
+        the API server has it."""
         for _ in range(3):
+            if not self.is_leader():
+                return False
             record = await self._read()
-            if record is None or record.holder != self.identity:
+            if record is None or record.holder != self.identity or not self.is_leader():
                 return False
             if record.sync_standby == standby:
                 return True

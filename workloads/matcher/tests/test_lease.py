@@ -127,6 +127,21 @@ async def test_the_holder_stops_leading_at_the_renew_deadline_on_its_own_clock()
 
 
 @pytest.mark.unit
+async def test_a_leader_past_its_renew_deadline_does_not_touch_the_designation() -> None:
+    """A woken leader's watchdog finds its standby late and would withdraw it: a write then
+    would restart the standby's wait for the Lease to expire."""
+    store, clock = FakeStore(), Clock()
+    lease = LeaseEpoch(store, ME, TIMING, clock)
+    await lease.acquire()
+    assert await lease.designate("matcher-btc-usdt-1/uid-2/boot")
+    version = store.record.resource_version
+    clock.now += 7.5  # frozen past the renew deadline
+    assert not await lease.designate("")
+    assert store.record.resource_version == version
+    assert store.record.sync_standby == "matcher-btc-usdt-1/uid-2/boot"
+
+
+@pytest.mark.unit
 async def test_a_holder_that_finds_another_in_the_lease_stops_at_once() -> None:
     store, clock = FakeStore(), Clock()
     lease = LeaseEpoch(store, ME, TIMING, clock)
