@@ -34,7 +34,7 @@ from workloads.matcher import engine as e
 from workloads.matcher import roles, snapshot
 from workloads.matcher.engine import Engine
 from workloads.matcher.epoch import FileEpoch
-from workloads.matcher.lease import Identity, LeaseEpoch, LeaseLost
+from workloads.matcher.lease import LeaseEpoch, LeaseLost
 from workloads.matcher.outbox import EncodedEvents, Outbox, PublishedAhead, WalGap, published_seq
 from workloads.matcher.recovery import Recovered, RecoveryError, recover
 from workloads.matcher.refusal import StatusOnlyService, StatusServer, engine_status, refuse
@@ -132,15 +132,9 @@ def _pod_role(settings: MatcherSettings) -> PodRole | None:
 
 def _fencing(settings: MatcherSettings) -> FileEpoch | LeaseEpoch:
     if settings.epoch_provider == "lease":
-        from workloads.matcher.lease_api import LeaseApi, api_client
+        from workloads.matcher.lease_api import lease_epoch
 
-        api = LeaseApi(
-            api_client(os.environ.get("KUBECONFIG") or None),
-            settings.lease_namespace,
-            settings.lease_name,
-        )
-        me = Identity(settings.instance, settings.pod_uid or "local")
-        return LeaseEpoch(api, me, settings.lease_timing)
+        return lease_epoch(settings)
     return FileEpoch(settings.data_dir / "epoch", settings.instance)
 
 

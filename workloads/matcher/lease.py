@@ -100,6 +100,11 @@ class LeaseRecord:
     sync_standby: str = ""
 
 
+HAND_OVER_GRACE_S = 2.0
+"""How long a free Lease that names an in-sync standby is left to that standby before any other
+instance may take it (the standby may be gone too)."""
+
+
 class Claim(Enum):
     TAKE = "take"  # write ourselves in as the new holder, epoch + 1
     WAIT = "wait"  # someone else may still lead
@@ -111,7 +116,11 @@ def claim(record: LeaseRecord, me: Identity, unchanged_for: float, timing: Lease
     clock since it first saw this resourceVersion). Whether it may lead at all (its log
     complete enough) is decided apart (`roles.may_lead`)."""
     if not record.holder:
-        return Claim.TAKE  # released
+        # Released, or handed over: a standby it names as in sync goes first.
+        designated = Identity.parse(record.sync_standby)
+        if designated is not None and not me.same_pod(designated):
+            return Claim.TAKE if unchanged_for >= HAND_OVER_GRACE_S else Claim.WAIT
+        return Claim.TAKE
     if me.same_pod(Identity.parse(record.holder)):
         # An earlier process of this pod: it has exited. If its standby was in sync, that
         # standby has everything it acknowledged and should lead: hand over to it.
@@ -216,6 +225,16 @@ class LeaseEpoch:
             return None
         self._took(written, started, record.holder)
         return epoch
+
+    async def hand_over_if_due(self) -> bool:
+        """Hand over now if an earlier process of this pod held the Lease with a standby in
+        sync (the instance manager, the moment its matcher ended)."""
+        record = await self.read()
+        return (
+            record is not None
+            and self.decide(record) is Claim.HAND_OVER
+            and (await self.hand_over(record))
+        )
 
     async def hand_over(self, record: LeaseRecord) -> bool:
         """Free a lease held by this pod's earlier (dead) process, for its in-sync standby."""

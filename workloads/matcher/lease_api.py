@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +13,14 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from workloads.matcher.lease import SYNC_STANDBY, LeaseRecord, LeaseUnavailable
+from workloads.matcher.lease import (
+    SYNC_STANDBY,
+    Identity,
+    LeaseEpoch,
+    LeaseRecord,
+    LeaseUnavailable,
+)
+from workloads.matcher.settings import MatcherSettings
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,17 @@ def _version(lease: client.V1Lease) -> str:
 
 def _micro_time() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def lease_epoch(settings: MatcherSettings) -> LeaseEpoch:
+    """This process's fencing by the market's Lease (a new boot: a new holder identity)."""
+    api = LeaseApi(
+        api_client(os.environ.get("KUBECONFIG") or None),
+        settings.lease_namespace,
+        settings.lease_name,
+    )
+    return LeaseEpoch(api, Identity(settings.instance, settings.pod_uid or "local"),
+                      settings.lease_timing)  # fmt: skip
 
 
 def api_client(kubeconfig: str | None = None) -> client.ApiClient:

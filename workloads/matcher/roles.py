@@ -8,7 +8,9 @@ Each round reads the Lease (`lease.claim`):
   when Kafka cannot be asked). A process whose log is behind and that has no leader to follow
   says why (`/readyz`, GetStatus `refusal`) and waits: nobody may lead from that log.
 - HAND_OVER (an earlier process of this pod led, with a standby in sync): free the Lease for
-  that standby, which has everything that was acknowledged, and give it a moment to take it.
+  that standby, which has everything that was acknowledged; a free Lease naming a standby is
+  left to it for a moment (`lease.claim`). The instance manager does this the moment the
+  matcher ends, before starting it again (`instance.py`).
 - WAIT: another instance leads: follow it (`standby.py`) until its stream ends, then look
   again at once (its process may have died: its pod hands over within a second).
 """
@@ -25,10 +27,6 @@ from workloads.matcher.lease import Claim, Identity, LeaseEpoch, LeaseRecord
 from workloads.matcher.standby import Standby
 
 log = logging.getLogger(__name__)
-
-HAND_OVER_GRACE_S = 2.0
-"""How long a process that handed the Lease over waits before it may take it back itself
-(its standby being gone too)."""
 
 
 def may_lead(
@@ -76,8 +74,7 @@ async def settle(
             continue
         decision = fencing.decide(record)
         if decision is Claim.HAND_OVER:
-            if await fencing.hand_over(record):
-                await asyncio.sleep(HAND_OVER_GRACE_S)
+            await fencing.hand_over(record)  # the standby goes first (`lease.claim`)
             continue
         holder = Identity.parse(record.holder)
         if role.standby is not None:

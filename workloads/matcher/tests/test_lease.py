@@ -55,6 +55,10 @@ def test_an_earlier_process_of_this_pod_hands_the_lease_to_its_in_sync_standby()
     # A standby that is this very pod (an earlier process of it) is no one to hand over to.
     own = str(Identity("matcher-btc-usdt-0", "uid-1", "boot-z"))
     assert claim(LeaseRecord(earlier, 4, "1", own), ME, 0, TIMING) is Claim.TAKE
+    # Handed over (or released) naming that standby: it goes first, for a moment.
+    assert claim(LeaseRecord("", 4, "2", standby), ME, 0.5, TIMING) is Claim.WAIT
+    assert claim(LeaseRecord("", 4, "2", standby), ME, 2.0, TIMING) is Claim.TAKE
+    assert claim(LeaseRecord("", 4, "2", own), ME, 0, TIMING) is Claim.TAKE
 
 
 @pytest.mark.unit

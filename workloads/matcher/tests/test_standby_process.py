@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -173,6 +175,43 @@ async def test_the_standby_takes_over_from_a_killed_leader_with_everything_ackno
     ids = [envelope(e).event_id for e in events]
     assert len(ids) == len(set(ids))
     assert sorted({envelope(e).seq for e in events}) == list(range(1, final.committed_seq + 1))
+
+
+async def test_the_instance_manager_hands_the_lease_over_the_moment_its_matcher_dies(
+    pair: list[MatcherProcess],
+) -> None:
+    """As in a pod: each matcher under its instance manager. kill -9 of the leading matcher
+    (not the manager): the manager frees the Lease for the standby before it starts the
+    matcher again; the standby leads, the restarted matcher follows it."""
+    managed: list[MatcherProcess] = [
+        InstanceManaged(**{f: getattr(p, f) for f in MANAGED_FIELDS}) for p in pair
+    ]
+    pair[:] = managed  # the fixture stops them
+    leader_pod, standby_pod, epoch = await leading_pair(managed)
+    async with grpc.aio.insecure_channel(leader_pod.target) as channel:
+        stub = matcher_pb2_grpc.MatcherStub(channel)
+        await stub.SubmitBatch(
+            matcher_pb2.CommandBatch(commands=[fund("alice", "USDT"), fund("bob", "BTC")])
+        )
+        acknowledged = await place(stub, range(200))
+    assert leader_pod.process is not None and leader_pod.process.popen is not None
+    manager = leader_pod.process.popen.pid
+    children = Path(f"/proc/{manager}/task/{manager}/children")
+    (matcher,) = (await asyncio.to_thread(children.read_text)).split()
+    os.kill(int(matcher), signal.SIGKILL)
+    await promoted(standby_pod, epoch)
+    await all_there(standby_pod, acknowledged, epoch + 1)
+    assert "the Lease is handed over to its standby" in leader_pod.process.log_tail(200)
+    await rejoined(standby_pod)
+
+
+MANAGED_FIELDS = ("run_dir", "symbol", "kafka_bootstrap", "events_topic", "grpc_port",
+                  "http_port", "extra_env", "name")  # fmt: skip
+
+
+@dataclass
+class InstanceManaged(MatcherProcess):
+    module: ClassVar[str] = "workloads.matcher.instance"
 
 
 async def test_a_leader_stopped_gracefully_hands_over_under_load(
