@@ -157,7 +157,8 @@ class StandbyLoss:
     degraded_reason: str
     """The Market's Degraded reason seen meanwhile ("" if the operator never saw it)."""
     back_in_sync_s: float
-    """From the standby's return (restart, or the cut's end) until the Market said in sync."""
+    """From the standby's return (its kill, or the cut's end) until the leader said its standby
+    is in sync again (inf: never; negative: before the cut ended, which it must not)."""
     longest_gap_s: float
     """The longest time between two accepted orders while it happened."""
     load: GatewayLoad
@@ -184,14 +185,19 @@ async def standby_loss(
     leader_ip = await asyncio.to_thread(venue.pod_ip, leader)
     stop = asyncio.Event()
     task = asyncio.create_task(load.run(stop))
-    seen: dict[str, Any] = {"out_of_sync": False, "degraded": ""}
-    watching = asyncio.Event()
+    seen: dict[str, Any] = {"out_of_sync": False, "degraded": "", "in_sync_again": None}
+    watching, again = asyncio.Event(), asyncio.Event()
 
     async def watch() -> None:
+        """The leader's own word, every 100 ms: out of sync, then in sync again when."""
         while not watching.is_set():
             status = await matcher_status(leader_ip)
-            if status is not None and status.role == "leader" and not status.standby_in_sync:
-                seen["out_of_sync"] = True
+            if status is not None and status.role == "leader":
+                if not status.standby_in_sync:
+                    seen["out_of_sync"], seen["in_sync_again"] = True, None
+                elif seen["out_of_sync"] and seen["in_sync_again"] is None:
+                    seen["in_sync_again"] = time.monotonic()
+                    again.set()
             await asyncio.sleep(0.1)
 
     async def watch_market() -> None:
@@ -213,10 +219,12 @@ async def standby_loss(
         async with network_cut(pid, standby_ip):
             await asyncio.sleep(cut_seconds)
         returned = time.monotonic()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(again.wait(), 90)
+    back = (seen["in_sync_again"] or float("inf")) - returned
     after = await asyncio.to_thread(
         venue.wait_market, market, in_sync, "the standby in sync again", 90
     )
-    back = time.monotonic() - returned
     await asyncio.sleep(2)
     watching.set()
     stop.set()

@@ -9,7 +9,11 @@ matcher is one known address, not a fleet to spare from a reconnect storm: retry
 
 from __future__ import annotations
 
+import time
+
 import grpc
+
+from contracts.v1 import matcher_pb2_grpc
 
 RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -39,3 +43,41 @@ SERVER_OPTIONS = (
 def matcher_channel(target: str, *options: tuple[str, int]) -> grpc.aio.Channel:
     """An insecure channel to the matcher at `target`, reconnecting quickly."""
     return grpc.aio.insecure_channel(target, options=[*RECONNECT_OPTIONS, *options])
+
+
+def not_leader(exc: grpc.aio.AioRpcError) -> bool:
+    """The instance answered that it does not lead (a standby, a process starting, or one
+    refusing to serve)."""
+    details = exc.details() or ""
+    return exc.code() == grpc.StatusCode.FAILED_PRECONDITION and (
+        "NOT_LEADER" in details or details.startswith("REFUSING")
+    )
+
+
+class LeaderChannel:
+    """A channel to a market's leader through its Service, which routes each new connection
+    to the pod labelled leader. A connection made while the Service still listed a former
+    leader (its pod relabels itself a moment after it restarts) stays on that pod: gRPC
+    keeps a connection that works. So a client that hears "not the leader" drops the
+    channel, at most every RESET_S, and the next call connects through the Service again."""
+
+    RESET_S = 0.2
+
+    def __init__(self, target: str, *options: tuple[str, int]) -> None:
+        self.target = target
+        self.options = options
+        self.channel = matcher_channel(target, *options)
+        self.stub = matcher_pb2_grpc.MatcherStub(self.channel)
+        self._reset_at = 0.0
+
+    async def reset(self) -> None:
+        now = time.monotonic()
+        if now - self._reset_at < self.RESET_S:
+            return
+        self._reset_at = now
+        old, self.channel = self.channel, matcher_channel(self.target, *self.options)
+        self.stub = matcher_pb2_grpc.MatcherStub(self.channel)
+        await old.close(grace=1.0)
+
+    async def close(self) -> None:
+        await self.channel.close()

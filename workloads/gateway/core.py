@@ -12,15 +12,15 @@ from collections.abc import Sequence
 
 import grpc
 
-from contracts.v1 import matcher_pb2, matcher_pb2_grpc
-from workloads.common.channels import matcher_channel
+from contracts.v1 import matcher_pb2
+from workloads.common.channels import LeaderChannel, not_leader
 from workloads.gateway.batching import MicroBatcher
 from workloads.gateway.errors import ApiError, Code
 from workloads.gateway.markets import Market
 
 
 def core_error(exc: grpc.aio.AioRpcError) -> ApiError:
-    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "NOT_LEADER" in (exc.details() or ""):
+    if not_leader(exc):
         return ApiError(
             Code.NOT_LEADER,
             "the matcher is not the market's leader; retry",
@@ -41,10 +41,7 @@ class MarketCore:
     def __init__(self, market: Market, window: float, max_size: int, timeout: float) -> None:
         self.market = market
         self.timeout = timeout
-        self.channel = matcher_channel(
-            market.matcher, ("grpc.max_receive_message_length", 64 << 20)
-        )
-        self.stub = matcher_pb2_grpc.MatcherStub(self.channel)
+        self.leader = LeaderChannel(market.matcher, ("grpc.max_receive_message_length", 64 << 20))
         self.batcher = MicroBatcher[matcher_pb2.Command, matcher_pb2.CommandReply](
             f"matcher_{market.symbol}",
             self._submit,
@@ -57,12 +54,17 @@ class MarketCore:
         self, commands: list[matcher_pb2.Command]
     ) -> Sequence[matcher_pb2.CommandReply]:
         try:
-            reply = await self.stub.SubmitBatch(
+            reply = await self.leader.stub.SubmitBatch(
                 matcher_pb2.CommandBatch(commands=commands), timeout=self.timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise core_error(exc) from None
+            raise await self._failed(exc) from None
         return list(reply.replies)
+
+    async def _failed(self, exc: grpc.aio.AioRpcError) -> ApiError:
+        if not_leader(exc):
+            await self.leader.reset()
+        return core_error(exc)
 
     async def submit(self, command: matcher_pb2.Command) -> matcher_pb2.CommandReply:
         return await self.batcher.submit(command)
@@ -75,24 +77,24 @@ class MarketCore:
 
     async def book(self, depth: int) -> matcher_pb2.OrderBookSnapshot:
         try:
-            return await self.stub.GetOrderBook(  # type: ignore[no-any-return]
+            return await self.leader.stub.GetOrderBook(  # type: ignore[no-any-return]
                 matcher_pb2.GetOrderBookRequest(symbol=self.market.symbol, depth=depth),
                 timeout=self.timeout,
             )
         except grpc.aio.AioRpcError as exc:
-            raise core_error(exc) from None
+            raise await self._failed(exc) from None
 
     async def status(self) -> matcher_pb2.MatcherStatus:
         try:
-            return await self.stub.GetStatus(  # type: ignore[no-any-return]
+            return await self.leader.stub.GetStatus(  # type: ignore[no-any-return]
                 matcher_pb2.GetStatusRequest(symbol=self.market.symbol), timeout=self.timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise core_error(exc) from None
+            raise await self._failed(exc) from None
 
     async def close(self) -> None:
         await self.batcher.close()
-        await self.channel.close()
+        await self.leader.close()
 
 
 class Core:
