@@ -42,17 +42,11 @@ async def traders(venue: KubeVenue, http: aiohttp.ClientSession, n: int) -> list
     return found
 
 
-@dataclass
-class Failover:
-    from_epoch: int
-    to_epoch: int
-    seconds: float
-    """From the kill until the first order accepted under the new epoch."""
-    market: dict[str, Any]
+class Delivery:
+    """What the traders were told against what the topic holds."""
+
     load: GatewayLoad
-    published_ids: list[str] = field(default_factory=list)
-    killed_pod: str = ""
-    invariant_failures: list[str] = field(default_factory=list)
+    published_ids: list[str]
 
     @property
     def acked_lost(self) -> int:
@@ -63,6 +57,19 @@ class Failover:
     def duplicates(self) -> int:
         """Orders accepted twice in the topic (the ledger would settle them twice)."""
         return len(self.published_ids) - len(set(self.published_ids))
+
+
+@dataclass
+class Failover(Delivery):
+    from_epoch: int
+    to_epoch: int
+    seconds: float
+    """From the kill until the first order accepted under the new epoch."""
+    market: dict[str, Any]
+    load: GatewayLoad
+    published_ids: list[str] = field(default_factory=list)
+    killed_pod: str = ""
+    invariant_failures: list[str] = field(default_factory=list)
 
 
 async def crash_failover(
@@ -147,7 +154,7 @@ async def matcher_status(ip: str) -> matcher_pb2.MatcherStatus | None:
 
 
 @dataclass
-class StandbyLoss:
+class StandbyLoss(Delivery):
     """What the leader did while its standby was gone (killed, or cut off)."""
 
     epoch: int
@@ -377,20 +384,12 @@ async def publish_stale(bootstrap: str, topic: str, symbol: str, epoch: int, seq
 
 
 @dataclass
-class FailoverDrill:
+class FailoverDrill(Delivery):
     seconds: list[float]
     """Per cycle: from the kill until the first order accepted under the new epoch."""
     load: GatewayLoad
     published_ids: list[str]
     epochs: tuple[int, int]
-
-    @property
-    def acked_lost(self) -> int:
-        return len({p.order_id for p in self.load.accepted} - set(self.published_ids))
-
-    @property
-    def duplicates(self) -> int:
-        return len(self.published_ids) - len(set(self.published_ids))
 
 
 async def failover_cycles(
