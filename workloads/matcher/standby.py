@@ -91,11 +91,13 @@ class Standby:
             while (durable := await acks.get()) is not None:
                 yield r.FollowerMessage(ack=r.Ack(durable_seq=durable))
 
+        writes: asyncio.Queue[tuple[bytes, int, int] | None] = asyncio.Queue()
+        syncer = asyncio.create_task(self._sync(writes, acks), name="standby-wal")
         async with matcher_channel(target) as channel:
             stream = replication_pb2_grpc.ReplicationStub(channel).Follow(requests())
             snapshot_parts: list[bytes] = []
             try:
-                while True:
+                while not syncer.done():
                     try:
                         async with asyncio.timeout(SILENCE_S):
                             message = await stream.read()
@@ -116,9 +118,9 @@ class Standby:
                             acks.put_nowait(self.durable_seq)
                     elif kind == "records":
                         records = message.records
-                        await self._apply(records.data, records.first_seq, records.last_seq)
+                        self._replay(records.data, records.first_seq, records.last_seq)
+                        writes.put_nowait((records.data, records.first_seq, records.last_seq))
                         self._heard(records.commit_seq)
-                        acks.put_nowait(self.durable_seq)
                     elif kind == "heartbeat":
                         self._heard(message.heartbeat.commit_seq)
             except grpc.aio.AioRpcError as exc:
@@ -127,9 +129,33 @@ class Standby:
                     extra={"leader": target, "why": f"{exc.code().name}: {exc.details()}"},
                 )
             finally:
+                writes.put_nowait(None)
+                await asyncio.wait([syncer])  # what was replayed is on disk before anything else
                 acks.put_nowait(None)  # ends the requests, so that gRPC's reader of them ends
                 stream.cancel()
                 self._close_writer()
+        if (failure := syncer.exception()) is not None:
+            raise failure  # the engine is ahead of the disk: this process must not lead
+
+    async def _sync(
+        self, writes: asyncio.Queue[tuple[bytes, int, int] | None], acks: asyncio.Queue[int | None]
+    ) -> None:
+        """The standby's group commit: records replayed on the loop are appended and fsynced
+        in a worker thread, all that arrived meanwhile with one fsync, so replaying the next
+        records overlaps the fsync of the last; each fsync acknowledges the seq it reached."""
+        while True:
+            batch = [await writes.get()]
+            while not writes.empty():
+                batch.append(writes.get_nowait())
+            records = [item for item in batch if item is not None]
+            if records:
+                writer = self.writer
+                assert writer is not None
+                await asyncio.to_thread(_write_all_and_sync, writer, records)
+                self.durable_seq = records[-1][2]
+                acks.put_nowait(self.durable_seq)
+            if None in batch:
+                return
 
     def _heard(self, commit_seq: int) -> None:
         self.followed = True
@@ -187,7 +213,8 @@ class Standby:
         self._open_writer()
         log.info("installed the leader's snapshot", extra={"seq": engine.seq})
 
-    async def _apply(self, data: bytes, first_seq: int, last_seq: int) -> None:
+    def _replay(self, data: bytes, first_seq: int, last_seq: int) -> None:
+        """Execute the records' commands, checking the leader's hash after each."""
         engine = self.engine
         if first_seq != engine.seq + 1:
             raise Diverged(f"records start at seq {first_seq}, the engine is at {engine.seq}")
@@ -206,10 +233,6 @@ class Standby:
                 seq += 1
         if engine.seq != last_seq:
             raise Diverged(f"records through {last_seq} brought the engine to {engine.seq}")
-        writer = self.writer
-        assert writer is not None
-        await asyncio.to_thread(_write_and_sync, writer, data, first_seq)
-        self.durable_seq = last_seq
 
     def _open_writer(self) -> None:
         self.writer = wal.WalWriter(self.data_dir / "wal", self.engine.seq + 1, self.segment_bytes)
@@ -221,6 +244,7 @@ class Standby:
             self.writer = None
 
 
-def _write_and_sync(writer: wal.WalWriter, data: bytes, first_seq: int) -> None:
-    writer.write(data, first_seq)
+def _write_all_and_sync(writer: wal.WalWriter, records: list[tuple[bytes, int, int]]) -> None:
+    for data, first_seq, _ in records:
+        writer.write(data, first_seq)
     writer.sync()

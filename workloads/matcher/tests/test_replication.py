@@ -172,7 +172,7 @@ async def test_a_record_that_does_not_replay_stops_the_standby(tmp_path: Path) -
     data = wal.encode(1, 1, leader_engine.state_hash, entries)
     standby._open_writer()
     with pytest.raises(Diverged, match="state hash mismatch at seq 7"):
-        await standby._apply(data, 1, 10)
+        standby._replay(data, 1, 10)
 
 
 async def test_a_standby_that_stops_acknowledging_falls_out_of_sync_and_the_leader_goes_on(
@@ -187,7 +187,7 @@ async def test_a_standby_that_stops_acknowledging_falls_out_of_sync_and_the_lead
         stuck.set()
         time.sleep(2)  # a disk that hangs, in the standby's writer thread
 
-    monkeypatch.setattr("workloads.matcher.standby._write_and_sync", never_durable)
+    monkeypatch.setattr("workloads.matcher.standby._write_all_and_sync", never_durable)
     started = asyncio.get_running_loop().time()
     await asyncio.wait_for(leader.run(script(50)), 5)
     waited = asyncio.get_running_loop().time() - started
