@@ -118,8 +118,16 @@ class Standby:
                             acks.put_nowait(self.durable_seq)
                     elif kind == "records":
                         records = message.records
-                        self._replay(records.data, records.first_seq, records.last_seq)
+                        if records.first_seq != self.engine.seq + 1:
+                            raise Diverged(
+                                f"records start at seq {records.first_seq}, the engine is at "
+                                f"{self.engine.seq}"
+                            )
+                        # The fsync starts first and overlaps the replay. Records that turn
+                        # out not to replay are on disk then: `Diverged` moves that log aside.
                         writes.put_nowait((records.data, records.first_seq, records.last_seq))
+                        await asyncio.sleep(0)  # the writer takes them to its thread now
+                        self._replay(records.data, records.first_seq, records.last_seq)
                         self._heard(records.commit_seq)
                     elif kind == "heartbeat":
                         self._heard(message.heartbeat.commit_seq)
