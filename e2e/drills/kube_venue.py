@@ -124,16 +124,20 @@ class KubeVenue:
             self.kubectl("get", "events", "-n", ns, "--sort-by=.lastTimestamp",
                          check=False)[-4000:],
             "operator:\n" + self.operator_log(),
+            self.kubectl("get", "pods,endpointslices,leases", "-n", ns, "--show-labels",
+                         "-o", "wide", check=False),
         ]  # fmt: skip
         for pod in self.get("pods")["items"]:
             name = pod["metadata"]["name"]
             if pod["status"].get("phase") == "Pending":
                 conditions = json.dumps(pod["status"].get("conditions"), indent=1)
                 parts.append(f"{name} (pending): {conditions}")
-            elif not all(c.get("ready") for c in pod["status"].get("containerStatuses", [])):
-                tail = self.kubectl("logs", "-n", ns, name, "--all-containers", "--tail=15",
+            elif name.startswith("matcher-") or not all(
+                c.get("ready") for c in pod["status"].get("containerStatuses", [])
+            ):
+                tail = self.kubectl("logs", "-n", ns, name, "--all-containers", "--tail=40",
                                     check=False)  # fmt: skip
-                parts.append(f"{name} (not ready):\n{tail[-3000:]}")
+                parts.append(f"{name}:\n{tail[-6000:]}")
         return "\n".join(parts)
 
     def operator_metric(self, name: str) -> float:

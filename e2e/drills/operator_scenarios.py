@@ -99,6 +99,9 @@ async def crash_failover(
     await task
     served = [p for p in load.accepted if p.epoch == epoch + 1]
     seconds = served[0].at - killed if served else float("inf")
+    if not served:
+        diagnostics = await asyncio.to_thread(venue.diagnostics)
+        venue.show(f"no order served under the new epoch:\n{diagnostics}")
     ids = await published_order_ids(bootstrap, venue, {p.order_id for p in load.accepted})
     failures = await invariant_failures(http, venue)
     return Failover(
