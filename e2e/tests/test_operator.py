@@ -32,6 +32,7 @@ from e2e.drills.operator_scenarios import (
     traders,
     zombie,
 )
+from e2e.drills.traders import Trader
 from e2e.env import images
 from e2e.env.cluster import Cluster
 from e2e.env.hostservices import HostServices
@@ -190,7 +191,11 @@ def test_a_paused_market_is_left_alone_and_says_so(venue: KubeVenue) -> None:
         return bool(sts["containers"][0].get("resources", {}).get("limits"))
 
     venue.wait(applied, "the change applied once unpaused", timeout=60)
-    venue.wait_market(ETH, ready, "Ready again", timeout=120)
+    # The change rolls the matcher (the standby, then one leader switch): the next tests
+    # start once it is done, not while ETH-USDT's leader moves.
+    _on_resources(venue, f"statefulset/matcher-{ETH}")
+    venue.wait_market(ETH, lambda m: in_sync(m) and not m["status"].get("rollout"),
+                      "Ready again, rolled, its standby in sync", timeout=120)  # fmt: skip
 
 
 async def test_a_safety_mode_refuses_new_orders_until_it_is_released(
@@ -200,15 +205,18 @@ async def test_a_safety_mode_refuses_new_orders_until_it_is_released(
     venue.apply({"apiVersion": "exchange.io/v1alpha1", "kind": "SafetyMode",
                  "metadata": {"name": "btc-maintenance"},
                  "spec": {"market": BTC, "mode": "CANCEL_ONLY", "reason": "e2e"}})  # fmt: skip
-    venue.wait_market(BTC, lambda m: m["status"].get("effectiveMode") == "CANCEL_ONLY",
-                      "CANCEL_ONLY", timeout=60)  # fmt: skip
-    assert venue.get("safetymode/btc-maintenance")["status"]["applied"] is True
-    venue.markets("SafetyMode CANCEL_ONLY applied")
-    refused = await trader.place("BTC-USDT", "BUY", "59000.00", "0.0100")
-    assert refused.body["reject_reason"] == "market_cancel_only", refused.body
-    other = await trader.place("ETH-USDT", "BUY", "2900.00", "0.100")
-    assert other.status == 201  # the other market trades on
-    venue.kubectl("delete", "safetymode", "btc-maintenance", "-n", venue.namespace, "--timeout=60s")
+    try:
+        venue.wait_market(BTC, lambda m: m["status"].get("effectiveMode") == "CANCEL_ONLY",
+                          "CANCEL_ONLY", timeout=60)  # fmt: skip
+        assert venue.get("safetymode/btc-maintenance")["status"]["applied"] is True
+        venue.markets("SafetyMode CANCEL_ONLY applied")
+        refused = await trader.place("BTC-USDT", "BUY", "59000.00", "0.0100")
+        assert refused.body["reject_reason"] == "market_cancel_only", refused.body
+        other = await trader.place("ETH-USDT", "BUY", "2900.00", "0.100")
+        assert other.status == 201, other.body  # the other market trades on
+    finally:  # a failure here must not leave the next tests a market in CANCEL_ONLY
+        venue.kubectl("delete", "safetymode", "btc-maintenance", "-n", venue.namespace,
+                      "--timeout=60s", "--ignore-not-found")  # fmt: skip
     venue.wait_market(BTC, lambda m: m["status"].get("effectiveMode") == "NORMAL", "NORMAL", 60)
     venue.markets("SafetyMode released")
     accepted = await trader.place("BTC-USDT", "BUY", "59000.00", "0.0100")
@@ -223,6 +231,18 @@ async def test_a_settlement_breach_latches_a_safety_mode_until_it_is_released(
     headers = {"X-Admin-Token": ADMIN_TOKEN}
     async with http.post(f"{ledger}/v1/admin/consumers/settlement/pause", headers=headers) as r:
         assert r.status == 200
+    try:
+        await _breach_and_release(venue, http, crew)
+    finally:  # a failure here must not leave the next tests a ledger that settles nothing
+        async with http.post(f"{ledger}/v1/admin/consumers/settlement/resume", headers=headers):
+            pass
+
+
+async def _breach_and_release(
+    venue: KubeVenue, http: aiohttp.ClientSession, crew: list[Trader]
+) -> None:
+    ledger = venue.ledger_url
+    headers = {"X-Admin-Token": ADMIN_TOKEN}
     load = GatewayLoad(crew, rate=20)
     await run_load(load, 3)
     latched = venue.wait_market(
@@ -407,18 +427,31 @@ def _rolled(venue: KubeVenue, deployment: str, variable: str) -> None:
 
 
 def _on_image(venue: KubeVenue, resource: str, image: str) -> None:
+    _all_updated(venue, resource, lambda c: c["image"] == image, f"{resource} on {image}")
+
+
+def _on_resources(venue: KubeVenue, resource: str) -> None:
+    _all_updated(venue, resource, lambda c: bool(c.get("resources", {}).get("limits")),
+                 f"{resource} with its new limits")  # fmt: skip
+
+
+def _all_updated(
+    venue: KubeVenue, resource: str, changed: Callable[[dict[str, Any]], bool], what: str
+) -> None:
+    """Wait until the first container of `resource`'s template is `changed` and every
+    replica runs that template and is ready."""
+
     def done() -> bool:
         found = venue.get(resource)
-        spec_image = found["spec"]["template"]["spec"]["containers"][0]["image"]
         status = found["status"]
         wanted = status.get("replicas")
         return bool(
-            spec_image == image
+            changed(found["spec"]["template"]["spec"]["containers"][0])
             and status.get("updatedReplicas") == wanted
             and status.get("readyReplicas") == wanted
         )
 
-    venue.wait(done, f"{resource} on {image}", timeout=240)
+    venue.wait(done, what, timeout=240)
 
 
 def test_deleting_the_markets_collects_their_children_and_then_the_venue(venue: KubeVenue) -> None:

@@ -59,14 +59,19 @@ class LeaderChannel:
     to the pod labelled leader. A connection made while the Service still listed a former
     leader (its pod relabels itself a moment after it restarts) stays on that pod: gRPC
     keeps a connection that works. So a client that hears "not the leader" drops the
-    channel, at most every RESET_S, and the next call connects through the Service again."""
+    channel, at most every RESET_S, and the next call connects through the Service again.
+
+    Each channel keeps its own connections (`grpc.use_local_subchannel_pool`): by default
+    channels of one process to the same address share them, and the new channel would go on
+    using the old one's connection to the former leader (seen: 10 s of NOT_LEADER after a
+    failover, until the test gave up)."""
 
     RESET_S = 0.2
 
     def __init__(self, target: str, *options: tuple[str, int]) -> None:
         self.target = target
-        self.options = options
-        self.channel = matcher_channel(target, *options)
+        self.options = (*options, ("grpc.use_local_subchannel_pool", 1))
+        self.channel = matcher_channel(target, *self.options)
         self.stub = matcher_pb2_grpc.MatcherStub(self.channel)
         self._reset_at = 0.0
 

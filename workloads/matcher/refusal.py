@@ -55,16 +55,16 @@ class StatusOnlyService(matcher_pb2_grpc.MatcherServicer):
 
 
 def engine_status(engine: Engine, epoch: int, **fields: Any) -> matcher_pb2.MatcherStatus:
-    """A MatcherStatus of an engine that does not lead (`fields`: the rest)."""
+    """A MatcherStatus of an engine that does not lead (`fields`: the rest; its durable seq
+    is the engine's unless they say otherwise)."""
     return matcher_pb2.MatcherStatus(
         symbol=engine.spec.symbol,
         seq=engine.seq,
         epoch=epoch,
         mode=common_pb2.SymbolMode.ValueType(engine.mode),
         state_hash=codec.hash_bytes(engine.state_hash),
-        last_durable_seq=engine.seq,
         leader=False,
-        **fields,
+        **({"last_durable_seq": engine.seq} | fields),
     )
 
 

@@ -165,6 +165,9 @@ async def test_the_standby_takes_over_from_a_killed_leader_with_everything_ackno
         acknowledged = await place(stub, range(600))
         before = await stub.GetStatus(matcher_pb2.GetStatusRequest())
     assert before.standby_in_sync and before.committed_seq >= max(acknowledged.values())
+    mirrored = await status(standby_pod)  # the standby answers GetStatus for itself
+    assert mirrored is not None and mirrored.role == "standby" and not mirrored.leader
+    assert mirrored.last_durable_seq >= max(acknowledged.values()) and mirrored.standby_in_sync
 
     leader_pod.kill()
     leader_pod.launch()  # its instance manager would restart it at once: it hands over
