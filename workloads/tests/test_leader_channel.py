@@ -34,23 +34,40 @@ class Service:
     def __init__(self, backend: int) -> None:
         self.backend = backend
         self.server: asyncio.Server | None = None
+        self.streams: list[asyncio.StreamWriter] = []
+        self.pipes: list[asyncio.Task[None]] = []
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend)
+        self.streams += [writer, up_writer]
+        self.pipes += [
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(up_reader, writer)),
+        ]
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        dst.close()
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
         port: int = self.server.sockets[0].getsockname()[1]
         return port
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for stream in self.streams:
+            stream.close()
+        await asyncio.gather(*self.pipes, return_exceptions=True)
+        for stream in self.streams:
+            with contextlib.suppress(ConnectionError):
+                await stream.wait_closed()
+        await self.server.wait_closed()
 
 
 @contextlib.asynccontextmanager
@@ -82,5 +99,4 @@ async def test_a_reset_after_not_leader_reaches_the_pod_the_service_routes_to_no
             assert reply.status == matcher_pb2.COMMAND_STATUS_ACCEPTED and reply.epoch == 2
         finally:
             await channel.close()
-            assert service.server is not None
-            service.server.close()
+            await service.stop()
