@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 PURGE ?=
 
 .PHONY: help setup venv up down test test-unit test-integration lint format proto bench clean \
-	cluster-up cluster-down cluster-status image wheels
+	cluster-up cluster-down cluster-status image wheels argocd-up
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 venv: $(VENV)/.installed ## create the virtualenv and install the pinned dependencies
 
 setup: venv ## install everything the tests, `make up` and `make cluster-up` need (idempotent, cached)
-	$(PY) -m e2e.env setup --parts kafka,kube,node,cluster
+	$(PY) -m e2e.env setup --parts kafka,kube,node,cluster,argocd
 
 up: setup ## run PostgreSQL, Kafka and the Kubernetes API in the foreground; Ctrl-C stops all
 	$(PY) -m e2e.env up
@@ -41,6 +41,9 @@ cluster-down: ## remove the local cluster from the host (PURGE=1: also its state
 
 cluster-status: ## show the local cluster's processes and whether its node is Ready
 	$(PY) -m e2e.env cluster-status
+
+argocd-up: setup ## Argo CD on the running local cluster, syncing gitops/'s dev environment from a local git server
+	$(PY) -m e2e.env argocd-up
 
 image: venv ## build the project's image (buildah) and load it into the running cluster
 	$(PY) -m e2e.env image

@@ -9,6 +9,7 @@ cluster-up      starts the local single-node cluster as daemons and returns.
 cluster-down    removes it: pods, processes, mounts, bridge, iptables rules.
 cluster-status  shows its processes and whether the node is Ready.
 image           builds the project's image and loads it into the running cluster.
+argocd-up       runs Argo CD beside the running cluster, syncing gitops/'s dev environment.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def setup(parts: list[str]) -> None:
         _timed("pause image", images.ensure_pause)
         _timed("python wheels for the image", images.ensure_wheels)
         _timed("project image", images.build_project)
+    if "argocd" in parts:
+        _timed("argo cd's debian packages", lambda: apt.ensure(versions.ARGOCD_DEBIAN_PACKAGES))
+        _timed(f"argo cd {versions.ARGOCD}", lambda: gobuild.ensure(("argocd",)))
 
 
 def up() -> None:
@@ -91,14 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     setup_cmd = commands.add_parser("setup", help="install and build the real parts (idempotent)")
     setup_cmd.add_argument(
-        "--parts", default="kafka,kube", help="comma list of kafka,kube,node,cluster"
+        "--parts", default="kafka,kube", help="comma list of kafka,kube,node,cluster,argocd"
     )
     commands.add_parser("up", help="run PostgreSQL, Kafka and the Kubernetes API until Ctrl-C")
     commands.add_parser("down", help="stop what an earlier `up` left running")
     commands.add_parser("versions", help="print the pinned versions")
     clustercli.add_commands(commands)
     args = parser.parse_args(argv)
-    if args.command.startswith("cluster-") or args.command == "image":
+    if args.command.startswith("cluster-") or args.command in ("image", "argocd-up"):
         clustercli.run(args)
     elif args.command == "setup":
         setup(args.parts.split(","))

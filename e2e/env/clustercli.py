@@ -1,4 +1,5 @@
-"""The local cluster's commands: `cluster-up`, `cluster-down`, `cluster-status`, `image`.
+"""The local cluster's commands: `cluster-up`, `cluster-down`, `cluster-status`, `image`,
+`argocd-up`.
 
 `cluster-up` leaves the cluster running as daemons (no PR_SET_PDEATHSIG) and returns; the
 state directory is `.run/cluster` unless EXCHANGE_CLUSTER_DIR says otherwise. With it come
@@ -12,14 +13,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from e2e.env import gobuild, hostservices, images, kube
+from e2e.env.argocd import ArgoCD
 from e2e.env.cluster import Cluster, owned_pids
 from e2e.env.clustersettings import ClusterSettings
+from e2e.env.gitserver import GitServer
+from e2e.env.process import port_open
 
 
 def add_commands(commands: Any) -> None:
@@ -36,6 +41,9 @@ def add_commands(commands: Any) -> None:
                 "--purge", action="store_true", help="also delete the state directory"
             )
     commands.add_parser("image", help="build the project's image and load it into the cluster")
+    commands.add_parser(
+        "argocd-up", help="run Argo CD on the local cluster, syncing gitops/ dev from local git"
+    )
 
 
 def _cluster(state_dir: Path | None) -> Cluster:
@@ -112,6 +120,45 @@ def image() -> None:
         print(f"image {archive.name} {state} cluster {cluster.settings.name}", file=sys.stderr)
 
 
+def argocd_up() -> None:
+    """Argo CD (controller, repo server, Redis) and a git server with the working tree, as
+    daemons beside the running cluster (`cluster-down` stops them too), and the dev
+    environment bootstrapped from it: its namespace's connections and admin tokens, then
+    the AppProject and the root Application."""
+    cluster = _cluster(None)
+    if not cluster.containerd.ready():
+        sys.exit("no local cluster is running: run `make cluster-up` first")
+    state = cluster.settings.state_dir / "argocd"
+    argo_cd = ArgoCD(cluster, state, redis_port=26379, repo_port=28081,
+                     repo_metrics_port=28084, controller_metrics_port=28082)  # fmt: skip
+    git = GitServer(state / "git", port=29418, die_with_parent=False)
+    if port_open("127.0.0.1", argo_cd.repo_port):
+        print("Argo CD is already running", file=sys.stderr)
+    else:
+        for part, took in argo_cd.start().items():
+            print(f"argocd: {part} ready in {took:.1f}s", file=sys.stderr)
+        git.start()
+    namespace = "exchange-dev"
+    cluster.kubectl("create", "namespace", namespace, check=False)
+    _services(cluster).publish(namespace)
+    token = secrets.token_urlsafe(16)
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "exchange-admin-tokens", "namespace": namespace},
+         "stringData": {"tokens": f"operator:{token}"}},
+    )  # fmt: skip
+    argo_cd.bootstrap(git.url, "dev")
+    print(f"\nArgo CD syncs the dev environment from {git.url}")
+    print(f"  (a clone of the working tree; commit and push in {git.work})")
+    print(f"  admin token of {namespace}: {token}")
+    print("Watch it with:")
+    print(f"  export KUBECONFIG={cluster.kubeconfig}")
+    print("  kubectl get applications -n argocd; kubectl get markets -n exchange-dev")
+    print("After a push: kubectl annotate application exchange-markets-dev -n argocd "
+          "argocd.argoproj.io/refresh=normal --overwrite")  # fmt: skip
+    print("Stop it with: make cluster-down")
+
+
 def run(args: argparse.Namespace) -> None:
     if args.command == "cluster-up":
         up(
@@ -122,5 +169,7 @@ def run(args: argparse.Namespace) -> None:
         down(args.state_dir, args.purge)
     elif args.command == "cluster-status":
         sys.exit(status(args.state_dir))
+    elif args.command == "argocd-up":
+        argocd_up()
     else:
         image()

@@ -7,7 +7,9 @@ them to the published `v0.<minor>.<patch>` instead (and copies kubernetes' godeb
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +35,8 @@ def binary(name: str) -> Path:
     """
     if name in GO_INSTALL:
         directory = paths.bin_dir() / f"{name}-{GO_INSTALL[name][1]}"
+    elif name == "argocd":
+        directory = paths.bin_dir() / f"argocd-{versions.ARGOCD}"
     else:
         version = versions.ETCD if name == "etcd" else versions.KUBERNETES
         directory = paths.bin_dir() / f"{'etcd' if name == 'etcd' else 'kubernetes'}-{version}"
@@ -79,6 +83,30 @@ def _go_install(package: str, version: str, out: Path) -> None:
     staging.rmdir()
 
 
+ARGOCD_MODULE = "github.com/argoproj/argo-cd/v3"
+
+
+def _build_argocd(out: Path) -> None:
+    """Argo CD's one binary, and beside it (`crds/`) the CRDs of the same version."""
+    version = versions.ARGOCD
+    _go_build(
+        paths.GO_MODULES / "argocd",
+        f"{ARGOCD_MODULE}/cmd",
+        out,
+        f"-s -w -X {ARGOCD_MODULE}/common.version={version.lstrip('v')} "
+        f"-X {ARGOCD_MODULE}/common.gitTreeState=clean",
+    )
+    found = subprocess.run(
+        ["go", "mod", "download", "-json", f"{ARGOCD_MODULE}@{version}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    source = Path(json.loads(found.stdout)["Dir"]) / "manifests" / "crds"
+    crds = out.parent / "crds"
+    crds.mkdir(exist_ok=True)
+    for crd in source.glob("*-crd.yaml"):
+        shutil.copyfile(crd, crds / crd.name)
+
+
 def ensure(names: tuple[str, ...]) -> dict[str, Path]:
     """Build each missing binary once; print how long each build took."""
     built = {}
@@ -90,6 +118,8 @@ def ensure(names: tuple[str, ...]) -> dict[str, Path]:
                 _go_install(*GO_INSTALL[name], out)
             elif name == "etcd":
                 _go_build(paths.GO_MODULES / "etcd", ".", out, "-s -w")
+            elif name == "argocd":
+                _build_argocd(out)
             else:
                 _go_build(
                     paths.GO_MODULES / "kubernetes",

@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,3 +233,16 @@ def cluster_services(
         yield services
     finally:
         services.stop()
+
+
+@pytest.fixture(scope="session")
+def show(pytestconfig: pytest.Config) -> Callable[[str], None]:
+    """Print past pytest's output capture: what a test shows (`kubectl get markets` tables,
+    measured figures) belongs in the run's output."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+
+    def shown(text: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(text, file=sys.stderr, flush=True)
+
+    return shown

@@ -33,6 +33,13 @@ CRI_TOOLS: Final = "v1.34.0"
 HELM: Final = "v3.19.5"
 """Helm 3, `go install`ed into the cache: installs the operator's chart, lints it in tests."""
 
+ARGOCD: Final = "v3.2.6"
+"""Argo CD's application controller and repo server (one binary), built from the module proxy
+with its own `replace` block (`e2e/env/go/argocd`): what syncs `gitops/` in the tests."""
+
+ARGOCD_DEBIAN_PACKAGES: Final = ("redis-server", "git")
+"""Argo CD's cache (Redis 7.0) and the git its repo server runs and `git daemon` serves."""
+
 PAUSE: Final = "3.10"
 """Tag of the locally built pause image (a static C binary, see `e2e/env/pause/pause.c`)."""
 

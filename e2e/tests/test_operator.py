@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -48,20 +47,9 @@ FAST_LEDGER = {
 NEXT_IMAGE = "localhost/exchange-platform:e2e-next"
 
 
-def shown(config: pytest.Config) -> Callable[[str], None]:
-    """Print past pytest's output capture: the tables belong in the test run's output."""
-    capture = config.pluginmanager.getplugin("capturemanager")
-
-    def show(text: str) -> None:
-        with capture.global_and_fixture_disabled():
-            print(text, file=sys.stderr, flush=True)
-
-    return show
-
-
 @pytest.fixture(scope="module")
 def venue(
-    local_cluster: Cluster, cluster_services: HostServices, pytestconfig: pytest.Config
+    local_cluster: Cluster, cluster_services: HostServices, show: Callable[[str], None]
 ) -> Iterator[KubeVenue]:
     namespace = "venue-e2e"
     local_cluster.kubectl("create", "namespace", namespace)
@@ -71,7 +59,7 @@ def venue(
     )  # fmt: skip
     seconds = install_operator(local_cluster)
     print(f"\noperator installed with helm and Available in {seconds:.1f}s")
-    venue = KubeVenue(local_cluster, cluster_services, namespace, shown(pytestconfig))
+    venue = KubeVenue(local_cluster, cluster_services, namespace, show)
     venue.prepare()
     yield venue
     local_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -234,16 +234,18 @@ class Kube:
             raise
         return (found.status.ready_replicas or 0) if found.status else 0
 
-    async def deployment_available(self, namespace: str, name: str) -> int:
+    async def deployment_replicas(self, namespace: str, name: str) -> tuple[int, int]:
+        """(available, wanted) replicas of a Deployment; (0, 0) while it does not exist."""
         try:
             found = await self._call(
                 client.AppsV1Api(self.api).read_namespaced_deployment, name, namespace
             )
         except ApiException as exc:
             if exc.status == 404:
-                return 0
+                return 0, 0
             raise
-        return (found.status.available_replicas or 0) if found.status else 0
+        available = (found.status.available_replicas or 0) if found.status else 0
+        return available, found.spec.replicas or 0
 
     async def wait_for_resources(self, plurals: tuple[str, ...], within: float) -> None:
         """Until the API server serves our resources. Right after their CRDs are created (a

@@ -258,12 +258,15 @@ async def check_market(
         except Unreachable as exc:
             problems.append(f"could not set mode {desired}: {exc}")
 
+    # The venue's gateway is shared: it runs the replicas the oldest Market asks for, and
+    # each Market judges it by those, not by its own spec (venue.py).
+    gateway_available, gateway_wanted = await ctx.kube.deployment_replicas(namespace, "gateway")
     observation = Observation(
         generation=body["metadata"].get("generation", 0),
         paused=spec.paused,
         matcher_ready=int(leading is not None and leading.ready),
-        gateway_available=await ctx.kube.deployment_available(namespace, "gateway"),
-        gateway_wanted=spec.gateway_replicas,
+        gateway_available=gateway_available,
+        gateway_wanted=max(gateway_wanted, 1),
         ledger_ready=await ctx.kube.statefulset_ready(namespace, "ledger"),
         matcher=matcher,
         matcher_error=matcher_error,
