@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 PURGE ?=
 
 .PHONY: help setup venv up down test test-unit test-integration lint format proto bench clean \
-	cluster-up cluster-down cluster-status image wheels argocd-up
+	cluster-up cluster-down cluster-status image wheels argocd-up e2e-kind
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ cluster-status: ## show the local cluster's processes and whether its node is Re
 
 argocd-up: setup ## Argo CD on the running local cluster, syncing gitops/'s dev environment from a local git server
 	$(PY) -m e2e.env argocd-up
+
+e2e-kind: setup ## on a Docker host: a kind cluster, the image loaded, the operator installed with Helm, the example Markets Ready
+	$(PY) -m e2e.env.kind
 
 image: venv ## build the project's image (buildah) and load it into the running cluster
 	$(PY) -m e2e.env image

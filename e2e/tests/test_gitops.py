@@ -91,6 +91,9 @@ def _tear_down(cluster: Cluster) -> None:
     the environment may be left for the next tests, which install the operator with Helm.
     A failed test may leave a SafetyMode whose release waits on a breach: it goes too."""
     kubectl = cluster.kubectl
+    # The root would sync its children back (selfHeal): it stops syncing first.
+    kubectl("patch", "application", ROOT, "-n", argo.NAMESPACE, "--type=merge",
+            "-p", '{"spec":{"syncPolicy":null}}', check=False)  # fmt: skip
     kubectl("delete", "application", MARKETS, "-n", argo.NAMESPACE, "--timeout=120s",
             check=False)  # fmt: skip
     for kind in ("markets", "safetymodes"):
@@ -233,7 +236,8 @@ def test_a_market_removed_from_git_is_pruned_and_its_children_collected(
     children = (f"statefulset/matcher-{ETH}", f"service/matcher-{ETH}", f"lease/matcher-{ETH}")
     wait_until(lambda: not any(dev.exists(c) for c in children), timeout=120,
                what="ETH-USDT's children collected")  # fmt: skip
-    assert ready(dev.get(f"market/{BTC}"))
+    # The venue's gateway and ledger roll onto the catalogue without ETH-USDT meanwhile.
+    dev.wait_market(BTC, ready, "Ready with the venue's new catalogue", timeout=120)
     dev.markets("ETH-USDT removed from git")
 
 
