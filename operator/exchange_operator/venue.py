@@ -209,7 +209,9 @@ class Venue:
             "LEDGER_DB_SCHEMA": f"ledger_{self.schema}",
             "LEDGER_MARKETS": markets,
             "LEDGER_KAFKA_TOPIC": self.topic,
-            "LEDGER_KAFKA_GROUP_ID": "ledger-settlement-v1",
+            # Per venue: two ledgers of one group on different topics would take each
+            # other's assignments (seen: a dev and a second venue on one Kafka).
+            "LEDGER_KAFKA_GROUP_ID": f"ledger-settlement-v1.{self.topic}",
             # Cluster mode: the operator turns a breach into a SafetyMode and applies it.
             "LEDGER_RECONCILIATION_AUTO_SWITCH": "false",
             "LEDGER_GUARD_AUTO_SWITCH": "false",

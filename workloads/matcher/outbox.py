@@ -4,12 +4,14 @@
   a Kafka outage never blocks matching: it only grows `lag` until Kafka is back.
 - One Kafka transaction per chunk of commands carries the chunk's events *and* the publish
   cursor: the chunk's last seq, committed with `send_offsets_to_transaction` as the offset
-  of a consumer group nobody consumes with (`matcher-outbox-<symbol>`). Events and cursor
-  become visible together or not at all, so after a crash anywhere a read_committed
+  of a consumer group nobody consumes with (`matcher-outbox-<topic>-<symbol>`). Events and
+  cursor become visible together or not at all, so after a crash anywhere a read_committed
   consumer sees no gap and no duplicate.
-- `transactional_id = matcher-<symbol>`: a newer leader's producer bumps the producer epoch
-  and Kafka fences ours. Starting a producer (InitProducerId) also aborts or completes any
-  transaction an earlier incarnation left open, so the cursor read right after it is final.
+- `transactional_id = matcher-<topic>-<symbol>`: a newer leader's producer bumps the producer
+  epoch and Kafka fences ours. The topic is the venue's own, so venues sharing a Kafka (dev
+  and staging, two namespaces) never fence each other's markets of the same symbol.
+  Starting a producer (InitProducerId) also aborts or completes any transaction an earlier
+  incarnation left open, so the cursor read right after it is final.
 """
 
 from __future__ import annotations
@@ -247,8 +249,8 @@ class Outbox:
         while a backlog of `max_batch_commands` or more waits: a catch-up goes at full speed)."""
         self.spec = spec
         self.topic = topic
-        self.transactional_id = f"matcher-{spec.symbol}"
-        self.group_id = outbox_group(spec.symbol)
+        self.transactional_id = f"matcher-{topic}-{spec.symbol}"
+        self.group_id = outbox_group(topic, spec.symbol)
         self.published_seq = 0
         self.fenced = False
         self._wal_dir = wal_dir
@@ -451,9 +453,9 @@ class Outbox:
             self._encoded.drop_through(seq)
 
 
-def outbox_group(symbol: str) -> str:
+def outbox_group(topic: str, symbol: str) -> str:
     """The consumer group whose offset is the market's publish cursor (nobody consumes)."""
-    return f"matcher-outbox-{symbol}"
+    return f"matcher-outbox-{topic}-{symbol}"
 
 
 async def group_cursor(bootstrap: str, group_id: str, topic: str, within: float) -> int:
@@ -532,7 +534,7 @@ async def published_seq(bootstrap: str, topic: str, symbol: str, within: float =
     key = symbol.encode()
     partition = DefaultPartitioner()(key, partitions, partitions)
     return max(
-        await group_cursor(bootstrap, outbox_group(symbol), topic, within),
+        await group_cursor(bootstrap, outbox_group(topic, symbol), topic, within),
         await seen_in_topic(bootstrap, topic, partition, key, within),
     )
 

@@ -161,6 +161,9 @@ def test_one_catalogue_entry_drives_the_matcher_the_gateway_and_the_ledger() -> 
     assert ledger["LEDGER_RECONCILIATION_AUTO_SWITCH"] == "false"  # the operator switches
     assert ledger["LEDGER_KAFKA_GROUP_INSTANCE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert ledger["LEDGER_DB_SCHEMA"] == "ledger_venue_a"
+    # Venues sharing a Kafka: their own topic, and their own settlement group on it.
+    assert ledger["LEDGER_KAFKA_TOPIC"] == "venue-a.core.events.v1"
+    assert ledger["LEDGER_KAFKA_GROUP_ID"] == "ledger-settlement-v1.venue-a.core.events.v1"
 
 
 def test_the_venue_is_owned_by_every_market_and_the_oldest_settings_win() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaConnectionError
 from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY
@@ -51,12 +52,14 @@ class Market:
 
     directory: Path
     segment_bytes: int = 64 << 20
+    symbol: str = ""
+    """Default: a symbol of its own, so that tests sharing a Kafka never meet."""
     spec: MarketSpec = field(init=False)
     durable: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self.spec = MarketSpec(f"M{uuid.uuid4().hex[:8]}-USDT", "BTC", "USDT")
+        self.spec = MarketSpec(self.symbol or f"M{uuid.uuid4().hex[:8]}-USDT", "BTC", "USDT")
         self.engine = e.Engine(self.spec)
         self.writer = wal.WalWriter(self.directory, 1, self.segment_bytes)
         self.rng = random.Random(7)
@@ -506,6 +509,45 @@ async def test_a_second_outbox_for_the_market_fences_the_first(
             await until("the new leader published", lambda: new.published_seq == last, new_task)
             assert not new.fenced
     await assert_published_exactly_once(kafka_bootstrap, kafka_topic, market, last)
+
+
+@pytest.mark.integration
+async def test_the_same_market_of_two_venues_on_one_kafka_does_not_fence_the_other(
+    kafka_bootstrap: str, kafka_topic: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two venues (dev and staging, two namespaces) share a Kafka, each with its own topic:
+    their BTC-USDT outboxes have their own transactional ids and cursors."""
+    symbol = f"M{uuid.uuid4().hex[:8]}-USDT"  # one market, in both venues
+    venues = [
+        (Market(tmp_path / name, symbol=symbol), f"{kafka_topic}-{name}")
+        for name in ("dev", "staging")
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1)
+                                   for _m, t in venues])  # fmt: skip
+    finally:
+        await admin.close()
+    for market, _topic in venues:
+        market.make_durable(market.append(50))
+    outboxes = [market.outbox(kafka_bootstrap, topic) for market, topic in venues]
+    async with running(outboxes[0]) as first, running(outboxes[1]) as second:
+        await until(
+            "both published", lambda: all(o.published_seq == 50 for o in outboxes), first, second
+        )
+        for market, _topic in venues:
+            market.make_durable(market.append(20))
+        await until(
+            "both published on", lambda: all(o.published_seq == 70 for o in outboxes), first, second
+        )
+        assert not any(o.fenced for o in outboxes)
+    # Not even for a moment: no producer of one was fenced by the other's.
+    ours = [r.getMessage().lower() for r in caplog.records if r.name == "workloads.matcher.outbox"]
+    fenced = [m for m in ours if "fenced" in m or "epoch" in m]
+    assert fenced == []
+    for market, topic in venues:
+        await assert_published_exactly_once(kafka_bootstrap, topic, market, 70)
 
 
 @pytest.mark.integration
