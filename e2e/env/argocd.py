@@ -60,7 +60,10 @@ class ArgoCD:
         redis = self._launch(
             "redis-server",
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
-             "--save", "", "--appendonly", "no", "--dir", str(self.run_dir)],
+             "--save", "", "--appendonly", "no", "--dir", str(self.run_dir),
+             # Redis rewrites its command line; keep the run directory in it, by which
+             # `cluster-down` finds what a `make argocd-up` left running.
+             "--proc-title-template", f"{{title}} {{listen-addr}} {self.run_dir}"],
         )  # fmt: skip
         timings["redis"] = redis.wait_ready(self._port(self.redis_port), timeout=15)
         repo = self._launch(
