@@ -1,6 +1,6 @@
 """`make bench [BENCH=<prefix>]`: run benchmarks, one JSON object per line on stdout.
 
-A benchmark module is any `bench_*.py` under workloads/ or e2e/ that defines
+A benchmark module is any `bench_*.py` under benchmarks/ or e2e/ that defines
 `BENCHMARKS: dict[str, Callable[[], dict[str, object]]]`. Names are dotted
 (`matcher.engine`, `infra.kafka_start`); BENCH selects those that start with it.
 A module may also name some of them in `ON_DEMAND` (a set): those are too slow for every
@@ -27,7 +27,7 @@ def discover() -> tuple[dict[str, Benchmark], set[str]]:
     """Every benchmark by name, and the names that run only on demand."""
     found: dict[str, Benchmark] = {}
     on_demand: set[str] = set()
-    for top in ("workloads", "e2e"):
+    for top in ("benchmarks", "e2e"):
         for path in sorted((REPO_ROOT / top).rglob("bench_*.py")):
             module_name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
             module = importlib.import_module(module_name)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import ledger_stress as stress
 from e2e.env.ledger import LedgerProcess
 from e2e.env.pytest_plugin import Schema
-from workloads.ledger import stress
 
 pytestmark = pytest.mark.integration
 

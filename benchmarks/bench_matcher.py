@@ -386,7 +386,7 @@ async def _replicated(data_dir: Path, run: Callable[[Sequencer], Any]) -> Any:
     await server.start()
     standby = ManagedProcess(
         "bench-standby",
-        [sys.executable, "-c", "from workloads.matcher.bench_matcher import standby_main; "
+        [sys.executable, "-c", "from benchmarks.bench_matcher import standby_main; "
          f"standby_main({str(data_dir / 'standby')!r}, '127.0.0.1:{port}')"],
         data_dir,
     )  # fmt: skip
