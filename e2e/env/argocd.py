@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from e2e.env import gobuild, paths
+from e2e.env import gobuild, kube, paths
 from e2e.env.cluster import Cluster
 from e2e.env.process import ManagedProcess, free_port, port_open, wait_until
 
@@ -102,12 +102,7 @@ class ArgoCD:
         kubectl("create", "namespace", NAMESPACE, check=False)
         crds = gobuild.binary("argocd").parent / "crds"
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
-        established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
-        names = [f"crd/{crd}.argoproj.io" for crd in ("applications", "appprojects")]
-        wait_until(
-            lambda: all(kubectl("get", n, "-o", established, check=False) == "True" for n in names),
-            timeout=60, what="Argo CD's CRDs Established",
-        )  # fmt: skip
+        kube.wait_established(kubectl, "applications.argoproj.io", "appprojects.argoproj.io")
         settings = ("argocd-cm", "argocd-rbac-cm", "argocd-cmd-params-cm")
         self.cluster.apply(
             *(_config_map(name) for name in settings),

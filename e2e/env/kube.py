@@ -16,11 +16,12 @@ import json
 import ssl
 import subprocess
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2e.env import certs, gobuild
-from e2e.env.process import ManagedProcess, free_port, port_open
+from e2e.env.process import ManagedProcess, free_port, port_open, wait_until
 
 SERVICE_CIDR = "10.0.0.0/24"
 FIRST_SERVICE_IP = "10.0.0.1"
@@ -37,6 +38,19 @@ def version() -> str:
         [str(gobuild.binary("etcd")), "--version"], capture_output=True, text=True, check=True
     )
     return f"{out.stdout.strip()}, etcd {etcd.stdout.split()[2]}"
+
+
+def wait_established(kubectl: Callable[..., str], *crds: str, timeout: float = 60) -> None:
+    """Until every CRD (`name.group`) is Established: right after its creation the API server
+    answers 429 "storage is (re)initializing" for objects of it."""
+    established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+    wait_until(
+        lambda: all(
+            kubectl("get", "crd", crd, "-o", established, check=False) == "True" for crd in crds
+        ),
+        timeout=timeout,
+        what=f"CRDs {', '.join(crds)} Established",
+    )
 
 
 def write_kubeconfig(path: Path, server: str, ca: Path, client: certs.KeyPair, user: str) -> Path:

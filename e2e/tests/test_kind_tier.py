@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e.env import clustersettings, kind
+from e2e.env import clustersettings, kind, kube
 from e2e.env.helm import CHART, helm
 from e2e.env.kube import ControlPlane
-from e2e.env.process import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +28,8 @@ def test_what_make_e2e_kind_applies_is_accepted_by_the_api_server(
     # The CRDs for real (the Markets' dry run is validated against their schemas, as helm
     # installs them before the templates), then the rest as a dry run.
     plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
-    names = ("markets.exchange.io", "safetymodes.exchange.io", "clusterkopfpeerings.kopf.dev")
-    wait_until(
-        lambda: all(plane.kubectl("get", "crd", n, "-o", established, check=False) == "True"
-                    for n in names),
-        timeout=30, what="the chart's CRDs Established",
-    )  # fmt: skip
+    kube.wait_established(plane.kubectl, "markets.exchange.io", "safetymodes.exchange.io",
+                          "clusterkopfpeerings.kopf.dev", timeout=30)  # fmt: skip
     for namespace in (kind.OPERATOR_NAMESPACE, kind.NAMESPACE):
         plane.kubectl("create", "namespace", namespace, check=False)
     try:

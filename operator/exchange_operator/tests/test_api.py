@@ -13,7 +13,7 @@ import yaml
 
 from e2e.env import paths
 from e2e.env.helm import CHART, helm
-from e2e.env.kube import ControlPlane
+from e2e.env.kube import ControlPlane, wait_established
 from e2e.env.process import wait_until
 from exchange_operator.failover import judge
 from exchange_operator.status import compute
@@ -30,13 +30,7 @@ def crds(kube_control_plane: ControlPlane) -> ControlPlane:
     plane = kube_control_plane
     plane.kubectl("apply", "--server-side", "-f", str(CRDS / "market.yaml"),
                   "-f", str(CRDS / "safetymode.yaml"))  # fmt: skip
-    established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
-    for name in ("markets.exchange.io", "safetymodes.exchange.io"):
-
-        def ready(name: str = name) -> bool:
-            return "True" in plane.kubectl("get", "crd", name, "-o", established, check=False)
-
-        wait_until(ready, timeout=30, what=f"CRD {name} Established")
+    wait_established(plane.kubectl, "markets.exchange.io", "safetymodes.exchange.io", timeout=30)
     return plane
 
 
