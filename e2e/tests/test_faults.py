@@ -131,9 +131,14 @@ async def survive(venue: Venue, name: str, fault: Fault) -> None:
         stop.set()
         await asyncio.gather(*tasks)
 
+    # Lag 0 of a matcher sample taken before the last acknowledgements is not the end: the
+    # ledger must have applied the last acknowledged seq (seen: one order short in the topic).
+    last = max((ack.seq for ack in load.acked), default=0)
+
     async def settled() -> dict[str, Any] | None:
         market = await venue.reconciliation()
-        return market if market["lag"] == 0 and market["engine_seq"] else None
+        caught_up = market["lag"] == 0 and (market["applied_seq"] or 0) >= last
+        return market if caught_up and market["engine_seq"] else None
 
     market = await until(settled, "the lag back to 0", within=90)
     findings = await nothing_lost(venue, load)
