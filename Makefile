@@ -45,7 +45,7 @@ cluster-status: ## show the local cluster's processes and whether its node is Re
 argocd-up: setup ## Argo CD on the running local cluster, syncing gitops/'s dev environment from a local git server
 	$(PY) -m e2e.env argocd-up
 
-e2e-kind: setup ## on a Docker host: a kind cluster, the image loaded, the operator installed with Helm, the example Markets Ready
+e2e-kind: setup ## on a Docker host, as root: a kind cluster, the image loaded, the operator installed with Helm, the example Markets Ready, the operator's scenarios run on it
 	$(PY) -m e2e.env.kind
 
 image: venv ## build the project's image (buildah) and load it into the running cluster
@@ -63,10 +63,11 @@ test-unit: venv ## only the unit tier: no external process
 test-integration: setup ## only the integration tier
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
-lint: venv ## ruff (lint and format check) and mypy --strict
+lint: venv ## ruff (lint and format check), mypy --strict, and the layout (no product module imports e2e, no import cycle)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/python -m e2e.layout
 
 format: venv ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -1,6 +1,7 @@
 """`make bench [BENCH=<prefix>]`: run benchmarks, one JSON object per line on stdout.
 
-A benchmark module is any `bench_*.py` under benchmarks/ or e2e/ that defines
+A benchmark module is any `bench_*.py` under e2e/ (the workloads' in e2e/bench, the
+cluster's in e2e/drills and e2e/env) that defines
 `BENCHMARKS: dict[str, Callable[[], dict[str, object]]]`. Names are dotted
 (`matcher.engine`, `infra.kafka_start`); BENCH selects those that start with it.
 A module may also name some of them in `ON_DEMAND` (a set): those are too slow for every
@@ -27,12 +28,11 @@ def discover() -> tuple[dict[str, Benchmark], set[str]]:
     """Every benchmark by name, and the names that run only on demand."""
     found: dict[str, Benchmark] = {}
     on_demand: set[str] = set()
-    for top in ("benchmarks", "e2e"):
-        for path in sorted((REPO_ROOT / top).rglob("bench_*.py")):
-            module_name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
-            module = importlib.import_module(module_name)
-            found.update(getattr(module, "BENCHMARKS", {}))
-            on_demand.update(getattr(module, "ON_DEMAND", set()))
+    for path in sorted((REPO_ROOT / "e2e").rglob("bench_*.py")):
+        module_name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+        module = importlib.import_module(module_name)
+        found.update(getattr(module, "BENCHMARKS", {}))
+        on_demand.update(getattr(module, "ON_DEMAND", set()))
     return found, on_demand
 
 

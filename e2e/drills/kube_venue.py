@@ -1,31 +1,32 @@
-"""A venue on the local cluster, as a platform engineer runs one: the operator installed
-with Helm from `charts/`, a namespace with the host services' ConfigMap and the admin tokens'
-Secret, Markets applied with kubectl; and the ways a test reaches the parts from the node
-(the gateway's ClusterIP, the ledger's pod, a matcher's process)."""
+"""A venue on a cluster, as a platform engineer runs one: the operator installed with Helm
+from `charts/`, a namespace with the host services' ConfigMap and the admin tokens' Secret,
+Markets applied with kubectl; and the ways a test reaches the parts (the gateway's
+ClusterIP, the ledger's pod, a matcher's process).
+
+The cluster is the local one or kind's, a `Node` either way (`e2e.env.target`)."""
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from e2e.env import rollout
-from e2e.env.cluster import Cluster
 from e2e.env.helm import CHART, helm
-from e2e.env.hostservices import HostServices
 from e2e.env.process import wait_until
+from e2e.env.target import Node, Services
 
 OPERATOR_NAMESPACE = "exchange-system"
 ADMIN_TOKEN = "tok-operator"
 TOKENS = f"operator:{ADMIN_TOKEN},alice:tok-alice"
 
 
-def install_operator(cluster: Cluster, *values: str) -> float:
+def install_operator(cluster: Node, *values: str) -> float:
     """`helm upgrade --install` of the chart; seconds until the operator is Available."""
     begin = time.monotonic()
     helm(
@@ -44,8 +45,8 @@ def to_stderr(text: str) -> None:
 
 @dataclass
 class KubeVenue:
-    cluster: Cluster
-    services: HostServices
+    cluster: Node
+    services: Services
     namespace: str
     show: Callable[[str], None] = to_stderr
     """Where `markets` prints its tables (the e2e tests write them past pytest's capture)."""
@@ -201,15 +202,22 @@ class KubeVenue:
         return str(self.get(f"pod/{pod}")["status"]["podIP"])
 
     def matcher_pid(self, market: str, pod: str = "") -> int:
-        """The host pid of the matcher process in `pod` (default: the leader's), a child of
+        """The node's pid of the matcher process in `pod` (default: the leader's), a child of
         the instance manager, the container's first process."""
         found = self.get(f"pod/{pod or self.leader_pod(market)}")
         status = next(c for c in found["status"]["containerStatuses"] if c["name"] == "matcher")
-        init = self.cluster.containerd.container_pid(
-            status["containerID"].removeprefix("containerd://")
-        )
-        children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+        init = self.cluster.container_pid(status["containerID"].split("://")[-1])
+        children = self.cluster.on_node("cat", f"/proc/{init}/task/{init}/children").split()
         return int(children[0])
+
+    def signal_matcher(self, market: str, pod: str, sig: signal.Signals) -> int:
+        """Send `sig` to the matcher process in `pod`; its pid, for a later signal."""
+        pid = self.matcher_pid(market, pod)
+        self.signal(pid, sig)
+        return pid
+
+    def signal(self, pid: int, sig: signal.Signals) -> None:
+        self.cluster.on_node("kill", f"-{sig.name.removeprefix('SIG')}", str(pid))
 
 
 def condition(market: dict[str, Any], kind: str) -> tuple[str, str]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -85,7 +83,7 @@ async def crash_failover(
     await asyncio.sleep(2)
     leader = await asyncio.to_thread(venue.leader_pod, market)
     killed = asyncio.get_running_loop().time()
-    os.kill(await asyncio.to_thread(venue.matcher_pid, market, leader), signal.SIGKILL)
+    await asyncio.to_thread(venue.signal_matcher, market, leader, signal.SIGKILL)
     after = await asyncio.to_thread(
         venue.wait_market, market, lambda m: m["status"]["fencing"]["epoch"] > epoch and ready(m),
         "the next epoch, Ready", 60,
@@ -221,12 +219,12 @@ async def standby_loss(
     await asyncio.sleep(2)
     started = time.monotonic()
     if how == "kill":
-        os.kill(await asyncio.to_thread(venue.matcher_pid, market, standby), signal.SIGKILL)
+        await asyncio.to_thread(venue.signal_matcher, market, standby, signal.SIGKILL)
         returned = time.monotonic()
     else:
         standby_ip = await asyncio.to_thread(venue.pod_ip, standby)
         pid = await asyncio.to_thread(venue.matcher_pid, market, leader)
-        async with network_cut(pid, standby_ip):
+        async with network_cut(venue, pid, standby_ip):
             await asyncio.sleep(cut_seconds)
         returned = time.monotonic()
     with contextlib.suppress(TimeoutError):
@@ -249,20 +247,20 @@ async def standby_loss(
 
 
 @contextlib.asynccontextmanager
-async def network_cut(pid: int, peer_ip: str) -> AsyncIterator[None]:
-    """Drop every packet between the network namespace of process `pid` and `peer_ip` while
-    inside; the rules are removed on the way out, whatever happens."""
+async def network_cut(venue: KubeVenue, pid: int, peer_ip: str) -> AsyncIterator[None]:
+    """Drop every packet between the network namespace of the node's process `pid` and
+    `peer_ip` while inside; the rules are removed on the way out, whatever happens."""
     rules = [["INPUT", "-s", peer_ip, "-j", "DROP"], ["OUTPUT", "-d", peer_ip, "-j", "DROP"]]
     enter = ["nsenter", "-t", str(pid), "-n", "iptables", "-w", "5"]
     added = []
     try:
         for rule in rules:
-            await asyncio.to_thread(subprocess.run, [*enter, "-I", *rule], check=True)
+            await asyncio.to_thread(venue.cluster.on_node, *enter, "-I", *rule)
             added.append(rule)
         yield
     finally:
         for rule in added:
-            await asyncio.to_thread(subprocess.run, [*enter, "-D", *rule], check=False)
+            await asyncio.to_thread(venue.cluster.on_node, *enter, "-D", *rule, check=False)
 
 
 @dataclass
@@ -298,14 +296,13 @@ async def zombie(
     status = await matcher_status(await asyncio.to_thread(venue.pod_ip, leader))
     assert status is not None, f"{leader} does not answer"
     durable = status.last_durable_seq
-    pid = await asyncio.to_thread(venue.matcher_pid, market, leader)
-    os.kill(pid, signal.SIGSTOP)
+    pid = await asyncio.to_thread(venue.signal_matcher, market, leader, signal.SIGSTOP)
     try:
         frozen = await crew[0].place(symbol, "BUY", "60000.00", "0.0100")  # the gateway's deadline
         await asyncio.sleep(12 - 5)  # past the lease's 10 s, short of the operator's fencing
         await asyncio.to_thread(venue.markets, "frozen past the lease's end")
     finally:
-        os.kill(pid, signal.SIGCONT)
+        await asyncio.to_thread(venue.signal, pid, signal.SIGCONT)
     after = await asyncio.to_thread(
         venue.wait_market, market, lambda m: m["status"]["fencing"]["epoch"] > epoch and ready(m),
         "the next epoch after the zombie woke", 60,
@@ -417,7 +414,7 @@ async def failover_cycles(
             await asyncio.sleep(1)
             leader = await asyncio.to_thread(venue.leader_pod, market)
             killed = loop.time()
-            os.kill(await asyncio.to_thread(venue.matcher_pid, market, leader), signal.SIGKILL)
+            await asyncio.to_thread(venue.signal_matcher, market, leader, signal.SIGKILL)
             while not [p for p in load.accepted if p.epoch > epoch and p.at > killed]:
                 if loop.time() - killed > 60:
                     raise AssertionError(f"no order accepted 60 s after killing {leader}")

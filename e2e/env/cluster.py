@@ -134,6 +134,23 @@ class Cluster:
         body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=body)
 
+    # -- the node's processes, for drills (kind's are reached through `docker exec`) ---
+
+    def container_pid(self, container_id: str) -> int:
+        """The pid of a container's first process, as the node sees it (here: the host)."""
+        return self.containerd.container_pid(container_id)
+
+    def on_node(self, *argv: str, check: bool = True) -> str:
+        """Run a command in the node's namespaces (here: on the host); its stdout."""
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def tag_image(self, source: str, target: str) -> None:
+        """Give an image the node's runtime holds a second name (an "upgrade" to a tag)."""
+        self.on_node(*self.containerd.ctr("images", "tag", "--force", source, target))
+
     # -- start ------------------------------------------------------------------------
 
     def start(self, timeout: float = 120.0) -> dict[str, float]:

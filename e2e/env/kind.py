@@ -2,7 +2,14 @@
 `e2e/kind.yaml`, the project's image built with Docker and loaded into it, PostgreSQL and
 Kafka on the host at the kind network's gateway (pods reach it, as they reach the local
 cluster's bridge address), the operator installed with Helm from `charts/`, the example
-Markets applied, and the venue checked Ready.
+Markets applied and checked Ready; then the operator's e2e scenarios
+(`e2e/tests/test_operator.py`) run against that cluster.
+
+The scenarios reach the cluster as they reach the local one: Services and pods by their
+addresses (this host routes the kind pod and Service ranges to the node container, which is
+why the tier runs as root, like `make cluster-up`), and the node's processes (kill -9,
+SIGSTOP, a network cut in a pod's namespace, an image tag) through `docker exec` on the node
+(`KindCluster`, a `target.Node`).
 
 It cannot run on the machines this project is developed on (no Docker engine; kind's node
 image comes from a container registry). So that it does not rot, `make test` renders every
@@ -13,21 +20,29 @@ accept them in a server-side dry run (`e2e/tests/test_kind_tier.py`).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from e2e.env import images, kafka, paths, postgres
+from e2e.env import gobuild, images, kafka, paths, postgres
 from e2e.env.helm import CHART, helm
 from e2e.env.hostservices import config_map
 from e2e.env.process import wait_until
+from e2e.env.target import TARGET_ENV
 
 NAME = "exchange"
+NODE = f"{NAME}-control-plane"
+"""The node's container (kind names it after the cluster)."""
 CONFIG = paths.REPO_ROOT / "e2e" / "kind.yaml"
+RUN_DIR = paths.REPO_ROOT / ".run" / "kind"
+SCENARIOS = "e2e/tests/test_operator.py"
 NAMESPACE = "venue-kind"
 OPERATOR_NAMESPACE = "exchange-system"
 EXAMPLES = ("btc-usdt.yaml", "eth-usdt.yaml")
@@ -55,11 +70,73 @@ def objects(endpoints: dict[str, str], tokens: str) -> list[dict[str, Any]]:
     ]
 
 
-def _run(*argv: str, input: str | None = None) -> str:
+def _run(*argv: str, input: str | None = None, check: bool = True) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, input=input, check=False)
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
     return done.stdout
+
+
+@dataclass
+class KindCluster:
+    """kind's cluster as a `target.Node`: kubectl with its kubeconfig, and the node's
+    processes through `docker exec` on the node container (whose pid namespace holds every
+    container's processes, as the host's does for the local cluster)."""
+
+    kubeconfig: Path
+    node: str = NODE
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        kubectl = str(gobuild.binary("kubectl"))
+        return _run(kubectl, f"--kubeconfig={self.kubeconfig}", *args, input=input, check=check)
+
+    def apply(self, *objects: dict[str, Any]) -> None:
+        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=body)
+
+    def on_node(self, *argv: str, check: bool = True) -> str:
+        return _run("docker", "exec", self.node, *argv, check=check)
+
+    def container_pid(self, container_id: str) -> int:
+        return int(json.loads(self.on_node("crictl", "inspect", container_id))["info"]["pid"])
+
+    def tag_image(self, source: str, target: str) -> None:
+        self.on_node("ctr", "--namespace", "k8s.io", "images", "tag", "--force", source, target)
+
+
+@dataclass
+class KindServices:
+    """PostgreSQL and Kafka at the kind network's gateway, as a `target.Services`."""
+
+    cluster: KindCluster
+    endpoints_: dict[str, str]
+
+    def endpoints(self) -> dict[str, str]:
+        return dict(self.endpoints_)
+
+    def publish(self, namespace: str) -> None:
+        self.cluster.apply(config_map(namespace, self.endpoints_))
+
+
+def write_target(path: Path, kubeconfig: Path, endpoints: dict[str, str]) -> None:
+    path.write_text(json.dumps({"kubeconfig": str(kubeconfig), "node": NODE,
+                                "endpoints": endpoints}, indent=1))  # fmt: skip
+
+
+def load_target(path: Path) -> tuple[KindCluster, KindServices]:
+    """What `TARGET_ENV` names: the pytest fixture `kube_target` runs the scenarios on it."""
+    found = json.loads(path.read_text())
+    cluster = KindCluster(Path(found["kubeconfig"]), found["node"])
+    return cluster, KindServices(cluster, found["endpoints"])
+
+
+def routes(node_ip: str) -> list[list[str]]:
+    """`ip route` commands that send the kind pod and Service ranges to the node container,
+    so that this host reaches ClusterIPs (kube-proxy's rules in the node DNAT them) and pods
+    as it does on the local cluster."""
+    config = yaml.safe_load(CONFIG.read_text())["networking"]
+    return [["ip", "route", "replace", config[key], "via", node_ip]
+            for key in ("podSubnet", "serviceSubnet")]  # fmt: skip
 
 
 def _kind_gateway() -> tuple[str, str]:
@@ -69,6 +146,12 @@ def _kind_gateway() -> tuple[str, str]:
     return config["Gateway"], config["Subnet"]
 
 
+def _node_ip() -> str:
+    found = _run("docker", "inspect", "-f",
+                 "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", NODE)  # fmt: skip
+    return found.split()[0]
+
+
 def run() -> int:
     """The whole tier on a Docker host; what it did and how to go on, on stdout."""
     missing = [tool for tool in ("docker", "kind") if shutil.which(tool) is None]
@@ -76,7 +159,10 @@ def run() -> int:
         print(f"make e2e-kind needs {' and '.join(missing)} on PATH (a Docker host); "
               "on this machine use `make test`, whose e2e runs on the local cluster")  # fmt: skip
         return 2
-    run_dir = paths.REPO_ROOT / ".run" / "kind"
+    if os.geteuid() != 0:
+        print("make e2e-kind routes the kind pod and Service ranges to its node: run it as root")
+        return 2
+    run_dir = RUN_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
     kubeconfig = run_dir / "kubeconfig"
     if NAME not in _run("kind", "get", "clusters").split():
@@ -100,8 +186,9 @@ def run() -> int:
         "EXCHANGE_KAFKA_BOOTSTRAP": broker.bootstrap,
     }
 
-    def kubectl(*args: str, input: str | None = None) -> str:
-        return _run("kubectl", f"--kubeconfig={kubeconfig}", *args, input=input)
+    kubectl = KindCluster(kubeconfig).kubectl
+    for route in routes(_node_ip()):
+        _run(*route)
 
     begin = time.monotonic()
     helm("upgrade", "--install", "exchange-operator", str(CHART), "--namespace",
@@ -121,9 +208,18 @@ def run() -> int:
     wait_until(ready, timeout=300, what="the example Markets Ready", interval=2)
     print(kubectl("get", "markets", "-n", NAMESPACE))
     print(f"kind: the venue is Ready {time.monotonic() - begin:.0f}s after helm install")
+    kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s")
+
+    target = run_dir / "target.json"
+    write_target(target, kubeconfig, endpoints)
+    print(f"kind: the operator's scenarios ({SCENARIOS}) on the kind cluster", flush=True)
+    scenarios = subprocess.run(
+        [sys.executable, "-m", "pytest", SCENARIOS, "-p", "no:cacheprovider", "-v"],
+        cwd=paths.REPO_ROOT, env={**os.environ, TARGET_ENV: str(target)}, check=False,
+    )  # fmt: skip
     print(f"KUBECONFIG={kubeconfig}; delete with: kind delete cluster --name {NAME}; "
           f"PostgreSQL and Kafka run from {run_dir} (pid files there)")  # fmt: skip
-    return 0
+    return scenarios.returncode
 
 
 if __name__ == "__main__":

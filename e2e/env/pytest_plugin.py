@@ -7,8 +7,8 @@ children with it through PR_SET_PDEATHSIG). Each test gets fresh names: a schema
 a namespace, so no test depends on another's leftovers.
 
 Every test must carry one tier marker: `unit`, `integration` or `e2e`. Tests on the local
-cluster (fixtures `local_cluster`, `cluster_namespace`, `cluster_services`) also carry the
-marker `cluster`, so `pytest -m cluster` selects exactly them.
+cluster (fixtures `local_cluster`, `cluster_namespace`, `cluster_services`, `kube_target`)
+also carry the marker `cluster`, so `pytest -m cluster` selects exactly them.
 """
 
 from __future__ import annotations
@@ -31,14 +31,16 @@ from e2e.env import (
     hostservices,
     images,
     kafka,
+    kind,
     kube,
     paths,
     postgres,
+    target,
 )
 from e2e.env.process import free_port, wait_until
 
 TIERS = ("unit", "integration", "e2e")
-CLUSTER_FIXTURES = ("local_cluster", "cluster_namespace", "cluster_services")
+CLUSTER_FIXTURES = ("local_cluster", "cluster_namespace", "cluster_services", "kube_target")
 
 # hypothesis is imported above, at collection, on purpose: its pytest plugin otherwise
 # imports it in the terminal summary, and CPython 3.11.7 can raise "AST constructor
@@ -233,6 +235,18 @@ def cluster_services(
         yield services
     finally:
         services.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_target(request: pytest.FixtureRequest) -> tuple[target.Node, target.Services]:
+    """The cluster a venue's scenarios run on: kind's when `make e2e-kind` names it
+    (`target.TARGET_ENV`), else the local cluster with its host services."""
+    described = os.environ.get(target.TARGET_ENV)
+    if described:
+        return kind.load_target(Path(described))
+    node: cluster.Cluster = request.getfixturevalue("local_cluster")
+    services: hostservices.HostServices = request.getfixturevalue("cluster_services")
+    return node, services
 
 
 @pytest.fixture(scope="session")

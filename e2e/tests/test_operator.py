@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,7 +22,13 @@ import aiohttp
 import pytest
 
 from e2e.drills.gateway_load import GatewayLoad, longest_gap
-from e2e.drills.kube_venue import ADMIN_TOKEN, KubeVenue, condition, install_operator, ready
+from e2e.drills.kube_venue import (
+    ADMIN_TOKEN,
+    KubeVenue,
+    condition,
+    install_operator,
+    ready,
+)
 from e2e.drills.operator_scenarios import (
     crash_failover,
     in_sync,
@@ -33,9 +38,8 @@ from e2e.drills.operator_scenarios import (
 )
 from e2e.drills.traders import Trader
 from e2e.env import images
-from e2e.env.cluster import Cluster
-from e2e.env.hostservices import HostServices
 from e2e.env.process import wait_until
+from e2e.env.target import Node, Services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -48,21 +52,20 @@ NEXT_IMAGE = "localhost/exchange-platform:e2e-next"
 
 
 @pytest.fixture(scope="module")
-def venue(
-    local_cluster: Cluster, cluster_services: HostServices, show: Callable[[str], None]
-) -> Iterator[KubeVenue]:
+def venue(kube_target: tuple[Node, Services], show: Callable[[str], None]) -> Iterator[KubeVenue]:
+    node, services = kube_target
     namespace = "venue-e2e"
-    local_cluster.kubectl("create", "namespace", namespace)
+    node.kubectl("create", "namespace", namespace)
     wait_until(
-        lambda: bool(local_cluster.kubectl("get", "sa", "default", "-n", namespace, check=False)),
+        lambda: bool(node.kubectl("get", "sa", "default", "-n", namespace, check=False)),
         timeout=30, what="the namespace's default ServiceAccount",
     )  # fmt: skip
-    seconds = install_operator(local_cluster)
+    seconds = install_operator(node)
     print(f"\noperator installed with helm and Available in {seconds:.1f}s")
-    venue = KubeVenue(local_cluster, cluster_services, namespace, show)
+    venue = KubeVenue(node, services, namespace, show)
     venue.prepare()
     yield venue
-    local_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    node.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 @pytest.fixture
@@ -269,9 +272,9 @@ async def _breach_and_release(
 
 
 async def test_kill_9_of_the_leader_fails_over_to_the_next_epoch_with_nothing_lost(
-    venue: KubeVenue, http: aiohttp.ClientSession, cluster_services: HostServices
+    venue: KubeVenue, http: aiohttp.ClientSession
 ) -> None:
-    bootstrap = cluster_services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
+    bootstrap = venue.services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
     run = await crash_failover(venue, http, bootstrap)
     venue.markets("after kill -9 of the matcher")
     venue.show(f"operator.failover: the new epoch served an order {run.seconds:.2f}s after kill -9")
@@ -298,9 +301,9 @@ async def test_kill_9_of_the_leader_fails_over_to_the_next_epoch_with_nothing_lo
 
 
 async def test_a_frozen_leader_resumes_silent_and_an_old_epoch_event_is_refused(
-    venue: KubeVenue, http: aiohttp.ClientSession, cluster_services: HostServices
+    venue: KubeVenue, http: aiohttp.ClientSession
 ) -> None:
-    endpoints = cluster_services.endpoints()
+    endpoints = venue.services.endpoints()
     run = await zombie(venue, http, endpoints["EXCHANGE_KAFKA_BOOTSTRAP"],
                        endpoints["EXCHANGE_PG_DSN"])  # fmt: skip
     venue.markets("after SIGSTOP past the lease and SIGCONT")
@@ -315,9 +318,9 @@ async def test_a_frozen_leader_resumes_silent_and_an_old_epoch_event_is_refused(
 
 
 async def test_kill_9_of_the_standby_leaves_the_leader_serving_and_it_comes_back_in_sync(
-    venue: KubeVenue, http: aiohttp.ClientSession, cluster_services: HostServices
+    venue: KubeVenue, http: aiohttp.ClientSession
 ) -> None:
-    bootstrap = cluster_services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
+    bootstrap = venue.services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
     run = await standby_loss(venue, http, bootstrap, "kill")
     venue.markets("after kill -9 of the standby")
     venue.show(
@@ -332,12 +335,12 @@ async def test_kill_9_of_the_standby_leaves_the_leader_serving_and_it_comes_back
 
 
 async def test_a_network_cut_between_leader_and_standby_degrades_and_heals(
-    venue: KubeVenue, http: aiohttp.ClientSession, cluster_services: HostServices
+    venue: KubeVenue, http: aiohttp.ClientSession
 ) -> None:
     """An iptables DROP inside the leader pod's network namespace, for 12 s: the leader
     commits alone after its sync timeout, the Market says NoSyncStandby; once the rules are
     gone the standby catches up. Nobody else is touched; the rules are removed in any case."""
-    bootstrap = cluster_services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
+    bootstrap = venue.services.endpoints()["EXCHANGE_KAFKA_BOOTSTRAP"]
     run = await standby_loss(venue, http, bootstrap, "cut")
     venue.markets("after the network cut healed")
     venue.show(
@@ -352,7 +355,7 @@ async def test_a_network_cut_between_leader_and_standby_degrades_and_heals(
 
 
 async def test_an_upgrade_rolls_the_gateways_without_failed_orders_and_the_matcher_within_the_bound(
-    venue: KubeVenue, http: aiohttp.ClientSession, local_cluster: Cluster
+    venue: KubeVenue, http: aiohttp.ClientSession
 ) -> None:
     load = GatewayLoad(await traders(venue, http, 4), rate=10)
     stop = asyncio.Event()
@@ -367,8 +370,7 @@ async def test_an_upgrade_rolls_the_gateways_without_failed_orders_and_the_match
         venue.markets("gateways rolled")
 
         # The image tag: matchers, ledger and gateways roll onto it.
-        tag = local_cluster.containerd.ctr("images", "tag", "--force", images.PROJECT_IMAGE)
-        await asyncio.to_thread(subprocess.run, [*tag, NEXT_IMAGE], check=True, capture_output=True)
+        await asyncio.to_thread(venue.cluster.tag_image, images.PROJECT_IMAGE, NEXT_IMAGE)
         rolling = asyncio.get_running_loop().time()
         epoch = venue.get(f"market/{BTC}")["status"]["fencing"]["epoch"]
         for market in (BTC, ETH):

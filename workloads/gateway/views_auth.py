@@ -14,6 +14,8 @@ from workloads.gateway.keys import PASSWORDS, SETTINGS, STORE
 from workloads.gateway.store import account_of
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s.]{1,63}$")
+PASSWORD_MIN, PASSWORD_MAX = 8, 128
+"""The password policy, checked at signup (a login never says it)."""
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -26,12 +28,20 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return value
 
 
-def credentials(body: dict[str, Any]) -> tuple[str, str]:
+def credentials(body: dict[str, Any], policy: bool = True) -> tuple[str, str]:
+    """The email (lowercased) and password of a signup or, with `policy` False, a login:
+    a login checks types only and leaves the length to the password check, so that a wrong
+    password answers `invalid_credentials` whatever it is and never reveals the policy."""
     email, password = body.get("email"), body.get("password")
     if not isinstance(email, str) or not EMAIL.match(email):
         raise ApiError(Code.VALIDATION_FAILED, "email must be an email address")
-    if not isinstance(password, str) or not 8 <= len(password) <= 128:
-        raise ApiError(Code.VALIDATION_FAILED, "password must have 8 to 128 characters")
+    if not isinstance(password, str):
+        raise ApiError(Code.VALIDATION_FAILED, "password must be a string")
+    if policy and not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise ApiError(
+            Code.VALIDATION_FAILED,
+            f"password must have {PASSWORD_MIN} to {PASSWORD_MAX} characters",
+        )
     return email.lower(), password
 
 
@@ -49,11 +59,12 @@ async def signup(request: web.Request) -> web.Response:
 
 @policy("public")
 async def login(request: web.Request) -> web.Response:
-    email, password = credentials(await json_object(request))
+    email, password = credentials(await json_object(request), policy=False)
     store = request.app[STORE]
     found = await store.user_by_email(email)
     stored = found[1] if found else None
-    if found is None or not await request.app[PASSWORDS].verify(stored, password):
+    possible = PASSWORD_MIN <= len(password) <= PASSWORD_MAX  # no hashing of a huge string
+    if found is None or not possible or not await request.app[PASSWORDS].verify(stored, password):
         raise ApiError(Code.INVALID_CREDENTIALS, "wrong email or password")
     ttl = request.app[SETTINGS].auth.session_ttl_hours * 3600
     token, expires = await store.create_session(found[0], ttl)

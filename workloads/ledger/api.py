@@ -20,16 +20,14 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from workloads.ledger import metrics, tracing
+from workloads.ledger import metrics, tracing, views_admin, views_internal
+from workloads.ledger.appkeys import ADMIN, LEDGER, TOKENS
 from workloads.ledger.auth import AdminTokens
 from workloads.ledger.errors import ApiError, Code
 from workloads.ledger.service import Ledger
 
 log = logging.getLogger(__name__)
 
-LEDGER = web.AppKey("ledger", Ledger)
-TOKENS = web.AppKey("tokens", AdminTokens)
-ADMIN: web.RequestKey[str | None] = web.RequestKey("admin")
 PROTECTED = ("/v1/admin/", "/v1/internal/", "/v1/balances")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -103,20 +101,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-def admin_name(request: web.Request) -> str:
-    """The admin behind this request; corrections need one (names make the two-person rule)."""
-    name: str | None = request.get(ADMIN)
-    if name is None:
-        raise ApiError(
-            Code.ADMIN_IDENTITY_REQUIRED,
-            "corrections need admin identities: configure LEDGER_ADMIN_TOKENS",
-        )
-    return name
-
-
 def build_app(ledger: Ledger) -> web.Application:
-    from workloads.ledger import views_admin, views_internal
-
     app = web.Application(
         middlewares=[traced, errors, authenticate],
         client_max_size=ledger.settings.http.max_body_bytes,

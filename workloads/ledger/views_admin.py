@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from workloads.ledger import payloads, rules
-from workloads.ledger.api import ADMIN, LEDGER, admin_name
+from workloads.ledger.appkeys import ADMIN, LEDGER, admin_name
 from workloads.ledger.errors import ApiError, Code
 from workloads.ledger.funding import FundingRequest
 from workloads.ledger.reconciler import LatchRefused

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from contracts.v1 import events_pb2
 from workloads.ledger import payloads, rules
-from workloads.ledger.api import LEDGER
+from workloads.ledger.appkeys import LEDGER
 from workloads.ledger.applier import ApplierStopped
 from workloads.ledger.cursor import Verdict
 from workloads.ledger.errors import ApiError, Code

@@ -46,8 +46,8 @@ def _experiments_at_grpc_import(module: str, **env: str) -> str:
     "module",
     [
         "workloads.matcher.__main__",
-        "workloads.matcher.loadgen",
-        "workloads.matcher.bare_server",
+        "e2e.bench.matcher_loadgen",
+        "e2e.bench.bare_server",
         "workloads.gateway.__main__",
         "workloads.ledger.__main__",
     ],

@@ -141,7 +141,7 @@ def test_wsload_parses_split_frames_counts_trades_and_checks_the_chain(
     pairs: list[tuple[socket.socket, socket.socket]],
 ) -> None:
     """The benchmark's subscriber: frames split across reads, pings answered, gaps seen."""
-    from workloads.gateway import wsload
+    from e2e.bench import wsload
 
     generator = wsload.Generator("127.0.0.1", 1, M.symbol)
     generator.live = True

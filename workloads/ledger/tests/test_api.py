@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient
 from google.protobuf import json_format
 
 from contracts.v1 import events_pb2
-from workloads.ledger import metrics, simulate
+from e2e.bench import simulate
+from workloads.ledger import metrics
 from workloads.ledger.service import Ledger
 from workloads.ledger.tests.conftest import (
     close_client,

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-from workloads.ledger import simulate
+from e2e.bench import simulate
 from workloads.ledger.consumer import UNDECODABLE
 from workloads.ledger.settings import KafkaSettings
 from workloads.ledger.store import APPLY_LOCK

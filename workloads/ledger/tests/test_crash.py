@@ -10,9 +10,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from e2e.bench import simulate
 from e2e.env.ledger import LedgerProcess
 from e2e.env.pytest_plugin import Schema
-from workloads.ledger import simulate
 from workloads.ledger.tests.conftest import (
     applied_seq,
     balances,

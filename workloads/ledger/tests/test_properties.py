@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workloads.ledger import migrate, simulate
+from e2e.bench import simulate
+from workloads.ledger import migrate
 from workloads.ledger.applier import Applier
 from workloads.ledger.cursor import Verdict
 from workloads.ledger.invariants import Invariants

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from contracts.v1 import events_pb2
-from workloads.ledger import rules, simulate
+from e2e.bench import simulate
+from workloads.ledger import rules
 from workloads.ledger.cursor import Cursor, Verdict
 from workloads.ledger.rules import AVAILABLE, HOLD, Posting
 from workloads.matcher import engine as e

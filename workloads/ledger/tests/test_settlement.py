@@ -7,7 +7,8 @@ import random
 import asyncpg
 import pytest
 
-from workloads.ledger import metrics, simulate
+from e2e.bench import simulate
+from workloads.ledger import metrics
 from workloads.ledger.applier import Applier
 from workloads.ledger.cursor import Verdict
 from workloads.ledger.tests.conftest import balances, count, decode_all, engine_view, user_view

@@ -14,7 +14,8 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from workloads.ledger import simulate, tracing
+from e2e.bench import simulate
+from workloads.ledger import tracing
 from workloads.ledger.api import build_app
 from workloads.ledger.service import Ledger
 from workloads.ledger.settings import LedgerSettings, OtelSettings, SettingsError

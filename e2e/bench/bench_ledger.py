@@ -8,7 +8,7 @@ in outbox-like Kafka transactions. Timed from the first settlement transaction t
 commit; `trades_per_s` counts trades settled exactly once (checked: one journal transaction
 per trade id, nothing else).
 
-ledger.dedup: the exactly-once stress (`benchmarks.ledger_stress`): one trade injected over
+ledger.dedup: the exactly-once stress (`e2e.bench.ledger_stress`): one trade injected over
 HTTP by 64 concurrent workers into a real ledger process; `applied` must be 1.
 """
 
@@ -22,11 +22,11 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks import ledger_stress as stress
+from e2e.bench import ledger_stress as stress
+from e2e.bench import simulate
 from e2e.env import kafka, paths, postgres
 from e2e.env.ledger import LedgerProcess
 from e2e.env.process import free_port
-from workloads.ledger import simulate
 from workloads.matcher.spec import MarketSpec
 
 SETTLE_TRADES = 100_000

@@ -1,10 +1,10 @@
 """The gateway's load generator, run as its own process by the `gateway.*` benchmarks.
 
-`python -m workloads.gateway.loadgen orders <url> <matcher> <seconds> <concurrency> [rate]`
+`python -m e2e.bench.gateway_loadgen orders <url> <matcher> <seconds> <concurrency> [rate]`
 signs and POSTs orders with static keys `load-0..load-63` (funded in the matcher first):
 with rate 0 as fast as `concurrency` keep-alive connections go (orders_per_s), else at a
 fixed offered rate, open loop (p50_ms, p99_ms). Prints one JSON object.
-The WebSocket subscribers of `gateway.ws` are `workloads.gateway.wsload`.
+The WebSocket subscribers of `gateway.ws` are `e2e.bench.wsload`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A gRPC load generator for the matcher, run as its own process by `matcher.grpc`.
 
-`python -m workloads.matcher.loadgen <target> batched|unary <seconds> [rate]` prints one
+`python -m e2e.bench.matcher_loadgen <target> batched|unary <seconds> [rate]` prints one
 JSON object: for `batched`, orders/s through SubmitBatch (8 concurrent calls of 200
 orders); for `unary`, PlaceOrder latency percentiles at a fixed offered rate.
 """

@@ -1,6 +1,6 @@
 """A bare grpc.aio server: the yardstick `matcher.grpc` measures the matcher against.
 
-`python -m workloads.matcher.bare_server <host:port>` serves the Matcher's PlaceOrder and
+`python -m e2e.bench.bare_server <host:port>` serves the Matcher's PlaceOrder and
 SubmitBatch with replies that are ready at once: no engine, no WAL, no fsync. The same
 load generator against it in the same run shows what the two Python gRPC stacks alone
 cost on this machine, as `reference_ops_per_s` does for the engine. Only the benchmark

@@ -1,6 +1,6 @@
 """WebSocket subscribers for the `gateway.ws` benchmark, one process of many.
 
-`python -m workloads.gateway.wsload <url> <subscribers> [<symbol>]` opens `subscribers`
+`python -m e2e.bench.wsload <url> <subscribers> [<symbol>]` opens `subscribers`
 real WebSocket connections (HTTP upgrade, Sec-WebSocket-Accept checked, masked client
 frames), subscribes each to `trades`, waits for every `subscribed` reply, prints
 `{"connected": n}`, then reads until SIGTERM and prints one JSON result.

@@ -23,11 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from e2e.bench.bare_book import HeapBook, SimpleBook
 from e2e.env.matcher import MatcherProcess
 from e2e.env.process import ManagedProcess, free_port, port_open
 from workloads.matcher import engine as e
 from workloads.matcher import recovery, snapshot, wal
-from workloads.matcher.bare_book import HeapBook, SimpleBook
 from workloads.matcher.epoch import FileEpoch
 from workloads.matcher.sequencer import Sequencer, SequencerSettings, tune_runtime
 from workloads.matcher.spec import MarketSpec
@@ -326,7 +326,7 @@ def grpc_benchmark(seconds: float = 10.0) -> dict[str, object]:
         port = free_port()
         bare = ManagedProcess(
             "bare-server",
-            [sys.executable, "-m", "workloads.matcher.bare_server", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "e2e.bench.bare_server", f"127.0.0.1:{port}"],
             Path(tmp),
         )
         bare.start()
@@ -340,9 +340,9 @@ def grpc_benchmark(seconds: float = 10.0) -> dict[str, object]:
 
 
 def _loadgen(target: str, *args: str) -> dict[str, Any]:
-    """`workloads.matcher.loadgen` as its own process; its one JSON object."""
+    """`e2e.bench.matcher_loadgen` as its own process; its one JSON object."""
     out = subprocess.run(
-        [sys.executable, "-m", "workloads.matcher.loadgen", target, *args],
+        [sys.executable, "-m", "e2e.bench.matcher_loadgen", target, *args],
         capture_output=True,
         text=True,
         check=True,
@@ -386,7 +386,7 @@ async def _replicated(data_dir: Path, run: Callable[[Sequencer], Any]) -> Any:
     await server.start()
     standby = ManagedProcess(
         "bench-standby",
-        [sys.executable, "-c", "from benchmarks.bench_matcher import standby_main; "
+        [sys.executable, "-c", "from e2e.bench.bench_matcher import standby_main; "
          f"standby_main({str(data_dir / 'standby')!r}, '127.0.0.1:{port}')"],
         data_dir,
     )  # fmt: skip

@@ -32,11 +32,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from e2e.bench import gateway_loadgen as loadgen
 from e2e.env import kafka, paths, postgres
 from e2e.env.gateway import GatewayProcess
 from e2e.env.matcher import MatcherProcess
 from e2e.env.process import free_port
-from workloads.gateway import loadgen
 from workloads.gateway.markets import Market, catalogue_json
 from workloads.gateway.settings import WsSettings
 
@@ -93,7 +93,7 @@ def bench_stack(kafka_for_gateway: bool = True, **gateway_env: str) -> Iterator[
 
 def _loadgen(*args: str, timeout: float = 300) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, "-m", "workloads.gateway.loadgen", *args],
+        [sys.executable, "-m", "e2e.bench.gateway_loadgen", *args],
         capture_output=True,
         text=True,
         check=True,
@@ -243,7 +243,7 @@ def ws_benchmark(
 ) -> dict[str, object]:
     """5,000 trades subscribers in `generators` wsload processes while the matcher trades
     `rate`/s; every subscriber must get every trade, in an unbroken chain."""
-    from workloads.gateway import wsload
+    from e2e.bench import wsload
 
     with bench_stack() as stack:  # the gateway's WebSocket defaults
         procs = [
@@ -251,7 +251,7 @@ def ws_benchmark(
                 [
                     sys.executable,
                     "-m",
-                    "workloads.gateway.wsload",
+                    "e2e.bench.wsload",
                     stack.gateway.url,
                     str(subscribers // generators + (i < subscribers % generators)),
                 ],

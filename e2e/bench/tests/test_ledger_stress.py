@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import ledger_stress as stress
+from e2e.bench import ledger_stress as stress
 from e2e.env.ledger import LedgerProcess
 from e2e.env.pytest_plugin import Schema
 

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.ledger_stress`: the seed's exactly_once_stress.sh, in Python.
+"""`python -m e2e.bench.ledger_stress`: the seed's exactly_once_stress.sh, in Python.
 
 The same trade is injected REPEATS times by CONCURRENCY concurrent workers through the HTTP
 path (`POST /v1/internal/trades/executed`) and, with KAFKA_REPEATS > 0, that many more
@@ -6,7 +6,7 @@ copies are published to the events topic for the settlement consumer, at the sam
 It then checks that the ledger applied it exactly once (`applied: true` in exactly one
 reply, one journal transaction for the trade id) and that the balances show one settlement.
 
-    REPEATS=1000000 CONCURRENCY=64 python -m benchmarks.ledger_stress
+    REPEATS=1000000 CONCURRENCY=64 python -m e2e.bench.ledger_stress
 
 Without LEDGER_URL it brings its own PostgreSQL (and Kafka, when KAFKA_REPEATS > 0) and a
 ledger process, on free 127.0.0.1 ports, and stops them at the end. With LEDGER_URL and
@@ -32,7 +32,8 @@ import asyncpg
 from google.protobuf import json_format
 
 from contracts.v1 import events_pb2
-from workloads.ledger import rules, simulate
+from e2e.bench import simulate
+from workloads.ledger import rules
 from workloads.ledger.applier import Applier
 from workloads.matcher import engine as e
 from workloads.matcher.spec import MarketSpec

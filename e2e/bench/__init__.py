@@ -1,0 +1,9 @@
+"""Benchmarks, load generators and the event simulator of the workloads (`make bench`, the
+ledger's exactly-once stress). Beside the product packages, never inside them: they start
+the real parts through `e2e.env`, which the image does not contain.
+
+Importing `workloads` first starts gRPC's core here as in the venue's processes (the
+poller setting in `workloads/__init__.py`), so that a load generator measures the matcher,
+not a different gRPC runtime of its own."""
+
+import workloads  # noqa: F401  (GRPC_EXPERIMENTS before any grpc import)
