@@ -435,6 +435,10 @@ class MatcherStatus(_message.Message):
     STANDBY_IN_SYNC_FIELD_NUMBER: _builtins.int
     REPLICATION_LAG_FIELD_NUMBER: _builtins.int
     COMMITTED_SEQ_FIELD_NUMBER: _builtins.int
+    ARCHIVE_ENABLED_FIELD_NUMBER: _builtins.int
+    ARCHIVE_LAST_SEQ_FIELD_NUMBER: _builtins.int
+    ARCHIVE_LAG_SECONDS_FIELD_NUMBER: _builtins.int
+    ARCHIVE_LAST_ERROR_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     seq: _builtins.int
     epoch: _builtins.int
@@ -462,6 +466,14 @@ class MatcherStatus(_message.Message):
     """
     committed_seq: _builtins.int
     """The leader's commit line: durable here and, while a standby is in sync, on it too."""
+    archive_enabled: _builtins.bool
+    """The archive (S3), when one is configured: the highest seq in an archived, verified WAL
+    segment; how long the oldest sealed segment not yet archived has waited (0: none); the
+    last upload error ("" once an upload succeeds again).
+    """
+    archive_last_seq: _builtins.int
+    archive_lag_seconds: _builtins.float
+    archive_last_error: _builtins.str
     def __init__(
         self,
         *,
@@ -480,10 +492,14 @@ class MatcherStatus(_message.Message):
         standby_in_sync: _builtins.bool = ...,
         replication_lag: _builtins.int = ...,
         committed_seq: _builtins.int = ...,
+        archive_enabled: _builtins.bool = ...,
+        archive_last_seq: _builtins.int = ...,
+        archive_lag_seconds: _builtins.float = ...,
+        archive_last_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_seq", b"committed_seq", "epoch", b"epoch", "last_durable_seq", b"last_durable_seq", "last_published_seq", b"last_published_seq", "leader", b"leader", "mode", b"mode", "outbox_lag", b"outbox_lag", "refusal", b"refusal", "replication_lag", b"replication_lag", "role", b"role", "seq", b"seq", "standby", b"standby", "standby_in_sync", b"standby_in_sync", "state_hash", b"state_hash", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_enabled", b"archive_enabled", "archive_lag_seconds", b"archive_lag_seconds", "archive_last_error", b"archive_last_error", "archive_last_seq", b"archive_last_seq", "committed_seq", b"committed_seq", "epoch", b"epoch", "last_durable_seq", b"last_durable_seq", "last_published_seq", b"last_published_seq", "leader", b"leader", "mode", b"mode", "outbox_lag", b"outbox_lag", "refusal", b"refusal", "replication_lag", b"replication_lag", "role", b"role", "seq", b"seq", "standby", b"standby", "standby_in_sync", b"standby_in_sync", "state_hash", b"state_hash", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

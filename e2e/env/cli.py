@@ -39,6 +39,8 @@ def setup(parts: list[str]) -> None:
     _timed("debian packages", lambda: apt.ensure(packages))
     if "kafka" in parts:
         _timed(f"kafka {versions.KAFKA} jars", kafka.install)
+    if "s3" in parts:
+        _timed("seaweedfs (the S3 store)", lambda: gobuild.ensure(("weed",)))
     if "kube" in parts:
         _timed(
             f"kubernetes {versions.KUBERNETES} + etcd {versions.ETCD} binaries",
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     setup_cmd = commands.add_parser("setup", help="install and build the real parts (idempotent)")
     setup_cmd.add_argument(
-        "--parts", default="kafka,kube", help="comma list of kafka,kube,node,cluster,argocd"
+        "--parts", default="kafka,kube", help="comma list of kafka,s3,kube,node,cluster,argocd"
     )
     commands.add_parser("up", help="run PostgreSQL, Kafka and the Kubernetes API until Ctrl-C")
     commands.add_parser("down", help="stop what an earlier `up` left running")

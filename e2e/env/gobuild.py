@@ -1,4 +1,5 @@
-"""Build Kubernetes and etcd binaries from the Go module proxy, cached by version.
+"""Build Kubernetes, etcd, Argo CD and SeaweedFS binaries from the Go module proxy, cached by
+version.
 
 `go install k8s.io/kubernetes/cmd/...@v` is refused because kubernetes' go.mod replaces
 its staging modules with local paths; the wrapper module in `go/kubernetes` pins each of
@@ -37,6 +38,8 @@ def binary(name: str) -> Path:
         directory = paths.bin_dir() / f"{name}-{GO_INSTALL[name][1]}"
     elif name == "argocd":
         directory = paths.bin_dir() / f"argocd-{versions.ARGOCD}"
+    elif name == "weed":
+        directory = paths.bin_dir() / f"seaweedfs-{versions.SEAWEEDFS}"
     else:
         version = versions.ETCD if name == "etcd" else versions.KUBERNETES
         directory = paths.bin_dir() / f"{'etcd' if name == 'etcd' else 'kubernetes'}-{version}"
@@ -84,6 +87,7 @@ def _go_install(package: str, version: str, out: Path) -> None:
 
 
 ARGOCD_MODULE = "github.com/argoproj/argo-cd/v3"
+SEAWEEDFS_PACKAGE = "github.com/seaweedfs/seaweedfs/weed"
 
 
 def _build_argocd(out: Path) -> None:
@@ -120,6 +124,8 @@ def ensure(names: tuple[str, ...]) -> dict[str, Path]:
                 _go_build(paths.GO_MODULES / "etcd", ".", out, "-s -w")
             elif name == "argocd":
                 _build_argocd(out)
+            elif name == "weed":
+                _go_build(paths.GO_MODULES / "seaweedfs", SEAWEEDFS_PACKAGE, out, "-s -w")
             else:
                 _go_build(
                     paths.GO_MODULES / "kubernetes",

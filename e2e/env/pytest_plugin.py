@@ -35,6 +35,7 @@ from e2e.env import (
     kube,
     paths,
     postgres,
+    s3,
     target,
 )
 from e2e.env.process import free_port, wait_until
@@ -134,6 +135,21 @@ def kafka_broker(run_dir: Path) -> Iterator[kafka.KafkaBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(run_dir: Path) -> Iterator[s3.S3Server]:
+    """A real S3 server (SeaweedFS) on 127.0.0.1, with the bucket `exchange-archive`; each
+    test takes its own prefix (`S3Server.settings(prefix=...)`)."""
+    if not gobuild.binary("weed").exists():
+        pytest.fail("SeaweedFS is not built: run `make setup`", pytrace=False)
+    server = s3.S3Server(run_dir)
+    try:
+        seconds = server.start()
+        print(f"\nSeaweedFS S3 ready in {seconds:.1f}s at {server.endpoint}", file=sys.stderr)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

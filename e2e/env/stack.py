@@ -1,4 +1,5 @@
-"""What `make up` runs: PostgreSQL, Kafka, the exchange's processes, optionally a Kubernetes API.
+"""What `make up` runs: PostgreSQL, Kafka, an S3 store (the matcher's archive), the exchange's
+processes, optionally a Kubernetes API.
 
 Ports come from environment variables (defaults follow the seed's local ports), data lives
 in one run directory that is kept between runs (`EXCHANGE_RUN_DIR`, default `.run/up`).
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2e.env import gobuild, kafka, kube, paths, postgres
+from e2e.env import gobuild, kafka, kube, paths, postgres, s3
 from e2e.env.gateway import GatewayProcess
 from e2e.env.ledger import LedgerProcess
 from e2e.env.matcher import MatcherProcess
@@ -38,6 +39,7 @@ class StackSettings:
     pg_port: int  # EXCHANGE_PG_PORT, default 25432 (the seed's PostgreSQL port)
     kafka_port: int  # EXCHANGE_KAFKA_PORT, default 29092 (the seed's Kafka port)
     kafka_controller_port: int  # EXCHANGE_KAFKA_CONTROLLER_PORT, default 29093
+    s3_port: int  # EXCHANGE_S3_PORT, default 29002 (the seed's object store port)
     kube_api_port: int  # EXCHANGE_KUBE_API_PORT, default 26443
     kube: bool  # EXCHANGE_UP_KUBE, default 0: also start a Kubernetes API (for operator work)
     symbol: str  # EXCHANGE_UP_SYMBOL, default BTC-USDT: the sample market
@@ -54,6 +56,7 @@ class StackSettings:
             pg_port=_port(env, "EXCHANGE_PG_PORT", 25432),
             kafka_port=_port(env, "EXCHANGE_KAFKA_PORT", 29092),
             kafka_controller_port=_port(env, "EXCHANGE_KAFKA_CONTROLLER_PORT", 29093),
+            s3_port=_port(env, "EXCHANGE_S3_PORT", 29002),
             kube_api_port=_port(env, "EXCHANGE_KUBE_API_PORT", 26443),
             kube=env.get("EXCHANGE_UP_KUBE", "0") not in ("0", "false", "no"),
             symbol=env.get("EXCHANGE_UP_SYMBOL", "BTC-USDT"),
@@ -89,6 +92,10 @@ class Stack:
         self.endpoints["Kafka bootstrap"] = broker.bootstrap
         asyncio.run(kafka.ensure_topic(broker.bootstrap, EVENTS_TOPIC, partitions=3))
         self.endpoints["Events topic"] = EVENTS_TOPIC
+        store = s3.S3Server(s.run_dir, s.s3_port)
+        self._start("s3", store, lambda: "SeaweedFS S3")
+        archive = store.settings(prefix="up")
+        self.endpoints["S3 archive"] = f"{store.endpoint}/{archive.bucket}/{archive.prefix}"
         matcher = MatcherProcess(
             s.run_dir,
             symbol=s.symbol,
@@ -100,6 +107,7 @@ class Stack:
         # One catalogue entry drives both: the matcher's lot and tick are the gateway's.
         market = gateway_market(s.symbol, matcher.target)
         matcher.extra_env.update(market.matcher_env())
+        matcher.extra_env.update(archive.env("MATCHER_ARCHIVE"))
         self._start(f"matcher {s.symbol}", matcher, lambda: "exchange matcher")
         self.endpoints[f"Matcher {s.symbol}"] = f"grpc://{matcher.target}"
         self.endpoints["Matcher ops"] = f"http://127.0.0.1:{s.matcher_http_port}/metrics"

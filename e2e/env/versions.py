@@ -40,6 +40,10 @@ with its own `replace` block (`e2e/env/go/argocd`): what syncs `gitops/` in the 
 ARGOCD_DEBIAN_PACKAGES: Final = ("redis-server", "git")
 """Argo CD's cache (Redis 7.0) and the git its repo server runs and `git daemon` serves."""
 
+SEAWEEDFS: Final = "v0.0.0-20261109003541-7506e5f91cd6"
+"""SeaweedFS 4.53 (`weed`), built from the module proxy through a wrapper module with its
+`replace` line (`e2e/env/go/seaweedfs`): the S3 store of the archive and the backups."""
+
 PAUSE: Final = "3.10"
 """Tag of the locally built pause image (a static C binary, see `e2e/env/pause/pause.c`)."""
 

@@ -1,25 +1,33 @@
 """`python -m workloads.matcher` (console script `exchange-matcher`): one market's matcher.
 
-Start: recover (snapshot + WAL tail, hash-checked) while reading the highest seq of the
+Start: on an empty volume with an archive configured, restore from the archive first
+(`restore.py`); recover (snapshot + WAL tail, hash-checked) while reading the highest seq of the
 market already in the events topic; if the recovered seq is below it, refuse to serve
 (`refusal.py`): a published seq is never reused. Otherwise take a new epoch, write
 EpochStarted, then serve gRPC, the ops HTTP endpoints and the outbox. SIGTERM or SIGINT:
 stop accepting, flush the WAL, write a snapshot, let the outbox catch up briefly, exit 0.
 If the outbox finds Kafka ahead of the log later (a commit the start-up read could not see
 yet), the matcher stops and exits 1; the next start refuses.
+
+`python -m workloads.matcher restore --to-seq N [--data-dir DIR]` restores the market from
+its archive up to seq N into DIR for inspection (a snapshot there), and prints what it
+restored; it serves nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -30,8 +38,10 @@ from prometheus_client import Histogram
 from contracts.v1 import matcher_pb2, replication_pb2_grpc
 from workloads.common import logs, ops_http
 from workloads.common.channels import SERVER_OPTIONS
+from workloads.common.objectstore import open_store
 from workloads.matcher import engine as e
-from workloads.matcher import roles, snapshot
+from workloads.matcher import roles, snapshot, wal
+from workloads.matcher.archive import Archiver
 from workloads.matcher.engine import Engine
 from workloads.matcher.epoch import FileEpoch
 from workloads.matcher.lease import LeaseEpoch, LeaseLost
@@ -39,6 +49,7 @@ from workloads.matcher.outbox import EncodedEvents, Outbox, PublishedAhead, WalG
 from workloads.matcher.recovery import Recovered, RecoveryError, recover
 from workloads.matcher.refusal import StatusOnlyService, StatusServer, engine_status, refuse
 from workloads.matcher.replication import Replication
+from workloads.matcher.restore import RestoreError, restore
 from workloads.matcher.sequencer import Sequencer, tune_runtime
 from workloads.matcher.service import SERVICE_NAME, MatcherService, add_to_server
 from workloads.matcher.settings import MatcherSettings, SettingsError
@@ -237,9 +248,32 @@ async def _settle(
     return engine, epoch, last_epoch, snapshot_seq
 
 
+def _empty_volume(settings: MatcherSettings) -> bool:
+    """No snapshot and no WAL record here: a new market, or a volume lost."""
+    data_dir = settings.data_dir
+    return snapshot.latest_path(data_dir / "snapshots") is None and not any(
+        path.stat().st_size for path in wal.segments(data_dir / "wal")
+    )
+
+
+async def _restore_if_empty(settings: MatcherSettings, startup: Startup) -> None:
+    """An empty volume with an archive: take the market's state from the archive before
+    recovering (nothing archived: a new market, it starts empty)."""
+    if settings.archive is None or not _empty_volume(settings):
+        return
+    startup.why = "restoring from the archive"
+    store = open_store(settings.archive, timeout=30)
+    restored = await asyncio.to_thread(restore, store, settings.spec, settings.data_dir)
+    if restored is not None:
+        seconds = round(restored.seconds, 3)
+        log.info("the empty volume was restored from the archive",
+                 extra={"seq": restored.engine.seq, "seconds": seconds})  # fmt: skip
+
+
 async def _serve(settings: MatcherSettings, startup: Startup) -> None:
     spec = settings.spec
     fencing = _fencing(settings)
+    await _restore_if_empty(settings, startup)
     if isinstance(fencing, LeaseEpoch):
         startup.why = "recovering"
         recovered = await asyncio.to_thread(recover, spec, settings.data_dir)
@@ -311,10 +345,24 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
     def published() -> int:
         return outbox.published_seq if outbox is not None else 0
 
+    archiver: Archiver | None = None
+    archive_task: asyncio.Task[None] | None = None
+    if settings.archive is not None:
+        archiver = Archiver(
+            open_store(settings.archive),
+            spec.symbol,
+            settings.data_dir,
+            sequencer.seal,
+            keep_snapshots=settings.archive_keep_snapshots,
+            seal_after=settings.archive_seal_after,
+        )
+        archive_task = asyncio.create_task(archiver.run(), name="archive")
+
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", 8 << 20), *SERVER_OPTIONS]
     )
     service = MatcherService(spec, sequencer, published, encoded)
+    service.archiver = archiver
     add_to_server(service, server)
     if replication is not None:
         service.replication = replication
@@ -347,6 +395,8 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
             keep = published() if outbox is not None else sequencer.durable_seq
             if replication is not None and replication.needed_from is not None:
                 keep = min(keep, replication.needed_from - 1)  # a standby catching up
+            if archiver is not None and (unarchived := archiver.unarchived_from()) is not None:
+                keep = min(keep, unarchived - 1)  # never prune what is not archived
             removed = await sequencer.compact(keep)
             if removed:
                 log.info("WAL segments removed", extra={"count": removed})
@@ -397,6 +447,12 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
         outbox_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await outbox_task
+    if archiver is not None and archive_task is not None:
+        archive_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await archive_task
+        with contextlib.suppress(TimeoutError):  # the open segment too: a restore finds all
+            await asyncio.wait_for(archiver.drain(), timeout=5)
     if keeper is not None and isinstance(fencing, LeaseEpoch):
         keeper.cancel()
         await fencing.release()  # after the last publish: the standby may lead at once
@@ -413,17 +469,46 @@ async def _drained(outbox: Outbox) -> None:
         await asyncio.sleep(0.05)
 
 
+def restore_command(settings: MatcherSettings, argv: list[str]) -> None:
+    """`restore --to-seq N [--data-dir DIR]`: the market from its archive, for inspection."""
+    parser = argparse.ArgumentParser(prog="python -m workloads.matcher restore")
+    parser.add_argument("--to-seq", type=int, default=None, help="the last seq to restore")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="the snapshot goes here (default: <data dir>-restored)")  # fmt: skip
+    args = parser.parse_args(argv)
+    if settings.archive is None:
+        sys.exit("matcher restore: MATCHER_ARCHIVE_ENDPOINT is not set")
+    target = args.data_dir or settings.data_dir.with_name(settings.data_dir.name + "-restored")
+    try:
+        restored = restore(open_store(settings.archive, timeout=30), settings.spec, target,
+                           args.to_seq)  # fmt: skip
+    except RestoreError as exc:
+        sys.exit(f"matcher restore: {exc}")
+    if restored is None:
+        sys.exit(f"matcher restore: nothing is archived for {settings.spec.symbol}")
+    engine = restored.engine
+    print(json.dumps({
+        "symbol": settings.spec.symbol, "seq": engine.seq,
+        "state_hash": f"{engine.state_hash & ((1 << 64) - 1):016x}",
+        "snapshot_seq": restored.snapshot_seq, "segments": restored.segments,
+        "seconds": round(restored.seconds, 3), "data_dir": str(target),
+    }))  # fmt: skip
+
+
 def main() -> None:
     logs.configure("matcher")
     try:
         settings = MatcherSettings.from_env()
     except SettingsError as exc:
         sys.exit(f"matcher: invalid setting: {exc}")
+    if sys.argv[1:2] == ["restore"]:
+        restore_command(settings, sys.argv[2:])
+        return
     try:
         import uvloop
 
         uvloop.run(serve(settings))
-    except (RecoveryError, WalCorruption) as exc:
+    except (RecoveryError, WalCorruption, RestoreError) as exc:
         log.critical("refusing to start", extra={"why": str(exc)})
         sys.exit(f"matcher: refusing to start: {exc}")
     except (PublishedAhead, WalGap, LeaseLost, Diverged) as exc:

@@ -527,6 +527,14 @@ class Sequencer:
         removed = await self._run_in_wal_thread(self.writer.remove_before, keep_from)
         return len(removed)
 
+    async def seal(self) -> bool:
+        """Seal the WAL's current segment (for the archive). The rotation is queued behind
+        every group handed to the WAL thread so far, so the new segment starts exactly at
+        the next group's first seq."""
+        if self.failed is not None:
+            return False
+        return await self._run_in_wal_thread(self.writer.rotate, self._pending_first)
+
     async def _run_in_wal_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Blocking WAL-directory work, in order with the writes (never beside a rotation)."""
         assert self._thread is not None, "start() the sequencer first"

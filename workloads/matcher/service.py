@@ -18,6 +18,7 @@ from prometheus_client import Counter
 from contracts.v1 import common_pb2, funding_pb2, matcher_pb2, matcher_pb2_grpc
 from workloads.matcher import codec
 from workloads.matcher import engine as e
+from workloads.matcher.archive import Archiver
 from workloads.matcher.outbox import EncodedEvents
 from workloads.matcher.replication import Replication
 from workloads.matcher.sequencer import Executed, NotLeader, Result, Sequencer, SequencerFailed
@@ -50,6 +51,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         self.encoder = codec.EventEncoder(spec)
         self.encoded = encoded
         self.replication: Replication | None = None
+        self.archiver: Archiver | None = None
         """The leader's replication to its standby, when it has one (for GetStatus)."""
 
     # ------------------------------------------------------------------ helpers
@@ -232,6 +234,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         engine = sequencer.engine
         published = self.published_seq()
         replication = self.replication
+        archive = self.archiver.status() if self.archiver is not None else None
         return matcher_pb2.MatcherStatus(
             symbol=self.spec.symbol,
             seq=engine.seq,
@@ -247,6 +250,10 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             standby_in_sync=replication is not None and replication.in_sync,
             replication_lag=replication.lag if replication is not None else 0,
             committed_seq=sequencer.committed_seq,
+            archive_enabled=archive is not None,
+            archive_last_seq=archive.last_seq if archive else 0,
+            archive_lag_seconds=archive.lag_seconds if archive else 0.0,
+            archive_last_error=archive.last_error if archive else "",
         )
 
     async def GetReservations(

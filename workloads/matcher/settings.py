@@ -29,6 +29,11 @@
 | MATCHER_REPLICATION_SYNC_TIMEOUT_MS | 1000 | a standby this late to acknowledge is out of sync |
 | MATCHER_LABEL_POD | false | label its own pod `exchange.io/role` (the Service picks the leader) |
 | KUBECONFIG | (in-cluster) | the API server outside a pod (tests) |
+| MATCHER_ARCHIVE_ENDPOINT | (empty: no archive) | the archive's S3 store (`archive.py`) |
+| MATCHER_ARCHIVE_BUCKET, _PREFIX, _REGION | -, "", us-east-1 | see `common/objectstore.py` |
+| AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY | - | the store's credentials |
+| MATCHER_ARCHIVE_SEAL_SECONDS | 60 | seal a segment holding unarchived commands this long |
+| MATCHER_ARCHIVE_KEEP_SNAPSHOTS | 3 | archived snapshots kept (+ segments after the oldest) |
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workloads.common.objectstore import ObjectStoreConfigError, ObjectStoreSettings
 from workloads.matcher.lease import LeaseTiming
 from workloads.matcher.sequencer import SequencerSettings
 from workloads.matcher.spec import MarketSpec, SpecError
@@ -71,6 +77,9 @@ class MatcherSettings:
     replication_sync_timeout: float = 1.0
     """Seconds an in-sync standby may be late with an acknowledgement before the leader
     commits without it: the longest a reply waits for a standby that is gone."""
+    archive: ObjectStoreSettings | None = None
+    archive_seal_after: float = 60.0
+    archive_keep_snapshots: int = 3
 
     def peer_address(self, pod: str) -> str:
         """Where the instance `pod` serves gRPC (its replication stream)."""
@@ -96,6 +105,10 @@ class MatcherSettings:
                 raise SettingsError(f"{name}={value} must be at least {low}")
             return value
 
+        try:
+            archive = ObjectStoreSettings.from_env("MATCHER_ARCHIVE", env)
+        except ObjectStoreConfigError as exc:
+            raise SettingsError(str(exc)) from None
         return cls(
             spec=spec,
             data_dir=Path(env.get("MATCHER_DATA_DIR", f".run/matcher/{spec.symbol}")),
@@ -123,6 +136,9 @@ class MatcherSettings:
             peers=_peers(env.get("MATCHER_PEERS", "")),
             replication_sync_timeout=integer("MATCHER_REPLICATION_SYNC_TIMEOUT_MS", 1000, 10)
             / 1000,
+            archive=archive,
+            archive_seal_after=float(integer("MATCHER_ARCHIVE_SEAL_SECONDS", 60, 1)),
+            archive_keep_snapshots=integer("MATCHER_ARCHIVE_KEEP_SNAPSHOTS", 3, 1),
         )
 
 

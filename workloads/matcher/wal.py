@@ -181,6 +181,19 @@ class WalWriter:
             view = view[written:]
         self._size += len(record)
 
+    def rotate(self, next_seq: int) -> bool:
+        """Seal the current segment when it holds records (the archive takes sealed ones):
+        fsync and close it, and open `<next_seq>.wal`, where the next record will start."""
+        if self._size == 0:
+            return False
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self.path = self.directory / segment_name(next_seq)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = 0
+        fsync_dir(self.directory)
+        return True
+
     def sync(self) -> None:
         """Make every record written so far durable. fdatasync suffices for an append-only
         log (it flushes the size with the data) and skips the timestamp updates."""
