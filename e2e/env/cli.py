@@ -10,6 +10,9 @@ cluster-down    removes it: pods, processes, mounts, bridge, iptables rules.
 cluster-status  shows its processes and whether the node is Ready.
 image           builds the project's image and loads it into the running cluster.
 argocd-up       runs Argo CD beside the running cluster, syncing gitops/'s dev environment.
+pg-restore      restores `up`'s PostgreSQL from its S3 backups into a fresh directory, to a
+                point in time (--to) or to the end of the archive (with `up` stopped: it
+                starts `up`'s S3 store for the time of the restore).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from e2e.env import apt, clustercli, gobuild, images, kafka, versions
+from e2e.env import apt, clustercli, gobuild, images, kafka, pgbackup, postgres, s3, versions
+from e2e.env.pgbackup import PgArchive
 from e2e.env.process import stop_from_pid_files
-from e2e.env.stack import Stack, StackSettings
+from e2e.env.stack import UP_PG_PREFIX, Stack, StackSettings
 
 
 def _timed(step: str, action: Callable[[], object]) -> None:
@@ -41,6 +46,7 @@ def setup(parts: list[str]) -> None:
         _timed(f"kafka {versions.KAFKA} jars", kafka.install)
     if "s3" in parts:
         _timed("seaweedfs (the S3 store)", lambda: gobuild.ensure(("weed",)))
+        _timed("barman-cloud (PostgreSQL's backups)", pgbackup.ensure_installed)
     if "kube" in parts:
         _timed(
             f"kubernetes {versions.KUBERNETES} + etcd {versions.ETCD} binaries",
@@ -88,6 +94,22 @@ def down() -> None:
     print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
+def pg_restore(data_dir: Path, target_time: str | None) -> None:
+    """`up`'s database from its base backups and WAL archive (`pgbackup.PgArchive.restore`),
+    with `up`'s S3 store running for the time of the restore."""
+    settings = StackSettings.from_env()
+    store = s3.S3Server(settings.run_dir, settings.s3_port)
+    store.start()
+    try:
+        archive = PgArchive(store.settings(prefix=UP_PG_PREFIX))
+        used = archive.restore(data_dir, target_time, owner=postgres.server_user())
+    finally:
+        store.stop()
+    until = f"to {target_time}" if target_time else "to its end"
+    print(f"restored base backup {used} into {data_dir}; on its start PostgreSQL replays the "
+          f"archived WAL {until} and promotes")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m e2e.env",
@@ -102,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("up", help="run PostgreSQL, Kafka and the Kubernetes API until Ctrl-C")
     commands.add_parser("down", help="stop what an earlier `up` left running")
     commands.add_parser("versions", help="print the pinned versions")
+    restore_cmd = commands.add_parser("pg-restore", help="restore up's PostgreSQL from S3")
+    restore_cmd.add_argument("--to", default=None, help="target time, e.g. '2026-12-07 18:00+00'")
+    restore_cmd.add_argument("--data-dir", required=True, type=Path, help="a fresh directory")
     clustercli.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command.startswith("cluster-") or args.command in ("image", "argocd-up"):
@@ -112,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         up()
     elif args.command == "down":
         down()
+    elif args.command == "pg-restore":
+        pg_restore(args.data_dir, args.to)
     else:
         for name in ("KUBERNETES", "ETCD", "KAFKA", "LOG4J", "POSTGRES_MAJOR", "COREDNS"):
             print(f"{name.lower()}: {getattr(versions, name)}")

@@ -1,4 +1,6 @@
-"""PostgreSQL and Kafka on the host for the cluster's pods, published as a ConfigMap.
+"""PostgreSQL, Kafka and an S3 store on the host for the cluster's pods; PostgreSQL's and
+Kafka's addresses are published as a ConfigMap (the archive's store is named in a Market's
+spec, as a platform team would name theirs).
 
 They listen on the cluster's bridge address, which pods reach directly (it is their
 gateway) and host processes too (it is a local address). Pods learn where they are from
@@ -10,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2e.env import kafka, postgres
+from e2e.env import kafka, postgres, s3
 from e2e.env.cluster import Cluster
 from e2e.env.process import free_port
+from workloads.common.objectstore import ObjectStoreSettings
 
 CONFIG_MAP = "exchange-host-services"
 """The ConfigMap's name, the same in every namespace it is published to."""
@@ -27,6 +30,7 @@ class HostServices:
     pg_port: int = field(default_factory=free_port)
     kafka_port: int = field(default_factory=free_port)
     kafka_controller_port: int = field(default_factory=free_port)
+    s3_port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
         address = self.cluster.address
@@ -45,15 +49,21 @@ class HostServices:
             host=address,
             die_with_parent=not daemon,
         )
+        self.s3 = s3.S3Server(self.run_dir, self.s3_port, host=address, die_with_parent=not daemon)
 
     def start(self) -> dict[str, float]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o755)
-        return {"postgres": self.postgres.start(), "kafka": self.kafka.start()}
+        return {
+            "postgres": self.postgres.start(),
+            "kafka": self.kafka.start(),
+            "s3": self.s3.start(),
+        }
 
     def stop(self) -> None:
         self.kafka.stop()
-        self.postgres.stop()
+        self.postgres.stop()  # before the store: its WAL archiver would hang on a store gone
+        self.s3.stop()
 
     def endpoints(self) -> dict[str, str]:
         """The ConfigMap's data: environment variable names for the workloads."""
@@ -63,6 +73,9 @@ class HostServices:
             "EXCHANGE_PG_DSN": self.postgres.dsn,
             "EXCHANGE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
         }
+
+    def archive(self, prefix: str) -> ObjectStoreSettings:
+        return self.s3.settings(prefix=prefix)
 
     def publish(self, namespace: str) -> None:
         """Write (server-side apply) the ConfigMap into `namespace`."""

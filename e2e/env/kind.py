@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ from e2e.env import gobuild, images, kafka, paths, postgres
 from e2e.env.helm import CHART, helm
 from e2e.env.hostservices import config_map
 from e2e.env.process import wait_until
+from e2e.env.s3 import S3Server
 from e2e.env.target import TARGET_ENV
+from workloads.common.objectstore import ObjectStoreSettings
 
 NAME = "exchange"
 NODE = f"{NAME}-control-plane"
@@ -106,28 +108,32 @@ class KindCluster:
 
 @dataclass
 class KindServices:
-    """PostgreSQL and Kafka at the kind network's gateway, as a `target.Services`."""
+    """PostgreSQL, Kafka and S3 at the kind network's gateway, as a `target.Services`."""
 
     cluster: KindCluster
     endpoints_: dict[str, str]
+    s3_endpoint: str
 
     def endpoints(self) -> dict[str, str]:
         return dict(self.endpoints_)
+
+    def archive(self, prefix: str) -> ObjectStoreSettings:
+        return replace(S3Server(RUN_DIR).settings(prefix=prefix), endpoint=self.s3_endpoint)
 
     def publish(self, namespace: str) -> None:
         self.cluster.apply(config_map(namespace, self.endpoints_))
 
 
-def write_target(path: Path, kubeconfig: Path, endpoints: dict[str, str]) -> None:
+def write_target(path: Path, kubeconfig: Path, endpoints: dict[str, str], s3: str) -> None:
     path.write_text(json.dumps({"kubeconfig": str(kubeconfig), "node": NODE,
-                                "endpoints": endpoints}, indent=1))  # fmt: skip
+                                "endpoints": endpoints, "s3": s3}, indent=1))  # fmt: skip
 
 
 def load_target(path: Path) -> tuple[KindCluster, KindServices]:
     """What `TARGET_ENV` names: the pytest fixture `kube_target` runs the scenarios on it."""
     found = json.loads(path.read_text())
     cluster = KindCluster(Path(found["kubeconfig"]), found["node"])
-    return cluster, KindServices(cluster, found["endpoints"])
+    return cluster, KindServices(cluster, found["endpoints"], found["s3"])
 
 
 def routes(node_ip: str) -> list[list[str]]:
@@ -177,8 +183,10 @@ def run() -> int:
         run_dir, 25433, host=gateway, trusted_networks=(subnet,), die_with_parent=False
     )
     broker = kafka.KafkaBroker(run_dir, 29094, 29095, host=gateway, die_with_parent=False)
+    store = S3Server(run_dir, 29012, host=gateway, die_with_parent=False)
     pg.start()
     broker.start()
+    store.start()
     endpoints = {
         "EXCHANGE_PG_HOST": pg.host,
         "EXCHANGE_PG_PORT": str(pg.port),
@@ -211,7 +219,7 @@ def run() -> int:
     kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s")
 
     target = run_dir / "target.json"
-    write_target(target, kubeconfig, endpoints)
+    write_target(target, kubeconfig, endpoints, store.endpoint)
     print(f"kind: the operator's scenarios ({SCENARIOS}) on the kind cluster", flush=True)
     scenarios = subprocess.run(
         [sys.executable, "-m", "pytest", SCENARIOS, "-p", "no:cacheprovider", "-v"],

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e2e.env import versions
+from e2e.env.pgbackup import PgArchive
 from e2e.env.process import ManagedProcess, port_open
 
 PG_USER = "exchange-pg"
@@ -37,7 +38,7 @@ def version() -> str:
     return out.stdout.strip()
 
 
-def _server_user() -> str | None:
+def server_user() -> str | None:
     if os.geteuid() != 0:
         return None
     try:
@@ -64,6 +65,8 @@ class PostgresServer:
     """Client networks besides loopback allowed in (trust auth), e.g. the cluster's pods."""
     die_with_parent: bool = True
     """Off when the server outlives its launcher (`make cluster-up`)."""
+    archive: PgArchive | None = None
+    """Archive every WAL segment to this store (and take base backups there)."""
 
     def __post_init__(self) -> None:
         self.data_dir = self.run_dir / "postgres"
@@ -74,7 +77,7 @@ class PostgresServer:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/postgres"
 
     def start(self, timeout: float = 60.0) -> float:
-        user = _server_user()
+        user = server_user()
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(user)
         self._allow_networks()
@@ -88,11 +91,14 @@ class PostgresServer:
             "-c", "max_connections=200",
             "-c", "shared_buffers=128MB",
             "-c", f"fsync={'on' if self.durable else 'off'}",
-            "-c", f"full_page_writes={'on' if self.durable else 'off'}",
+            "-c", f"full_page_writes={'on' if self.durable or self.archive else 'off'}",
+            *(self.archive.archive_settings() if self.archive else ()),
         ]  # fmt: skip
+        env = {**os.environ, **(self.archive.env() if self.archive else {})}
         self.process = ManagedProcess(
-            "postgres", argv, self.run_dir, user=user, die_with_parent=self.die_with_parent
-        )
+            "postgres", argv, self.run_dir, env=env, user=user,
+            die_with_parent=self.die_with_parent,
+        )  # fmt: skip
         self.process.start()
         return self.process.wait_ready(self._accepts_connections, timeout)
 

@@ -28,7 +28,8 @@ REGION = "us-east-1"
 
 @dataclass
 class S3Server:
-    """SeaweedFS serving S3 at `http://host:port`, data and logs in `run_dir/s3`."""
+    """SeaweedFS serving S3 at `http://host:port`: data and its own logs in `run_dir/s3`,
+    its pid file and stdout in `run_dir` (as PostgreSQL's and Kafka's)."""
 
     run_dir: Path
     port: int = field(default_factory=free_port)
@@ -67,8 +68,8 @@ class S3Server:
             *(f"-{name}={port}" for name, port in ports.items()),
         ]  # fmt: skip
         env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-        self.process = ManagedProcess(
-            "seaweedfs", argv, self.home, env={**os.environ, **env},
+        self.process = ManagedProcess(  # pid file and log beside the other parts'
+            "seaweedfs", argv, self.run_dir, env={**os.environ, **env},
             die_with_parent=self.die_with_parent,
         )  # fmt: skip
         self.process.start()

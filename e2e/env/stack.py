@@ -18,10 +18,13 @@ from e2e.env import gobuild, kafka, kube, paths, postgres, s3
 from e2e.env.gateway import GatewayProcess
 from e2e.env.ledger import LedgerProcess
 from e2e.env.matcher import MatcherProcess
+from e2e.env.pgbackup import BackupSchedule, PgArchive
 from e2e.env.process import Part
 from workloads.gateway.markets import Market, catalogue_json
 
 EVENTS_TOPIC = "core.events.v1"
+UP_PG_PREFIX = "up-postgres"
+"""Where `make up`'s PostgreSQL archives its WAL and base backups, in the S3 store."""
 DEMO_KEY, DEMO_SECRET = "demo", "demo-secret"  # EDGE_API_SECRETS default of `make up`
 
 
@@ -79,23 +82,26 @@ class Stack:
     settings: StackSettings
     parts: list[Part] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)
+    backups: BackupSchedule | None = None
 
     def start(self) -> None:
         s = self.settings
         s.run_dir.mkdir(parents=True, exist_ok=True)
         s.run_dir.chmod(0o755)
-        pg = postgres.PostgresServer(s.run_dir, s.pg_port, durable=True)
+        store = s3.S3Server(s.run_dir, s.s3_port)
+        self._start("s3", store, lambda: "SeaweedFS S3")
+        archive = store.settings(prefix="up")
+        self.endpoints["S3 archive"] = f"{store.endpoint}/{archive.bucket}/{archive.prefix}"
+        pg_archive = PgArchive(store.settings(prefix=UP_PG_PREFIX))
+        pg = postgres.PostgresServer(s.run_dir, s.pg_port, durable=True, archive=pg_archive)
         self._start("postgres", pg, postgres.version)
         self.endpoints["PostgreSQL"] = pg.dsn
+        self.endpoints["PostgreSQL backups"] = f"{pg_archive.url}/{pg_archive.server}"
         broker = kafka.KafkaBroker(s.run_dir, s.kafka_port, s.kafka_controller_port)
         self._start("kafka", broker, kafka.version)
         self.endpoints["Kafka bootstrap"] = broker.bootstrap
         asyncio.run(kafka.ensure_topic(broker.bootstrap, EVENTS_TOPIC, partitions=3))
         self.endpoints["Events topic"] = EVENTS_TOPIC
-        store = s3.S3Server(s.run_dir, s.s3_port)
-        self._start("s3", store, lambda: "SeaweedFS S3")
-        archive = store.settings(prefix="up")
-        self.endpoints["S3 archive"] = f"{store.endpoint}/{archive.bucket}/{archive.prefix}"
         matcher = MatcherProcess(
             s.run_dir,
             symbol=s.symbol,
@@ -134,6 +140,13 @@ class Stack:
             api_secrets=os.environ.get("EDGE_API_SECRETS", f"{DEMO_KEY}:{DEMO_SECRET}"),
         )
         self._start("gateway", gateway, lambda: "exchange gateway")
+        # Base backups once the ledger has migrated its schema: now, then every
+        # EXCHANGE_PG_BACKUP_HOURS (the WAL archive covers the time between).
+        hours = float(os.environ.get("EXCHANGE_PG_BACKUP_HOURS", "24"))
+        self.backups = BackupSchedule(
+            pg_archive, pg.host, pg.port, postgres.SUPERUSER, hours * 3600
+        )
+        self.backups.start()
         self.endpoints["Gateway REST/WS"] = gateway.url
         self.endpoints["First signed order"] = (
             f"{sys.executable} -m workloads.gateway.example_client --url {gateway.url}"
@@ -157,6 +170,8 @@ class Stack:
         print(f"{name}: {version()} ready in {took:.1f}s", file=sys.stderr)
 
     def stop(self) -> None:
+        if self.backups is not None:
+            self.backups.stop()
         for part in reversed(self.parts):
             part.stop()
         self.parts.clear()

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from workloads.common.objectstore import ObjectStoreSettings
+
 TARGET_ENV = "EXCHANGE_E2E_KIND_TARGET"
 """A kind target's description (`kind.write_target`); unset: the local cluster."""
 
@@ -34,8 +36,12 @@ class Node(Protocol):
 
 
 class Services(Protocol):
-    """PostgreSQL and Kafka where the venue's pods reach them."""
+    """PostgreSQL, Kafka and an S3 store where the venue's pods reach them."""
 
     def endpoints(self) -> dict[str, str]: ...
 
     def publish(self, namespace: str) -> None: ...
+
+    def archive(self, prefix: str) -> ObjectStoreSettings:
+        """The S3 store (its first bucket), for a Market's spec.archive and for checks."""
+        ...

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -40,10 +44,11 @@ from e2e.drills.traders import Trader
 from e2e.env import images
 from e2e.env.process import wait_until
 from e2e.env.target import Node, Services
+from workloads.common.objectstore import ObjectStoreSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
-BTC, ETH = "btc-usdt", "eth-usdt"
+BTC, ETH, SOL = "btc-usdt", "eth-usdt", "sol-usdt"
 FAST_LEDGER = {
     "LEDGER_RECONCILIATION_LAG_GRACE_MS": "3000",
     "LEDGER_RECONCILIATION_INTERVAL_MS": "1000",
@@ -442,6 +447,118 @@ def _all_updated(
         )
 
     venue.wait(done, what, timeout=240)
+
+
+async def test_a_market_whose_volume_is_lost_comes_back_from_its_archive(
+    venue: KubeVenue, http: aiohttp.ClientSession
+) -> None:
+    """A third Market, one matcher instance (no standby), archiving to the S3 store: its PVC
+    and pod are deleted; the operator's StatefulSet recreates them on an empty volume, the
+    matcher restores from the archive to the same state hash, and trading resumes. The
+    Market is deleted at the end (the venue goes back to two)."""
+    archive = venue.services.archive(prefix=venue.namespace)
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "archive-credentials", "namespace": venue.namespace},
+              "stringData": {"AWS_ACCESS_KEY_ID": archive.access_key_id,
+                             "AWS_SECRET_ACCESS_KEY": archive.secret_access_key}}  # fmt: skip
+    venue.apply(secret)
+    venue.apply_market(SOL, "SOL-USDT", matcher={"replicas": 1}, archive={
+        "endpoint": archive.endpoint, "bucket": archive.bucket,
+        "credentialsSecretRef": {"name": "archive-credentials"}, "sealSeconds": 1,
+    })  # fmt: skip
+    await asyncio.to_thread(venue.wait_market, SOL, ready, "Ready", 180)
+    await asyncio.to_thread(_gateways_know, venue, "SOL-USDT")
+    seller, buyer = await traders(venue, http, 2)
+
+    async def cross() -> None:
+        sold = await seller.place("SOL-USDT", "SELL", "150.00", "1.0000")
+        assert sold.status == 201, sold.body
+        bought = await buyer.place("SOL-USDT", "BUY", "150.00", "1.0000")
+        assert bought.status == 201 and bought.body["status"] == "FILLED", bought.body
+
+    for _ in range(5):
+        await cross()
+
+    def all_archived(m: dict[str, Any]) -> bool:
+        archived_seq = (m["status"].get("archive") or {}).get("lastSeq")
+        return bool(archived_seq == m["status"]["matcher"]["seq"])
+
+    archived = await asyncio.to_thread(venue.wait_market, SOL, all_archived, "all archived", 60)
+    seq, state_hash = (archived["status"]["matcher"][k] for k in ("seq", "stateHash"))
+    epoch = archived["status"]["fencing"]["epoch"]
+    venue.markets("SOL-USDT archived")
+
+    pod = f"matcher-{SOL}-0"
+    await asyncio.to_thread(lose_volume, venue, pod)
+    back = await asyncio.to_thread(
+        venue.wait_market, SOL,
+        lambda m: ready(m) and m["status"]["fencing"]["epoch"] > epoch, "back on a new volume", 180,
+    )  # fmt: skip
+    venue.markets("SOL-USDT restored from its archive")
+    assert back["status"]["matcher"]["seq"] == seq + 1  # all of it, then EpochStarted
+    log = venue.kubectl("logs", "-n", venue.namespace, pod)
+    assert "the empty volume was restored from the archive" in log
+    # The archive, read from outside the cluster, reaches the state hash the market had.
+    restored = await asyncio.to_thread(restore_point, archive, "SOL-USDT", seq)
+    assert restored["state_hash"] == state_hash
+    await cross()  # trading resumes
+
+    venue.kubectl("delete", "market", SOL, "-n", venue.namespace)
+    for child in children_of(venue, SOL):
+        await asyncio.to_thread(collected, venue, child)
+
+
+def lose_volume(venue: KubeVenue, pod: str) -> None:
+    """Delete the pod's PVC and the pod, as a lost node or an operator's mistake would;
+    the StatefulSet recreates both (a pod recreated while its old claim was still being
+    deleted is deleted once more, so that the controller makes a new claim)."""
+    claim = f"data-{pod}"
+    old = venue.get(f"pvc/{claim}")["metadata"]["uid"]
+    venue.kubectl("delete", "pvc", claim, "-n", venue.namespace, "--wait=false")
+    venue.kubectl("delete", "pod", pod, "-n", venue.namespace)
+
+    def new_claim_bound() -> bool:
+        found = json.loads(venue.kubectl("get", "pvc", claim, "-n", venue.namespace, "-o", "json",
+                                         check=False) or "{}")  # fmt: skip
+        if found.get("metadata", {}).get("uid") not in (None, old):
+            return bool(found["status"].get("phase") == "Bound")
+        if not found and venue.exists(f"pod/{pod}"):
+            venue.kubectl("delete", "pod", pod, "-n", venue.namespace, "--wait=false")
+        return False
+
+    venue.wait(new_claim_bound, f"a new volume for {pod}", timeout=120)
+
+
+def restore_point(archive: ObjectStoreSettings, symbol: str, seq: int) -> dict[str, Any]:
+    """`python -m workloads.matcher restore --to-seq` on this host, against the same store."""
+    with tempfile.TemporaryDirectory() as scratch:
+        done = subprocess.run(
+            [sys.executable, "-m", "workloads.matcher", "restore", "--to-seq", str(seq),
+             "--data-dir", scratch],
+            env={**os.environ, "MATCHER_MARKET_SYMBOL": symbol, **archive.env("MATCHER_ARCHIVE")},
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found: dict[str, Any] = json.loads(done.stdout)
+    return found
+
+
+def _gateways_know(venue: KubeVenue, symbol: str) -> None:
+    """Every gateway replica serves `symbol` (the catalogue changed: they rolled)."""
+
+    def rolled() -> bool:
+        found = venue.get("deployment/gateway")
+        env = found["spec"]["template"]["spec"]["containers"][0]["env"]
+        catalogue = next(e["value"] for e in env if e["name"] == "EDGE_MARKETS")
+        status = found["status"]
+        return symbol in catalogue and (
+            status.get("updatedReplicas")
+            == status.get("replicas")
+            == status.get("availableReplicas")
+            and status.get("observedGeneration") == found["metadata"]["generation"]
+        )
+
+    venue.wait(rolled, f"the gateways serving {symbol}", timeout=180)
 
 
 def test_deleting_the_markets_collects_their_children_and_then_the_venue(venue: KubeVenue) -> None:

@@ -5,6 +5,7 @@ NetworkPolicy. The operator applies them server-side under one field manager."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from exchange_operator.model import (
     IMAGE_USER,
@@ -68,8 +69,56 @@ def market_children(
         peers_service(ref, namespace),
         statefulset(ref, namespace, settings),
         disruption_budget(ref, namespace),
-        network_policy(ref, namespace, settings, egress),
+        network_policy(ref, namespace, settings, [*egress, *archive_egress(ref)]),
     ]
+
+
+def endpoint_egress(*addresses: str) -> list[Manifest]:
+    """Egress rules to `host:port` addresses (an IP host becomes an ipBlock)."""
+    rules = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not port.isdigit():
+            continue
+        rule: Manifest = {"ports": [{"protocol": "TCP", "port": int(port)}]}
+        if host.replace(".", "").isdigit():
+            rule["to"] = [{"ipBlock": {"cidr": f"{host}/32"}}]
+        rules.append(rule)
+    return rules
+
+
+def archive_env(ref: MarketRef, namespace: str) -> list[Manifest]:
+    """The matcher's `MATCHER_ARCHIVE_*` variables and its credentials from the Secret that
+    spec.archive.credentialsSecretRef names (none without an archive)."""
+    archive = ref.spec.archive
+    if archive is None:
+        return []
+    values = {
+        "MATCHER_ARCHIVE_ENDPOINT": archive.endpoint,
+        "MATCHER_ARCHIVE_BUCKET": archive.bucket,
+        "MATCHER_ARCHIVE_PREFIX": archive.prefix or namespace,
+        "MATCHER_ARCHIVE_REGION": archive.region,
+        "MATCHER_ARCHIVE_SEAL_SECONDS": str(archive.seal_seconds),
+        "MATCHER_ARCHIVE_KEEP_SNAPSHOTS": str(archive.keep_snapshots),
+    }
+    secret = [
+        {
+            "name": key,
+            "valueFrom": {"secretKeyRef": {"name": archive.credentials_secret, "key": key}},
+        }
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    ]
+    return [{"name": k, "value": v} for k, v in values.items()] + secret
+
+
+def archive_egress(ref: MarketRef) -> list[Manifest]:
+    """The archive's store, for the matcher's egress policy."""
+    archive = ref.spec.archive
+    if archive is None:
+        return []
+    found = urlsplit(archive.endpoint)
+    port = found.port or (443 if found.scheme == "https" else 80)
+    return endpoint_egress(f"{found.hostname}:{port}")
 
 
 def lease(ref: MarketRef, namespace: str) -> Manifest:
@@ -238,6 +287,7 @@ def statefulset(ref: MarketRef, namespace: str, settings: OperatorSettings) -> M
             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
         },
         *connection_env(ref, ("MATCHER_KAFKA_BOOTSTRAP", "EXCHANGE_KAFKA_BOOTSTRAP")),
+        *archive_env(ref, namespace),
     ]
     image = spec.image or settings.image
     container = {

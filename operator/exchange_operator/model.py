@@ -65,6 +65,36 @@ class Connections:
 
 
 @dataclass(frozen=True)
+class Archive:
+    """spec.archive: where the matcher archives its WAL and snapshots (and restores from)."""
+
+    endpoint: str
+    bucket: str
+    credentials_secret: str
+    prefix: str = ""
+    region: str = "us-east-1"
+    seal_seconds: int = 60
+    lag_alert_seconds: int = 300
+    keep_snapshots: int = 3
+
+    @classmethod
+    def parse(cls, spec: dict[str, Any] | None) -> Archive | None:
+        if not spec:
+            return None
+        retention = spec.get("retention") or {}
+        return cls(
+            endpoint=str(spec["endpoint"]).rstrip("/"),
+            bucket=str(spec["bucket"]),
+            credentials_secret=str((spec.get("credentialsSecretRef") or {})["name"]),
+            prefix=str(spec.get("prefix") or ""),
+            region=str(spec.get("region") or cls.region),
+            seal_seconds=int(spec.get("sealSeconds", cls.seal_seconds)),
+            lag_alert_seconds=int(spec.get("lagAlertSeconds", cls.lag_alert_seconds)),
+            keep_snapshots=int(retention.get("keepSnapshots", cls.keep_snapshots)),
+        )
+
+
+@dataclass(frozen=True)
 class MarketSpec:
     """A Market's spec (field names as in the CRD, snake_case)."""
 
@@ -95,6 +125,7 @@ class MarketSpec:
     ledger_env: dict[str, str] = field(default_factory=dict)
     connections: Connections = field(default_factory=Connections)
     failover: Failover = field(default_factory=Failover)
+    archive: Archive | None = None
     paused: bool = False
 
     @classmethod
@@ -147,6 +178,7 @@ class MarketSpec:
                 int(fail.get("renewDeadlineSeconds", Failover.renew_deadline_seconds)),
                 int(fail.get("retryPeriodSeconds", Failover.retry_period_seconds)),
             ),
+            archive=Archive.parse(spec.get("archive")),
             paused=bool(spec.get("paused", False)),
         )
 

@@ -45,6 +45,8 @@ class MatcherState:
     standby_in_sync: bool = False
     replication_lag: int = 0
     committed_seq: int = 0
+    archive: tuple[int, float, str] | None = None
+    """(last seq, lag seconds, last error) of the leader's archive; None without one."""
 
     @classmethod
     def of(cls, status: matcher_pb2.MatcherStatus) -> MatcherState:
@@ -64,6 +66,11 @@ class MatcherState:
             status.standby_in_sync,
             status.replication_lag,
             status.committed_seq,
+            (
+                (status.archive_last_seq, status.archive_lag_seconds, status.archive_last_error)
+                if status.archive_enabled
+                else None
+            ),
         )
 
 

@@ -281,6 +281,7 @@ async def check_market(
         problems=tuple(problems),
         replicas=spec.matcher_replicas,
         rollout=step,
+        archive_alert_seconds=spec.archive.lag_alert_seconds if spec.archive else 0,
     )
     new = compute(observation, status)
     if last_failover is not None:

@@ -56,6 +56,8 @@ class Observation:
     """Reconcile errors worth showing (a spec the gateway's catalogue refuses, ...)."""
     replicas: int = 1
     rollout: Step | None = None
+    archive_alert_seconds: int = 0
+    """spec.archive.lagAlertSeconds: an archive lag past it degrades the Market (0: none)."""
 
 
 def now() -> str:
@@ -124,6 +126,13 @@ def compute(obs: Observation, previous: dict[str, Any]) -> dict[str, Any]:
         )
     if serving and obs.replicas > 1 and m is not None and not m.standby_in_sync:
         degraded_reasons.append(("NoSyncStandby", _no_sync_standby(m)))
+    if serving and m is not None and m.archive is not None and obs.archive_alert_seconds:
+        last_seq, lag, error = m.archive
+        if lag > obs.archive_alert_seconds:
+            degraded_reasons.append(
+                ("ArchiveLagging", f"the oldest unarchived WAL segment has waited {lag:.0f}s"
+                 f" (bound {obs.archive_alert_seconds}s); archived to seq {last_seq}; {error}")
+            )  # fmt: skip
     degraded_reasons.extend(("ReconcileError", p) for p in obs.problems)
     degraded = (
         (True, degraded_reasons[0][0], "; ".join(msg for _, msg in degraded_reasons))
@@ -177,6 +186,12 @@ def compute(obs: Observation, previous: dict[str, Any]) -> dict[str, Any]:
             "outboxLag": m.outbox_lag,
             "refusal": m.refusal,
         }
+    if m is not None and m.leader and m.archive is not None:
+        status["archive"] = {
+            "lastSeq": m.archive[0],
+            "lagSeconds": round(m.archive[1], 1),
+            "lastError": m.archive[2],
+        }
     if m is not None and m.leader and obs.replicas > 1:
         standby = Identity.parse(m.standby)
         status["replication"] = {
@@ -216,11 +231,15 @@ def _no_sync_standby(m: MatcherState) -> str:
 
 
 def _without_times(status: dict[str, Any]) -> dict[str, Any]:
+    """The status without what moves by itself: the check time, the archive's lag (its
+    last seq and error still count; a lag past the bound shows as a condition)."""
     result = dict(status)
     if result.get("reconciliation"):
         result["reconciliation"] = {
             k: v for k, v in result["reconciliation"].items() if k != "lastCheck"
         }
+    if result.get("archive"):
+        result["archive"] = {k: v for k, v in result["archive"].items() if k != "lagSeconds"}
     return result
 
 

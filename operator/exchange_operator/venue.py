@@ -21,6 +21,7 @@ from exchange_operator.children import (
     Manifest,
     catalogue_entry,
     connection_env,
+    endpoint_egress,
     restricted,
 )
 from exchange_operator.model import (
@@ -44,20 +45,6 @@ API_EGRESS: Manifest = {
 def ordered(refs: list[MarketRef]) -> list[MarketRef]:
     """Oldest first (creation time, then name): the first one's venue settings win."""
     return sorted(refs, key=lambda r: (r.created, r.name))
-
-
-def endpoint_egress(*addresses: str) -> list[Manifest]:
-    """Egress rules to `host:port` addresses (an IP host becomes an ipBlock)."""
-    rules = []
-    for address in addresses:
-        host, _, port = address.rpartition(":")
-        if not port.isdigit():
-            continue
-        rule: Manifest = {"ports": [{"protocol": "TCP", "port": int(port)}]}
-        if host.replace(".", "").isdigit():
-            rule["to"] = [{"ipBlock": {"cidr": f"{host}/32"}}]
-        rules.append(rule)
-    return rules
 
 
 def host_services(config: dict[str, str]) -> tuple[str, str]:

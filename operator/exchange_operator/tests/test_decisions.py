@@ -237,3 +237,23 @@ def test_a_rollout_waits_for_a_pod_on_its_way_and_never_takes_two_at_once() -> N
     nobody = next_step(pods(("0", OLD, False), ("1", OLD, True)), 2, NEW, "", False)
     assert nobody.delete is not None and nobody.delete.name == "matcher-btc-usdt-0"
     assert next_step(pods(("0", OLD, True)), 1, "", "", False) == Step(None, 0, "")
+
+
+def test_the_archive_shows_in_the_status_and_a_lag_past_its_bound_degrades() -> None:
+    archiving = replace(MATCHER, archive=(40, 2.0, ""))
+    status = compute(observation(matcher=archiving, archive_alert_seconds=300), {})
+    assert status["archive"] == {"lastSeq": 40, "lagSeconds": 2.0, "lastError": ""}
+    assert conditions(status)["Degraded"] == ("False", "AsExpected")
+    # The lag alone moving is no reason to patch; a new archived seq is.
+    later = compute(observation(matcher=replace(archiving, archive=(40, 9.0, ""))), status)
+    assert not changed(later, status)
+    assert changed(compute(observation(matcher=replace(archiving, archive=(42, 0.0, ""))), status),
+                   status)  # fmt: skip
+    stuck = replace(MATCHER, archive=(40, 301.0, "ConnectError: connection refused"))
+    degraded = compute(observation(matcher=stuck, archive_alert_seconds=300), status)
+    assert conditions(degraded)["Degraded"] == ("True", "ArchiveLagging")
+    assert degraded["phase"] == "Degraded"
+    assert "connection refused" in next(
+        c["message"] for c in degraded["conditions"] if c["type"] == "Degraded"
+    )
+    assert "archive" not in compute(observation(), {})  # no archive configured

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from exchange_operator import children
+from exchange_operator.children import endpoint_egress
 from exchange_operator.model import MarketRef, MarketSpec, most_restrictive, selector
 from exchange_operator.settings import OperatorSettings
-from exchange_operator.venue import Venue, endpoint_egress, host_services
+from exchange_operator.venue import Venue, host_services
 from workloads.gateway.markets import parse_markets
 
 pytestmark = pytest.mark.unit
@@ -225,3 +226,23 @@ def test_manifests_are_plain_json() -> None:
             *children.market_children(market("btc-usdt", "BTC-USDT"), "venue-a", SETTINGS, []),
         ]
     )
+
+
+def test_a_market_with_an_archive_gives_its_matcher_the_store_and_an_egress_to_it() -> None:
+    archive = {"endpoint": "http://10.244.0.1:29002", "bucket": "exchange-archive",
+               "credentialsSecretRef": {"name": "archive-creds"}, "sealSeconds": 5}  # fmt: skip
+    ref = market("btc-usdt", "BTC-USDT", archive=archive)
+    manifests = children.market_children(ref, "venue-a", SETTINGS, [])
+    env = env_of(by_kind(manifests, "StatefulSet")["spec"]["template"]["spec"]["containers"][0])
+    assert env["MATCHER_ARCHIVE_ENDPOINT"] == "http://10.244.0.1:29002"
+    assert env["MATCHER_ARCHIVE_PREFIX"] == "venue-a"  # the namespace by default
+    assert env["MATCHER_ARCHIVE_SEAL_SECONDS"] == "5"
+    assert env["AWS_SECRET_ACCESS_KEY"] == {
+        "secretKeyRef": {"name": "archive-creds", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
+    egress = by_kind(manifests, "NetworkPolicy")["spec"]["egress"]
+    assert {"ports": [{"protocol": "TCP", "port": 29002}],
+            "to": [{"ipBlock": {"cidr": "10.244.0.1/32"}}]} in egress  # fmt: skip
+    plain = children.market_children(market("btc-usdt", "BTC-USDT"), "venue-a", SETTINGS, [])
+    plain_env = env_of(by_kind(plain, "StatefulSet")["spec"]["template"]["spec"]["containers"][0])
+    assert not [k for k in plain_env if k.startswith(("MATCHER_ARCHIVE", "AWS_"))]
