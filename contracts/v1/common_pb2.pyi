@@ -108,6 +108,32 @@ SYMBOL_MODE_HARD_HALT: SymbolMode.ValueType  # 4
 """nothing accepted but mode changes"""
 Global___SymbolMode: _TypeAlias = SymbolMode  # noqa: Y015
 
+class _CommandKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CommandKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CommandKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMMAND_KIND_UNSPECIFIED: _CommandKind.ValueType  # 0
+    COMMAND_KIND_PLACE: _CommandKind.ValueType  # 1
+    COMMAND_KIND_CANCEL: _CommandKind.ValueType  # 2
+    COMMAND_KIND_CANCEL_ALL: _CommandKind.ValueType  # 3
+    COMMAND_KIND_SET_MODE: _CommandKind.ValueType  # 4
+    COMMAND_KIND_FUNDING: _CommandKind.ValueType  # 5
+    COMMAND_KIND_EPOCH: _CommandKind.ValueType  # 6
+
+class CommandKind(_CommandKind, metaclass=_CommandKindEnumTypeWrapper):
+    """The kind of command an event answers (the numbers are the engine's own command kinds)."""
+
+COMMAND_KIND_UNSPECIFIED: CommandKind.ValueType  # 0
+COMMAND_KIND_PLACE: CommandKind.ValueType  # 1
+COMMAND_KIND_CANCEL: CommandKind.ValueType  # 2
+COMMAND_KIND_CANCEL_ALL: CommandKind.ValueType  # 3
+COMMAND_KIND_SET_MODE: CommandKind.ValueType  # 4
+COMMAND_KIND_FUNDING: CommandKind.ValueType  # 5
+COMMAND_KIND_EPOCH: CommandKind.ValueType  # 6
+Global___CommandKind: _TypeAlias = CommandKind  # noqa: Y015
+
 class _RejectReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

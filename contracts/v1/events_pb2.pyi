@@ -115,10 +115,15 @@ class OrderRejected(_message.Message):
     ACCOUNT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
     client_order_id: _builtins.str
     account: _builtins.str
     reason: _common_pb2.RejectReason.ValueType
     detail: _builtins.str
+    command: _common_pb2.CommandKind.ValueType
+    """What was rejected (a place, a cancel, a cancel-all, a mode change): a consumer needs
+    no copy of the command to understand the event.
+    """
     @_builtins.property
     def envelope(self) -> _common_pb2.EventEnvelope: ...
     def __init__(
@@ -129,10 +134,11 @@ class OrderRejected(_message.Message):
         account: _builtins.str = ...,
         reason: _common_pb2.RejectReason.ValueType = ...,
         detail: _builtins.str = ...,
+        command: _common_pb2.CommandKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "client_order_id", b"client_order_id", "detail", b"detail", "envelope", b"envelope", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "client_order_id", b"client_order_id", "command", b"command", "detail", b"detail", "envelope", b"envelope", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

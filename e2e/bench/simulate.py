@@ -39,7 +39,7 @@ class Simulator:
             self.ts += 1000
             events = self.engine.execute(cmd, seq, self.ts)
             out.extend(
-                codec.event_proto(self.spec, ev, seq, i, self.epoch, self.ts, f"sim-{seq}")
+                codec.event_proto(self.spec, ev, seq, i, self.epoch, self.ts, f"sim-{seq}", cmd[0])
                 for i, ev in enumerate(events)
             )
         return out

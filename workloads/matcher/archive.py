@@ -42,7 +42,7 @@ from pathlib import Path
 import obstore
 from obstore.exceptions import AlreadyExistsError
 from obstore.store import S3Store
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from workloads.matcher import snapshot, wal
 
@@ -54,6 +54,11 @@ UPLOADS = Counter(
     ["kind", "outcome"],
 )
 LAST_SEQ = Gauge("matcher_archive_last_seq", "Highest seq in an archived, verified WAL segment")
+DELAY_SECONDS = Histogram(
+    "matcher_archive_delay_seconds",
+    "From a WAL segment's last write (its seal) until its upload was verified",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
 LAG_SECONDS = Gauge(
     "matcher_archive_lag_seconds",
     "How long the oldest sealed WAL segment not yet archived has waited (0: none)",
@@ -91,15 +96,19 @@ class Segment:
     first_seq: int
     last_seq: int
     epoch: int
+    sealed_at: float
+    """Its last write (the wall clock): when it was sealed."""
 
     @classmethod
     def read(cls, path: Path) -> Segment | None:
         """None for a segment without records (nothing to archive)."""
+        sealed_at = path.stat().st_mtime
         data = path.read_bytes()
         records = [r for _, r in wal.scan(path, data, last_segment=False) if r is not None]
         if not records:
             return None
-        return cls(path, data, records[0].first_seq, records[-1].last_seq, records[-1].epoch)
+        first, last = records[0], records[-1]
+        return cls(path, data, first.first_seq, last.last_seq, last.epoch, sealed_at)
 
 
 class Archiver:
@@ -235,13 +244,14 @@ class Archiver:
         key = segment_key(self.symbol, segment.first_seq, segment.last_seq)
         metadata = {"epoch": str(segment.epoch)}
         await self._upload("wal", key, segment.data, metadata)
+        delay = max(time.time() - segment.sealed_at, 0.0)
+        DELAY_SECONDS.observe(delay)
         self._done(path.name)
         self.last_seq = max(self.last_seq, segment.last_seq)
         LAST_SEQ.set(self.last_seq)
-        log.info(
-            "archived",
-            extra={"object": key, "bytes": len(segment.data), "last_seq": segment.last_seq},
-        )
+        log.info("archived", extra={"object": key, "bytes": len(segment.data),
+                                    "last_seq": segment.last_seq,
+                                    "sealed_for_s": round(delay, 3)})  # fmt: skip
 
     async def _archive_snapshot(self, path: Path) -> None:
         data = await asyncio.to_thread(path.read_bytes)

@@ -104,8 +104,10 @@ def event_proto(
     epoch: int,
     ts: int,
     correlation_id: str,
+    command_kind: int = 0,
 ) -> events_pb2.Event:
-    """The contract's Event for one engine event tuple, with its full envelope.
+    """The contract's Event for one engine event tuple, with its full envelope;
+    `command_kind`: the engine's kind of the command that made it (`cmd[0]`).
 
     The readable form of what `EventEncoder` writes by hand for speed: the ledger's
     simulator builds events with it, and the tests check the two byte for byte.
@@ -150,6 +152,7 @@ def event_proto(
                 account=account,
                 reason=reason,
                 detail=detail,
+                command=common_pb2.CommandKind.ValueType(command_kind),
             )
         )
     if kind == e.E_CANCELED:
@@ -365,6 +368,7 @@ class EventEncoder:
         self._released = {False: _string(_L[6], base), True: _string(_L[6], quote)}
         self._trade_assets = _string(_L[12], base) + _string(_L[13], quote)
         self._ts, self._ts_field = 0, b""
+        self._command_field = b""  # OrderRejected.command of the command being encoded
         self._bodies: dict[int, Callable[[Sequence[Any], bytes], bytes]] = {
             e.E_ACCEPTED: self._accepted,
             e.E_REJECTED: self._rejected,
@@ -380,10 +384,18 @@ class EventEncoder:
         }
 
     def command_events(
-        self, events: Sequence[Any], seq: int, epoch: int, ts: int, correlation_id: str
+        self,
+        events: Sequence[Any],
+        seq: int,
+        epoch: int,
+        ts: int,
+        correlation_id: str,
+        command_kind: int = 0,
     ) -> list[bytes]:
-        """Each event of one command as a serialized `Event`, in index order."""
+        """Each event of one command as a serialized `Event`, in index order;
+        `command_kind`: the engine's kind of the command (`cmd[0]`), which a reject names."""
         symbol = self.symbol
+        self._command_field = b"0" + varint(command_kind) if command_kind else b""
         if ts != self._ts:  # commands of one sequenced batch share their timestamp
             self._ts, self._ts_field = ts, _V[5] + varint(ts) if ts else b""
         # Every field of the envelope but event_id is the same for all of a command's events.
@@ -435,6 +447,7 @@ class EventEncoder:
                 _string(b"\x1a", account),
                 b" " + varint(reason) if reason else b"",
                 _string(b"*", detail),
+                self._command_field,
             )
         )
 

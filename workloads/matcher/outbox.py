@@ -197,10 +197,10 @@ class _WalTail:
         for seq, entry in enumerate(record.entries, record.first_seq):
             if seq < self.next_seq:
                 continue
-            ts, _command, events, correlation_id, _hash = entry
+            ts, command, events, correlation_id, _hash = entry
             values = take(seq) if take is not None else None
             if values is None or len(values) != len(events):
-                values = encode(events, seq, epoch, ts, correlation_id)
+                values = encode(events, seq, epoch, ts, correlation_id, command[0])
             commands.append(
                 _Command(
                     seq,

@@ -113,6 +113,8 @@ class Result(NamedTuple):
     events: Sequence[Any]
     correlation_id: str
     order_id: int = 0
+    command_kind: int = 0
+    """The engine's kind of the command (`cmd[0]`): a reject's event names it."""
 
 
 class Executed:
@@ -157,7 +159,7 @@ class Executed:
             ts, cmd, events, correlation_id, _ = next(entries)
             status, reason = e.outcome(events)
             order_id = seq if cmd[0] == e.C_PLACE and status == e.ACCEPTED else 0
-            yield Result(status, reason, seq, epoch, ts, events, correlation_id, order_id)
+            yield Result(status, reason, seq, epoch, ts, events, correlation_id, order_id, cmd[0])
             seq += 1
 
 

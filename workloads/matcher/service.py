@@ -63,7 +63,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         events: list[bytes] = []
         if result.events:  # sequenced now (a duplicate's reply carries no events)
             events = encoder.command_events(
-                result.events, seq, epoch, result.ts, result.correlation_id
+                result.events, seq, epoch, result.ts, result.correlation_id, result.command_kind
             )
             if self.encoded is not None:
                 self.encoded.put(seq, events)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from google.protobuf.internal import encoder as pb_encoder
 
-from contracts.v1 import events_pb2, matcher_pb2
+from contracts.v1 import common_pb2, events_pb2, matcher_pb2
 from workloads.matcher import codec, wal
 from workloads.matcher import engine as e
 from workloads.matcher import outbox as ob
@@ -66,10 +66,12 @@ def test_events_and_replies_are_byte_identical_to_protobuf() -> None:
         events = engine.execute(cmd, seq, ts)
         epoch = seq % 4
         expected = [
-            codec.event_proto(SPEC, event, seq, i, epoch, ts, correlation_id).SerializeToString()
+            codec.event_proto(
+                SPEC, event, seq, i, epoch, ts, correlation_id, cmd[0]
+            ).SerializeToString()
             for i, event in enumerate(events)
         ]
-        encoded = encoder.command_events(events, seq, epoch, ts, correlation_id)
+        encoded = encoder.command_events(events, seq, epoch, ts, correlation_id, cmd[0])
         assert encoded == expected, (cmd, events)
         status, reason = e.outcome(events)
         order_id = seq if status == e.ACCEPTED and cmd[0] == e.C_PLACE else 0
@@ -111,6 +113,23 @@ def test_varint_matches_protobuf_for_every_range() -> None:
         assert codec.varint(value) == pb_encoder._VarintBytes(value & (2**64 - 1)), value  # type: ignore[attr-defined]
 
 
+def test_a_rejected_order_names_the_kind_of_command_it_answers() -> None:
+    engine = e.Engine(SPEC)
+    rejected: set[int] = set()
+    for seq, cmd in enumerate(commands(), 1):
+        for i, event in enumerate(engine.execute(cmd, seq, seq * 1_000)):
+            if event[0] == e.E_REJECTED:
+                proto = codec.event_proto(SPEC, event, seq, i, 1, seq * 1_000, "", cmd[0])
+                assert proto.order_rejected.command == cmd[0]
+                rejected.add(cmd[0])
+    assert {e.C_PLACE, e.C_CANCEL} <= rejected, rejected
+    assert common_pb2.COMMAND_KIND_PLACE == e.C_PLACE  # one numbering, the engine's
+    assert common_pb2.COMMAND_KIND_CANCEL == e.C_CANCEL
+    assert common_pb2.COMMAND_KIND_CANCEL_ALL == e.C_CANCEL_ALL
+    assert common_pb2.COMMAND_KIND_SET_MODE == e.C_SET_MODE
+    assert common_pb2.COMMAND_KIND_FUNDING == e.C_FUNDING
+
+
 def test_the_outbox_publishes_the_bytes_the_replies_encoded(tmp_path: Path) -> None:
     engine = e.Engine(SPEC)
     encoder = codec.EventEncoder(SPEC)
@@ -124,19 +143,19 @@ def test_the_outbox_publishes_the_bytes_the_replies_encoded(tmp_path: Path) -> N
     writer.close()
 
     shared = ob.EncodedEvents()
-    for seq, (ts, _, events, correlation_id, _) in enumerate(entries, 1):
+    for seq, (ts, cmd, events, correlation_id, _) in enumerate(entries, 1):
         if seq % 2:  # as the reply path leaves them; even seqs the outbox encodes itself
-            shared.put(seq, encoder.command_events(events, seq, 3, ts, correlation_id))
+            shared.put(seq, encoder.command_events(events, seq, 3, ts, correlation_id, cmd[0]))
     marker = [b"from-the-reply"] * len(entries[4][2])
     shared.take(5)
     shared.put(5, marker)
     published = ob._WalTail(tmp_path, SPEC, 1, shared).read(1 << 20)
     assert [c.seq for c in published] == list(range(1, 41))
     assert [value for _, value in published[4].events] == marker  # taken, not re-encoded
-    for command, (ts, _, events, correlation_id, _) in zip(published, entries, strict=True):
+    for command, (ts, cmd, events, correlation_id, _) in zip(published, entries, strict=True):
         if command.seq != 5:
             assert [value for _, value in command.events] == encoder.command_events(
-                events, command.seq, 3, ts, correlation_id
+                events, command.seq, 3, ts, correlation_id, cmd[0]
             )
     assert len(shared) == 0
 

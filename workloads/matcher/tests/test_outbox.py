@@ -80,7 +80,14 @@ class Market:
                 for index, event in enumerate(events):
                     self.expected.append(
                         codec.event_proto(
-                            self.spec, event, self.seq, index, EPOCH, ts, correlation_id
+                            self.spec,
+                            event,
+                            self.seq,
+                            index,
+                            EPOCH,
+                            ts,
+                            correlation_id,
+                            command[0],
                         )
                     )
                     self.seq_of_event.append(self.seq)
