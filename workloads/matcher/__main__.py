@@ -41,7 +41,7 @@ from workloads.common.channels import SERVER_OPTIONS
 from workloads.common.objectstore import open_store
 from workloads.matcher import engine as e
 from workloads.matcher import roles, snapshot, wal
-from workloads.matcher.archive import Archiver
+from workloads.matcher.archive import Archiver, ArchiveRefused, check_store
 from workloads.matcher.engine import Engine
 from workloads.matcher.epoch import FileEpoch
 from workloads.matcher.lease import LeaseEpoch, LeaseLost
@@ -259,7 +259,13 @@ def _empty_volume(settings: MatcherSettings) -> bool:
 async def _restore_if_empty(settings: MatcherSettings, startup: Startup) -> None:
     """An empty volume with an archive: take the market's state from the archive before
     recovering (nothing archived: a new market, it starts empty)."""
-    if settings.archive is None or not _empty_volume(settings):
+    if settings.archive is None:
+        return
+    if not _empty_volume(settings):
+        why = await check_store(open_store(settings.archive), settings.spec.symbol)
+        if why:
+            log.warning("the archive's store does not answer: archiving will lag",
+                        extra={"why": why})  # fmt: skip
         return
     startup.why = "restoring from the archive"
     store = open_store(settings.archive, timeout=30)
@@ -508,7 +514,7 @@ def main() -> None:
         import uvloop
 
         uvloop.run(serve(settings))
-    except (RecoveryError, WalCorruption, RestoreError) as exc:
+    except (RecoveryError, WalCorruption, RestoreError, ArchiveRefused) as exc:
         log.critical("refusing to start", extra={"why": str(exc)})
         sys.exit(f"matcher: refusing to start: {exc}")
     except (PublishedAhead, WalGap, LeaseLost, Diverged) as exc:

@@ -83,6 +83,30 @@ class ArchiveStatus:
     last_error: str
 
 
+class ArchiveRefused(RuntimeError):
+    """The store refuses this matcher's credentials or has no such bucket: a setting to fix,
+    not a fault to wait out (the matcher does not start)."""
+
+
+async def check_store(store: S3Store, symbol: str) -> str:
+    """One listing at start: `ArchiveRefused` for wrong credentials (401/403) or a missing
+    bucket (404); "" when the store answers; the error when it cannot be reached (the
+    matcher starts anyway: an unreachable store only makes the archive lag)."""
+    try:
+        stream = obstore.list(store, prefix=f"{symbol}/", chunk_size=1)
+        await asyncio.wait_for(anext(aiter(stream)), 5.0)
+    except StopAsyncIteration:
+        return ""
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        for status, what in (("401", "refuses the credentials"), ("403", "refuses the "
+                             "credentials"), ("404", "has no such bucket")):  # fmt: skip
+            if f"status code: {status}" in text:
+                raise ArchiveRefused(f"the archive's store {what}: {text[:300]}") from None
+        return text[:300]
+    return ""
+
+
 class ArchiveConflict(RuntimeError):
     """The store holds different bytes under an object this matcher would write."""
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -276,3 +276,21 @@ async def test_retention_keeps_the_newest_snapshots_and_what_follows_them(
     restored = restore_cli(copy, tmp_path / "retained")
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["seq"] == segments[-1].last
+
+
+async def test_wrong_credentials_or_a_missing_bucket_stop_the_start_with_a_clear_error(
+    run_dir: Path, s3_server: S3Server
+) -> None:
+    good = s3_server.settings(prefix="venue-wrong-credentials")
+    matcher = matcher_with_archive(run_dir / "wrong-credentials", good)
+    matcher.extra_env["MATCHER_ARCHIVE_ENDPOINT"] = ""  # a volume of its own first
+    matcher.start()
+    matcher.stop()
+    for wrong, says in (
+        (replace(good, secret_access_key="not-the-secret"), "refuses the credentials"),
+        (replace(good, bucket="no-such-bucket"), "has no such bucket"),
+    ):
+        matcher.extra_env.update(wrong.env("MATCHER_ARCHIVE"))
+        with pytest.raises(StartError, match=says):
+            matcher.start(timeout=20)
+        matcher.stop()
