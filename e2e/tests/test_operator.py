@@ -36,6 +36,7 @@ from e2e.drills.kube_venue import (
 from e2e.drills.operator_scenarios import (
     crash_failover,
     in_sync,
+    matcher_status,
     standby_loss,
     traders,
     zombie,
@@ -479,23 +480,28 @@ async def test_a_market_whose_volume_is_lost_comes_back_from_its_archive(
     for _ in range(5):
         await cross()
 
+    pod = f"matcher-{SOL}-0"
+    now = await matcher_status(await asyncio.to_thread(venue.pod_ip, pod))
+    assert now is not None and now.archive_enabled
+    seq, state_hash = now.seq, now.state_hash.hex()  # the matcher's own word, not a stale status
+
     def all_archived(m: dict[str, Any]) -> bool:
-        archived_seq = (m["status"].get("archive") or {}).get("lastSeq")
-        return bool(archived_seq == m["status"]["matcher"]["seq"])
+        return bool((m["status"].get("archive") or {}).get("lastSeq") == seq)
 
     archived = await asyncio.to_thread(venue.wait_market, SOL, all_archived, "all archived", 60)
-    seq, state_hash = (archived["status"]["matcher"][k] for k in ("seq", "stateHash"))
+    assert archived["status"]["matcher"]["seq"] == seq
     epoch = archived["status"]["fencing"]["epoch"]
     venue.markets("SOL-USDT archived")
 
-    pod = f"matcher-{SOL}-0"
     await asyncio.to_thread(lose_volume, venue, pod)
     back = await asyncio.to_thread(
         venue.wait_market, SOL,
         lambda m: ready(m) and m["status"]["fencing"]["epoch"] > epoch, "back on a new volume", 180,
     )  # fmt: skip
     venue.markets("SOL-USDT restored from its archive")
-    assert back["status"]["matcher"]["seq"] == seq + 1  # all of it, then EpochStarted
+    restarted = await matcher_status(await asyncio.to_thread(venue.pod_ip, pod))
+    assert restarted is not None and restarted.seq == seq + 1  # all of it, then EpochStarted
+    assert back["status"]["fencing"]["epoch"] == restarted.epoch
     log = venue.kubectl("logs", "-n", venue.namespace, pod)
     assert "the empty volume was restored from the archive" in log
     # The archive, read from outside the cluster, reaches the state hash the market had.
