@@ -257,28 +257,37 @@ def wal_benchmark(count: int = 300_000) -> dict[str, object]:
     return {"commands": count, **throughput, **latency}
 
 
+def write_log(
+    data_dir: Path, commands: list[tuple[Any, ...]]
+) -> tuple[int, tuple[int, int, dict[str, Any]]]:
+    """The WAL a matcher would have written for `commands` (records of 2,000, epoch 1, every
+    segment sealed); the final state hash, and (seq, hash, state) half-way for a snapshot."""
+    engine = e.Engine(bench_spec())
+    writer = wal.WalWriter(data_dir / "wal", 1)
+    batch: list[list[Any]] = []
+    count = len(commands)
+    half: tuple[int, int, dict[str, Any]] = (0, 0, {})
+    for seq, cmd in enumerate(commands, 1):
+        ts = seq * 1000
+        events = engine.execute(cmd, seq, ts)
+        batch.append([ts, cmd, events, "", engine.state_hash])
+        if len(batch) == 2000 or seq == count:
+            first = seq - len(batch) + 1
+            writer.write(wal.encode(first, 1, engine.state_hash, batch), first)
+            batch = []
+        if seq == count // 2:
+            half = (seq, engine.state_hash, engine.to_state())
+    writer.rotate(count + 1)
+    writer.close()
+    return engine.state_hash, half
+
+
 def recovery_benchmark(count: int = 1_000_000) -> dict[str, object]:
     """Seconds to recover `count` commands: a snapshot half-way plus the WAL tail, and WAL only."""
     commands = generate(count)
     with tempfile.TemporaryDirectory(dir=os.environ.get("EXCHANGE_BENCH_DIR")) as tmp:
         data_dir = Path(tmp)
-        engine = e.Engine(bench_spec())
-        writer = wal.WalWriter(data_dir / "wal", 1)
-        batch: list[list[Any]] = []
-        for seq, cmd in enumerate(commands, 1):
-            ts = seq * 1000
-            events = engine.execute(cmd, seq, ts)
-            batch.append([ts, cmd, events, "", engine.state_hash])
-            if len(batch) == 2000 or seq == len(commands):
-                first = seq - len(batch) + 1
-                writer.write(wal.encode(first, 1, engine.state_hash, batch), first)
-                batch = []
-            if seq == count // 2:
-                half = (seq, engine.state_hash, engine.to_state())
-        writer.sync()
-        writer.close()
-        final_hash = engine.state_hash
-        del engine
+        final_hash, half = write_log(data_dir, commands)
         wal_only = recovery.recover(bench_spec(), data_dir)
         assert wal_only.engine.state_hash == final_hash
         wal_only_seconds = wal_only.seconds

@@ -18,15 +18,19 @@ the local cluster's host services and the tests use them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import shutil
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+import asyncpg
 
 from e2e.env import apt
 from workloads.common.objectstore import ObjectStoreSettings
@@ -87,9 +91,11 @@ class PgArchive:
         return done.stdout
 
     def base_backup(self, host: str, port: int, user: str) -> str:
-        """A base backup of the server at host:port; its backup id."""
+        """A base backup of the server at host:port; its backup id. The backup's checkpoint
+        is immediate: a spread one waits out most of `checkpoint_timeout` on a busy server."""
         before = set(self.backup_ids())
-        self.run("barman-cloud-backup", "--host", host, "--port", str(port), "--user", user)
+        self.run("barman-cloud-backup", "--immediate-checkpoint", "--host", host, "--port",
+                 str(port), "--user", user, "--dbname", "postgres")  # fmt: skip
         (new,) = set(self.backup_ids()) - before
         return new
 
@@ -148,6 +154,24 @@ def _when(barman_time: str) -> datetime:
     except ValueError:
         found = datetime.strptime(" ".join(barman_time.split()), "%a %b %d %H:%M:%S %Y")
     return found if found.tzinfo else found.astimezone()
+
+
+async def archive_current_wal(dsn: str, within: float = 30.0) -> str:
+    """Close the server's current WAL segment (`pg_switch_wal`) and wait until its archiver
+    has shipped it: everything committed so far is then in the store. Its file name."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        segment: str = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            last = await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver")
+            if last is not None and last >= segment:
+                return segment
+            await asyncio.sleep(0.1)
+        failed = await conn.fetchrow("SELECT * FROM pg_stat_archiver")
+        raise RuntimeError(f"WAL {segment} not archived within {within:.0f}s: {dict(failed or {})}")
+    finally:
+        await conn.close()
 
 
 class BackupSchedule:

@@ -26,7 +26,7 @@ from contracts.v1 import matcher_pb2, matcher_pb2_grpc
 from e2e.drills.load import CrossingLoad
 from e2e.drills.venue import Venue
 from e2e.env import postgres
-from e2e.env.pgbackup import PgArchive
+from e2e.env.pgbackup import PgArchive, archive_current_wal
 from e2e.env.process import free_port
 from e2e.env.pytest_plugin import unique_name
 from e2e.env.s3 import S3Server
@@ -61,21 +61,6 @@ async def settled(venue: Venue, seq: int) -> dict[str, Any]:
             return market
         await asyncio.sleep(0.1)
     raise AssertionError(f"the ledger did not settle seq {seq}: {market}")
-
-
-async def archived_wal(dsn: str) -> None:
-    """Close PostgreSQL's current WAL segment and wait until it is in the store."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        segment = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
-        for _ in range(300):
-            last = await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver")
-            if last is not None and last >= segment:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"WAL {segment} not archived within 30 s")
-    finally:
-        await conn.close()
 
 
 def restore_hash(venue: Venue, seq: int, archive_env: dict[str, str], scratch: Path) -> str:
@@ -127,7 +112,7 @@ async def test_a_market_and_its_ledger_come_back_from_the_object_store_alone(
         before = await snapshot_of(venue)  # balances as settled
     finally:
         await asyncio.to_thread(venue.stop)  # the matcher seals and archives its last segment
-    await archived_wal(pg.dsn)
+    await archive_current_wal(pg.dsn)
     pg.stop()
 
     # The disaster: both volumes are gone.

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from e2e.env import postgres
-from e2e.env.pgbackup import PgArchive
+from e2e.env.pgbackup import PgArchive, archive_current_wal
 from e2e.env.process import free_port
 from e2e.env.s3 import S3Server
 
@@ -37,22 +37,6 @@ async def execute(dsn: str, *statements: str) -> None:
         await conn.close()
 
 
-async def archived_through_now(dsn: str) -> None:
-    """Close the current WAL segment and wait until the archiver has shipped it."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        segment = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
-        for _ in range(300):
-            last = await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver")
-            if last is not None and last >= segment:
-                return
-            await asyncio.sleep(0.1)
-        failed = await conn.fetchrow("SELECT * FROM pg_stat_archiver")
-        raise AssertionError(f"{segment} not archived in 30 s: {dict(failed or {})}")
-    finally:
-        await conn.close()
-
-
 async def test_a_point_in_time_restore_holds_what_was_committed_before_the_target_only(
     run_dir: Path, s3_server: S3Server
 ) -> None:
@@ -69,7 +53,7 @@ async def test_a_point_in_time_restore_holds_what_was_committed_before_the_targe
         target = datetime.now(UTC).isoformat(sep=" ", timespec="seconds")
         await asyncio.sleep(1.1)
         await execute(server.dsn, "INSERT INTO drill (note) VALUES ('after the target')")
-        await archived_through_now(server.dsn)
+        await archive_current_wal(server.dsn)
         assert await rows(server.dsn) == ["before the backup", "after the backup",
                                           "after the target"]  # fmt: skip
     finally:
