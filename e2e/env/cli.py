@@ -25,7 +25,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e.env import apt, clustercli, gobuild, images, kafka, pgbackup, postgres, s3, versions
+from e2e.env import (
+    apt,
+    clickhouse,
+    clustercli,
+    gobuild,
+    images,
+    kafka,
+    pgbackup,
+    postgres,
+    s3,
+    versions,
+)
 from e2e.env.pgbackup import PgArchive
 from e2e.env.process import stop_from_pid_files
 from e2e.env.stack import UP_PG_PREFIX, Stack, StackSettings
@@ -44,6 +55,8 @@ def setup(parts: list[str]) -> None:
     _timed("debian packages", lambda: apt.ensure(packages))
     if "kafka" in parts:
         _timed(f"kafka {versions.KAFKA} jars", kafka.install)
+    if "clickhouse" in parts:
+        _timed("clickhouse (the market history)", clickhouse.ensure_installed)
     if "s3" in parts:
         _timed("seaweedfs (the S3 store)", lambda: gobuild.ensure(("weed",)))
         _timed("barman-cloud (PostgreSQL's backups)", pgbackup.ensure_installed)
@@ -119,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     setup_cmd = commands.add_parser("setup", help="install and build the real parts (idempotent)")
     setup_cmd.add_argument(
-        "--parts", default="kafka,kube", help="comma list of kafka,s3,kube,node,cluster,argocd"
+        "--parts",
+        default="kafka,kube",
+        help="comma list of kafka,s3,clickhouse,kube,node,cluster,argocd",
     )
     commands.add_parser("up", help="run PostgreSQL, Kafka and the Kubernetes API until Ctrl-C")
     commands.add_parser("down", help="stop what an earlier `up` left running")

@@ -25,6 +25,7 @@ import hypothesis  # noqa: F401  (see below)
 import pytest
 
 from e2e.env import (
+    clickhouse,
     cluster,
     clustersettings,
     gobuild,
@@ -135,6 +136,20 @@ def kafka_broker(run_dir: Path) -> Iterator[kafka.KafkaBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(run_dir: Path) -> Iterator[clickhouse.ClickHouseServer]:
+    """A real ClickHouse (Debian's 18.16) on 127.0.0.1; each test takes its own database."""
+    if not clickhouse.SERVER.exists():
+        pytest.fail("ClickHouse is not installed: run `make setup`", pytrace=False)
+    server = clickhouse.ClickHouseServer(run_dir)
+    try:
+        seconds = server.start()
+        print(f"\nClickHouse ready in {seconds:.1f}s at {server.url}", file=sys.stderr)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
