@@ -20,8 +20,19 @@ from workloads.gateway import tracing, views_account, views_auth, views_market, 
 from workloads.gateway.core import Core
 from workloads.gateway.feed import Feed
 from workloads.gateway.guard import guard
+from workloads.gateway.history import History
 from workloads.gateway.hub import Hub
-from workloads.gateway.keys import CORE, FEED, HUB, PASSWORDS, PROJECTION, SETTINGS, STORE, TRACER
+from workloads.gateway.keys import (
+    CORE,
+    FEED,
+    HISTORY,
+    HUB,
+    PASSWORDS,
+    PROJECTION,
+    SETTINGS,
+    STORE,
+    TRACER,
+)
 from workloads.gateway.marketdata import Projection
 from workloads.gateway.observe import observe
 from workloads.gateway.openapi import document
@@ -104,6 +115,7 @@ async def data_ctx(app: web.Application) -> AsyncIterator[None]:
         offline = s.core.disabled and not s.kafka.brokers
         projection.seed_samples({m.symbol for m in s.core.markets if offline or not m.live})
     app[PROJECTION] = projection
+    app[HISTORY] = History(s.history_url)
     hub = app[HUB] = Hub(s.ws, projection)
     feed = app[FEED] = Feed(s.kafka, projection, app[CORE], f"{s.kafka.group_id}-{s.http.instance}")
     feed.on_resync.append(hub.book_resynced)
@@ -120,6 +132,7 @@ async def data_ctx(app: web.Application) -> AsyncIterator[None]:
     for task in app[BACKGROUND]:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    await app[HISTORY].close()
 
 
 async def janitor(store: Store, every: float = 30.0) -> None:

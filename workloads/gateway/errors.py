@@ -44,6 +44,7 @@ class Code(StrEnum):
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     # the core
     CORE_UNAVAILABLE = "core_unavailable"
+    HISTORY_UNAVAILABLE = "history_unavailable"
     NOT_LEADER = "not_leader"
     INTERNAL = "internal_error"
     # the test-only smoke route
@@ -76,6 +77,7 @@ STATUS: dict[str, int] = {
     Code.IDEMPOTENCY_IN_PROGRESS: 409,
     Code.ORIGIN_NOT_ALLOWED: 403,
     Code.CORE_UNAVAILABLE: 503,
+    Code.HISTORY_UNAVAILABLE: 503,
     Code.NOT_LEADER: 503,
     Code.INTERNAL: 500,
     Code.SMOKE_WOULD_CROSS: 409,

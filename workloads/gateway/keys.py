@@ -7,6 +7,7 @@ from opentelemetry.trace import Tracer
 
 from workloads.gateway.core import Core
 from workloads.gateway.feed import Feed
+from workloads.gateway.history import History
 from workloads.gateway.hub import Hub
 from workloads.gateway.marketdata import Projection
 from workloads.gateway.passwords import Passwords
@@ -18,6 +19,7 @@ STORE = web.AppKey("store", Store)
 CORE = web.AppKey("core", Core)
 PROJECTION = web.AppKey("projection", Projection)
 FEED = web.AppKey("feed", Feed)
+HISTORY = web.AppKey("history", History)
 HUB = web.AppKey("hub", Hub)
 PASSWORDS = web.AppKey("passwords", Passwords)
 TRACER = web.AppKey("tracer", Tracer)

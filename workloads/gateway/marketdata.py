@@ -71,6 +71,21 @@ class MarketData:
         )
 
 
+def public_trade(market: Market, t: events_pb2.TradeExecuted) -> dict[str, Any]:
+    """A trade as REST and the WebSocket show it (no accounts, no order ids)."""
+    env = t.envelope
+    return {
+        "trade_id": t.trade_id,  # already "<symbol>:<n>", as the ledger books it
+        "symbol": market.symbol,
+        "price": market.format_price(t.price),
+        "quantity": market.format_quantity(t.quantity),
+        "taker_side": "BUY" if t.taker_side == common_pb2.SIDE_BUY else "SELL",
+        "seq": env.seq,
+        "index": event_index(env),
+        "time": env.occurred_at // 1_000_000,
+    }
+
+
 def envelope_of(event: events_pb2.Event) -> common_pb2.EventEnvelope | None:
     body = event.WhichOneof("body")
     return None if body is None else getattr(event, body).envelope
@@ -129,15 +144,7 @@ class Projection:
         m = data.market
         env = t.envelope
         time_ms = env.occurred_at // 1_000_000
-        trade = {
-            "trade_id": t.trade_id,  # already "<symbol>:<n>", as the ledger books it
-            "symbol": m.symbol,
-            "price": m.format_price(t.price),
-            "quantity": m.format_quantity(t.quantity),
-            "taker_side": "BUY" if t.taker_side == common_pb2.SIDE_BUY else "SELL",
-            "seq": env.seq,
-            "time": time_ms,
-        }
+        trade = public_trade(m, t)
         data.trades.append(trade)
         changed = data.candles.add(
             (env.seq, event_index(env)), time_ms, t.price, t.quantity, t.quote_amount

@@ -6,6 +6,9 @@ from typing import Any
 
 from workloads.gateway.errors import documented_codes
 
+INTERVAL_NAMES = ["1m", "5m", "15m", "1h", "4h", "1d", "1w"]
+"""The candle intervals (as `workloads.history.queries.INTERVALS`)."""
+MILLIS = {"type": "integer", "minimum": 0, "maximum": 10**15}
 DEC = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$", "description": "decimal string"}
 NDEC = {**DEC, "nullable": True}
 STR = {"type": "string"}
@@ -83,13 +86,15 @@ TRADE = obj(
         "quantity": DEC,
         "taker_side": {"enum": ["BUY", "SELL"]},
         "seq": INT,
+        "index": INT,
         "time": INT,
-    }
+    },
+    required=["trade_id", "symbol", "price", "quantity", "taker_side", "seq", "time"],
 )
 CANDLE = obj(
     {
         "symbol": STR,
-        "interval": {"enum": ["1m"]},
+        "interval": {"enum": INTERVAL_NAMES},
         "open_time": INT,
         "close_time": INT,
         "open": DEC,
@@ -490,10 +495,21 @@ def document() -> dict[str, Any]:
         },
         "/v1/markets/{symbol}/trades": {
             "get": op(
-                "recent trades, newest first",
+                "trades, newest first: recent ones from memory, older ones from the market "
+                "history (`from`/`to` in epoch ms; `cursor`: a page's `next_cursor`)",
                 {
-                    **ok(obj({"symbol": STR, "sample": BOOL, "trades": arr(ref("Trade"))})),
-                    **errors(400, 404, 429),
+                    **ok(
+                        obj(
+                            {
+                                "symbol": STR,
+                                "sample": BOOL,
+                                "trades": arr(ref("Trade")),
+                                "next_cursor": NSTR,
+                            },
+                            required=["symbol", "sample", "trades"],
+                        )
+                    ),
+                    **errors(400, 404, 429, 503),
                 },
                 params=[
                     SYMBOL,
@@ -501,6 +517,13 @@ def document() -> dict[str, Any]:
                         "name": "limit",
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {"name": "from", "in": "query", "schema": MILLIS},
+                    {"name": "to", "in": "query", "schema": MILLIS},
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": r"^[0-9]{1,20}\.[0-9]{1,10}$"},
                     },
                 ],
                 tag="market",
@@ -523,7 +546,9 @@ def document() -> dict[str, Any]:
         },
         "/v1/markets/{symbol}/candles": {
             "get": op(
-                "1-minute candles, oldest first",
+                "candles at an interval, oldest first: the newest `limit` whose open time is in "
+                "[from, to); the recent ones (and the open one) from memory, older ones from the "
+                "market history",
                 {
                     **ok(
                         obj(
@@ -535,7 +560,7 @@ def document() -> dict[str, Any]:
                             }
                         )
                     ),
-                    **errors(400, 404, 429),
+                    **errors(400, 404, 429, 503),
                 },
                 params=[
                     SYMBOL,
@@ -544,8 +569,10 @@ def document() -> dict[str, Any]:
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1500},
                     },
-                    {"name": "interval", "in": "query", "schema": {"enum": ["1m"]}},
-                    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "interval", "in": "query", "schema": {"enum": INTERVAL_NAMES}},
+                    {"name": "from", "in": "query", "schema": MILLIS},
+                    {"name": "to", "in": "query", "schema": MILLIS},
+                    {"name": "before", "in": "query", "schema": MILLIS},
                 ],
                 tag="market",
             )

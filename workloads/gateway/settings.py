@@ -142,6 +142,9 @@ class GatewaySettings:
     (never for a live market)."""
     smoke_routes: bool = False
     """EDGE_ENABLE_SMOKE_ROUTES: serve the test-only `POST /v1/smoke/trades` (404 when off)."""
+    history_url: str = ""
+    """EDGE_HISTORY_CLICKHOUSE_URL: the market history (`clickhouse://...`) for candles and
+    trades older than memory holds; empty: memory only."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -273,4 +276,5 @@ class _Reader:
             ),
             seed_market_data=self.flag("EDGE_SEED_MARKET_DATA", True),
             smoke_routes=self.flag("EDGE_ENABLE_SMOKE_ROUTES", False),
+            history_url=self.text("EDGE_HISTORY_CLICKHOUSE_URL", ""),
         )

@@ -1,4 +1,5 @@
-"""Public market data: recent trades, the order book, 1-minute candles, the 24h ticker."""
+"""Public market data: trades and candles (recent from memory, older from the market history;
+see `history.py`), the order book, the 24h ticker."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from aiohttp import web
 
 from workloads.gateway.errors import ApiError, Code
 from workloads.gateway.guard import policy
+from workloads.gateway.history import FOREVER, candle_page, trade_page
 from workloads.gateway.jsonio import json_response
-from workloads.gateway.keys import CORE, PROJECTION, SETTINGS
+from workloads.gateway.keys import CORE, HISTORY, PROJECTION, SETTINGS
 from workloads.gateway.marketdata import MarketData
+from workloads.history.queries import INTERVALS
 
 
 def market_data(request: web.Request) -> MarketData:
@@ -28,13 +31,48 @@ def bounded(request: web.Request, name: str, default: int, high: int) -> int:
     return int(raw)
 
 
+def millis(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 15:
+        raise ApiError(Code.VALIDATION_FAILED, f"{name} must be epoch milliseconds")
+    return int(raw)
+
+
+def time_range(request: web.Request) -> tuple[int, int]:
+    """`from` (inclusive) and `to` (exclusive; alias `before`) in epoch milliseconds."""
+    start = millis(request, "from") or 0
+    end = millis(request, "to")
+    end = millis(request, "before") if end is None else end
+    end = FOREVER * 1000 if end is None else end
+    if start >= end:
+        raise ApiError(Code.VALIDATION_FAILED, "from must be before to")
+    return start, end
+
+
+def cursor(request: web.Request) -> tuple[int, int] | None:
+    raw = request.query.get("cursor")
+    if raw is None:
+        return None
+    seq, _, index = raw.partition(".")
+    if not (seq.isdigit() and index.isdigit() and len(raw) <= 32):
+        raise ApiError(Code.VALIDATION_FAILED, "cursor is not one this API gave")
+    return int(seq), int(index)
+
+
 @policy("public")
 async def trades(request: web.Request) -> web.Response:
+    """Newest first; `from`/`to` bound the time, `cursor` (a page's `next_cursor`) pages on."""
     data = market_data(request)
     limit = bounded(request, "limit", 100, 1000)
-    recent = list(data.trades)[-limit:]
-    recent.reverse()
-    return json_response({"symbol": data.market.symbol, "sample": data.sample, "trades": recent})
+    start, end = time_range(request)
+    page = await trade_page(data, request.app[HISTORY], start, end, cursor(request), limit)
+    last = page[-1] if len(page) == limit else None
+    return json_response({
+        "symbol": data.market.symbol, "sample": data.sample, "trades": page,
+        "next_cursor": f"{last['seq']}.{last.get('index', 0)}" if last else None,
+    })  # fmt: skip
 
 
 @policy("public")
@@ -51,23 +89,20 @@ async def orderbook(request: web.Request) -> web.Response:
 
 @policy("public")
 async def candles(request: web.Request) -> web.Response:
+    """The newest `limit` candles of `interval` whose open time is in [from, to), oldest first."""
     data = market_data(request)
     limit = bounded(request, "limit", 100, 1500)
     interval = request.query.get("interval", "1m")
-    if interval != "1m":
-        raise ApiError(Code.VALIDATION_FAILED, "interval: only 1m")
-    before = request.query.get("before")
-    if before is not None and not before.isdigit():
-        raise ApiError(Code.VALIDATION_FAILED, "before must be epoch milliseconds")
-    items = data.candles.recent(limit, int(before) if before else None)
+    if interval not in INTERVALS:
+        raise ApiError(Code.VALIDATION_FAILED, f"interval must be one of {', '.join(INTERVALS)}")
+    start, end = time_range(request)
+    start_s, end_s = -(-start // 1000), -(-end // 1000)
+    items = await candle_page(data, request.app[HISTORY], interval, start_s, end_s, limit,
+                              int(time.time()))  # fmt: skip
     return json_response(
-        {
-            "symbol": data.market.symbol,
-            "interval": "1m",
-            "sample": data.sample,
-            "candles": [c.to_json(data.market) for c in items],
-        }
-    )
+        {"symbol": data.market.symbol, "interval": interval, "sample": data.sample,
+         "candles": items}
+    )  # fmt: skip
 
 
 @policy("public")

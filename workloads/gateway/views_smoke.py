@@ -26,6 +26,7 @@ from workloads.gateway.errors import REJECT_STATUS, ApiError, Code, reject_code
 from workloads.gateway.guard import policy, principal
 from workloads.gateway.jsonio import json_response
 from workloads.gateway.keys import CORE, PROJECTION
+from workloads.gateway.marketdata import public_trade
 from workloads.gateway.markets import Market, NotRepresentable
 from workloads.gateway.views_auth import json_object
 from workloads.gateway.views_orders import correlation_id, market_of
@@ -107,19 +108,6 @@ def refused(reply: matcher_pb2.CommandReply, what: str) -> ApiError:
     return ApiError(code, f"the matcher refused the {what}: {code}", REJECT_STATUS.get(code, 400))
 
 
-def trade_json(market: Market, t: Any) -> dict[str, Any]:
-    """A trade as `GET /v1/markets/{symbol}/trades` writes it."""
-    return {
-        "trade_id": t.trade_id,  # already "<symbol>:<n>", as the ledger books it
-        "symbol": market.symbol,
-        "price": market.format_price(t.price),
-        "quantity": market.format_quantity(t.quantity),
-        "taker_side": "BUY" if t.taker_side == common_pb2.SIDE_BUY else "SELL",
-        "seq": t.envelope.seq,
-        "time": t.envelope.occurred_at // 1_000_000,
-    }
-
-
 @policy("user")
 async def smoke_trade(request: web.Request) -> web.Response:
     who = principal(request)
@@ -151,7 +139,7 @@ async def smoke_trade(request: web.Request) -> web.Response:
             "quantity": market.format_quantity(quantity),
             "maker_order_id": f"{market.symbol}:{maker.order_id}",
             "taker_order_id": f"{market.symbol}:{taker.order_id}",
-            "trades": [trade_json(market, t) for t in fills],
+            "trades": [public_trade(market, t) for t in fills],
             "seq": taker.seq,
             "epoch": taker.epoch,
         },
