@@ -1,5 +1,5 @@
-"""What `make up` runs: PostgreSQL, Kafka, an S3 store (the matcher's archive), the exchange's
-processes, optionally a Kubernetes API.
+"""What `make up` runs: PostgreSQL, Kafka, an S3 store (the matcher's archive), ClickHouse (the
+market history), the exchange's processes, optionally a Kubernetes API.
 
 Ports come from environment variables (defaults follow the seed's local ports), data lives
 in one run directory that is kept between runs (`EXCHANGE_RUN_DIR`, default `.run/up`).
@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2e.env import gobuild, kafka, kube, paths, postgres, s3
+from e2e.env import clickhouse, gobuild, kafka, kube, paths, postgres, s3
 from e2e.env.gateway import GatewayProcess
+from e2e.env.history import HistoryProcess
 from e2e.env.ledger import LedgerProcess
 from e2e.env.matcher import MatcherProcess
 from e2e.env.pgbackup import BackupSchedule, PgArchive
@@ -43,6 +44,9 @@ class StackSettings:
     kafka_port: int  # EXCHANGE_KAFKA_PORT, default 29092 (the seed's Kafka port)
     kafka_controller_port: int  # EXCHANGE_KAFKA_CONTROLLER_PORT, default 29093
     s3_port: int  # EXCHANGE_S3_PORT, default 29002 (the seed's object store port)
+    clickhouse_tcp_port: int  # EXCHANGE_CLICKHOUSE_TCP_PORT, default 29000 (the seed's)
+    clickhouse_http_port: int  # EXCHANGE_CLICKHOUSE_HTTP_PORT, default 28123 (the seed's)
+    history_http_port: int  # HISTORY_HTTP_PORT, default 8093
     kube_api_port: int  # EXCHANGE_KUBE_API_PORT, default 26443
     kube: bool  # EXCHANGE_UP_KUBE, default 0: also start a Kubernetes API (for operator work)
     symbol: str  # EXCHANGE_UP_SYMBOL, default BTC-USDT: the sample market
@@ -60,6 +64,9 @@ class StackSettings:
             kafka_port=_port(env, "EXCHANGE_KAFKA_PORT", 29092),
             kafka_controller_port=_port(env, "EXCHANGE_KAFKA_CONTROLLER_PORT", 29093),
             s3_port=_port(env, "EXCHANGE_S3_PORT", 29002),
+            clickhouse_tcp_port=_port(env, "EXCHANGE_CLICKHOUSE_TCP_PORT", 29000),
+            clickhouse_http_port=_port(env, "EXCHANGE_CLICKHOUSE_HTTP_PORT", 28123),
+            history_http_port=_port(env, "HISTORY_HTTP_PORT", 8093),
             kube_api_port=_port(env, "EXCHANGE_KUBE_API_PORT", 26443),
             kube=env.get("EXCHANGE_UP_KUBE", "0") not in ("0", "false", "no"),
             symbol=env.get("EXCHANGE_UP_SYMBOL", "BTC-USDT"),
@@ -102,6 +109,15 @@ class Stack:
         self.endpoints["Kafka bootstrap"] = broker.bootstrap
         asyncio.run(kafka.ensure_topic(broker.bootstrap, EVENTS_TOPIC, partitions=3))
         self.endpoints["Events topic"] = EVENTS_TOPIC
+        history_db = clickhouse.ClickHouseServer(
+            s.run_dir, s.clickhouse_tcp_port, s.clickhouse_http_port
+        )
+        self._start("clickhouse", history_db, clickhouse.version)
+        self.endpoints["ClickHouse"] = history_db.url
+        writer = HistoryProcess(s.run_dir, history_db.url, broker.bootstrap, EVENTS_TOPIC,
+                                http_port=s.history_http_port)  # fmt: skip
+        self._start("history writer", writer, lambda: "exchange history")
+        self.endpoints["History writer ops"] = f"{writer.ops_url}/metrics"
         matcher = MatcherProcess(
             s.run_dir,
             symbol=s.symbol,
@@ -138,6 +154,7 @@ class Stack:
             events_topic=EVENTS_TOPIC,
             http_port=s.gateway_http_port,
             api_secrets=os.environ.get("EDGE_API_SECRETS", f"{DEMO_KEY}:{DEMO_SECRET}"),
+            extra_env={"EDGE_HISTORY_CLICKHOUSE_URL": history_db.url},
         )
         self._start("gateway", gateway, lambda: "exchange gateway")
         # Base backups once the ledger has migrated its schema: now, then every
