@@ -6,7 +6,7 @@
 | HISTORY_KAFKA_BROKERS | 127.0.0.1:29092 | Kafka bootstrap |
 | HISTORY_KAFKA_TOPIC | core.events.v1 | the core events topic |
 | HISTORY_KAFKA_GROUP_ID | history-<topic> | consumer group (offsets committed after ClickHouse) |
-| HISTORY_BATCH_MAX_EVENTS | 20000 | most events per ClickHouse insert |
+| HISTORY_BATCH_MAX_EVENTS | 50000 | most records per batch (one ClickHouse insert) |
 | HISTORY_BATCH_LINGER_MS | 200 | how long a batch may wait to fill (the history's freshness) |
 | HISTORY_HTTP_HOST | 127.0.0.1 | address of /healthz, /readyz, /metrics |
 | HISTORY_HTTP_PORT | 8093 | |
@@ -30,7 +30,7 @@ class HistorySettings:
     brokers: str = "127.0.0.1:29092"
     topic: str = "core.events.v1"
     group_id: str = ""
-    batch_max_events: int = 20_000
+    batch_max_events: int = 50_000
     batch_linger: float = 0.2
     http_host: str = "127.0.0.1"
     http_port: int = 8093

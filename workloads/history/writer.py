@@ -2,8 +2,10 @@
 
 A batch (up to `HISTORY_BATCH_MAX_EVENTS`, or what `HISTORY_BATCH_LINGER_MS` gathers) is
 read with `read_committed`, its trades inserted, the one-minute candles of the minutes it
-touched recomputed from the stored trades, and only then are its offsets committed. A crash
-anywhere redelivers the batch; the tables collapse what they get twice (`store.py`).
+touched recomputed from the stored trades, and only then are its offsets committed; the
+next batch is read and parsed while one is written (one in flight, commits in order). A
+crash anywhere redelivers what was not committed; the tables collapse what they get twice
+(`store.py`).
 
 While ClickHouse does not answer, the same batch is retried with backoff and nothing new
 is read: the writer pauses, its lag grows, `/readyz` says why, and nothing is lost or
@@ -38,6 +40,11 @@ LAG_RECORDS = Gauge("history_lag_records", "Records of the topic not yet written
 BEHIND_SECONDS = Gauge(
     "history_behind_seconds", "Age of the newest written event while records wait (0: caught up)"
 )
+
+
+WANTED = (b"trade_executed", b"epoch_started")
+"""The events the history needs (trades; epoch starts for fencing), by the outbox's `type`
+header; a record without the header is parsed whatever it is."""
 
 
 @dataclass
@@ -77,8 +84,11 @@ class HistoryWriter:
             isolation_level="read_committed",
             auto_offset_reset="earliest",
             max_poll_records=s.batch_max_events,
+            fetch_max_bytes=64 << 20,  # a backlog comes in few large fetches (the ledger's too)
+            max_partition_fetch_bytes=16 << 20,
         )
         await consumer.start()
+        writing: tuple[asyncio.Task[None], dict[TopicPartition, int]] | None = None
         try:
             self.problem = ""
             while not stop.is_set():
@@ -86,18 +96,30 @@ class HistoryWriter:
                     timeout_ms=int(s.batch_linger * 1000) or 1, max_records=s.batch_max_events
                 )
                 batch = self.batch([r for records in polled.values() for r in records])
+                # One batch is written while the next is read; commits stay in order.
+                if writing is not None:
+                    await writing[0]
+                    await consumer.commit(writing[1])
+                    writing = None
                 if batch.offsets:
-                    await self.write(batch, stop)
-                    await consumer.commit(batch.offsets)
+                    writing = (asyncio.create_task(self.write(batch, stop)), batch.offsets)
                 await self.measure()
+            if writing is not None:
+                await writing[0]
+                await consumer.commit(writing[1])
         finally:
+            if writing is not None and not writing[0].done():
+                writing[0].cancel()
             await consumer.stop()
 
     def batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> Batch:
         batch = Batch()
+        second, when = -1, as_time(0)  # consecutive trades mostly share their second
         for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            batch.offsets[tp] = record.offset + 1
+            batch.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            kind = next((v for k, v in record.headers if k == "type"), None)
+            if kind is not None and kind not in WANTED:
+                continue  # named by the outbox's header: no need to parse it
             try:
                 event = events_pb2.Event.FromString(record.value or b"")
                 body = event.WhichOneof("body")
@@ -117,7 +139,8 @@ class HistoryWriter:
             if body != "trade_executed":
                 continue
             trade = event.trade_executed
-            when = as_time(envelope.occurred_at)
+            if envelope.occurred_at // 1_000_000_000 != second:
+                second, when = envelope.occurred_at // 1_000_000_000, as_time(envelope.occurred_at)
             index = int(envelope.event_id.rsplit(":", 1)[-1] or 0)
             batch.trades.append((
                 symbol, when, envelope.occurred_at, envelope.seq, index, trade.trade_id,
