@@ -10,11 +10,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from workloads.common import envvars
+from workloads.common.envvars import SettingsError as SettingsError  # re-exported
 from workloads.gateway.markets import Market, MarketError, parse_markets
-
-
-class SettingsError(ValueError):
-    """A setting is invalid; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -159,14 +157,7 @@ class _Reader:
         return self.env.get(name, default).strip()
 
     def integer(self, name: str, default: int, low: int = 0) -> int:
-        raw = self.text(name, str(default))
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"{name}={raw!r} is not an integer") from None
-        if value < low:
-            raise SettingsError(f"{name}={value} must be at least {low}")
-        return value
+        return envvars.integer(self.env, name, default, low)
 
     def number(self, name: str, default: float, low: float = 0.0, high: float = 1e12) -> float:
         raw = self.text(name, str(default))

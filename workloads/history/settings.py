@@ -19,9 +19,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-
-class SettingsError(ValueError):
-    """A setting is invalid; the message names the variable."""
+from workloads.common import envvars
+from workloads.common.envvars import SettingsError as SettingsError  # re-exported
 
 
 @dataclass(frozen=True)
@@ -42,14 +41,7 @@ class HistorySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> HistorySettings:
         def integer(name: str, default: int, low: int) -> int:
-            raw = env.get(name, str(default))
-            try:
-                value = int(raw)
-            except ValueError:
-                raise SettingsError(f"{name}={raw!r} is not an integer") from None
-            if value < low:
-                raise SettingsError(f"{name}={value} must be at least {low}")
-            return value
+            return envvars.integer(env, name, default, low)
 
         url = env.get("HISTORY_CLICKHOUSE_URL", cls.clickhouse_url)
         if not url.startswith("clickhouse://"):

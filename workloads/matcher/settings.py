@@ -43,14 +43,12 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workloads.common import envvars
+from workloads.common.envvars import SettingsError as SettingsError  # re-exported
 from workloads.common.objectstore import ObjectStoreConfigError, ObjectStoreSettings
 from workloads.matcher.lease import LeaseTiming
 from workloads.matcher.sequencer import SequencerSettings
 from workloads.matcher.spec import MarketSpec, SpecError
-
-
-class SettingsError(ValueError):
-    """A setting is invalid; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -96,14 +94,7 @@ class MatcherSettings:
             raise SettingsError(str(exc)) from None
 
         def integer(name: str, default: int, low: int = 0) -> int:
-            raw = env.get(name, str(default))
-            try:
-                value = int(raw)
-            except ValueError:
-                raise SettingsError(f"{name}={raw!r} is not an integer") from None
-            if value < low:
-                raise SettingsError(f"{name}={value} must be at least {low}")
-            return value
+            return envvars.integer(env, name, default, low)
 
         try:
             archive = ObjectStoreSettings.from_env("MATCHER_ARCHIVE", env)
