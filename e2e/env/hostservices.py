@@ -1,6 +1,5 @@
-"""PostgreSQL, Kafka and an S3 store on the host for the cluster's pods; PostgreSQL's and
-Kafka's addresses are published as a ConfigMap (the archive's store is named in a Market's
-spec, as a platform team would name theirs).
+"""PostgreSQL, Kafka and an S3 store on the host for the cluster's pods, published as a
+ConfigMap (a Market's archive uses the ConfigMap's S3 endpoint unless its spec names one).
 
 They listen on the cluster's bridge address, which pods reach directly (it is their
 gateway) and host processes too (it is a local address). Pods learn where they are from
@@ -72,6 +71,7 @@ class HostServices:
             "EXCHANGE_PG_PORT": str(self.postgres.port),
             "EXCHANGE_PG_DSN": self.postgres.dsn,
             "EXCHANGE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "EXCHANGE_S3_ENDPOINT": self.s3.endpoint,
         }
 
     def archive(self, prefix: str) -> ObjectStoreSettings:

@@ -192,6 +192,7 @@ def run() -> int:
         "EXCHANGE_PG_PORT": str(pg.port),
         "EXCHANGE_PG_DSN": pg.dsn,
         "EXCHANGE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "EXCHANGE_S3_ENDPOINT": store.endpoint,
     }
 
     kubectl = KindCluster(kubeconfig).kubectl

@@ -464,7 +464,7 @@ async def test_a_market_whose_volume_is_lost_comes_back_from_its_archive(
                              "AWS_SECRET_ACCESS_KEY": archive.secret_access_key}}  # fmt: skip
     venue.apply(secret)
     venue.apply_market(SOL, "SOL-USDT", matcher={"replicas": 1}, archive={
-        "endpoint": archive.endpoint, "bucket": archive.bucket,
+        "bucket": archive.bucket,  # the store: the venue ConfigMap's EXCHANGE_S3_ENDPOINT
         "credentialsSecretRef": {"name": "archive-credentials"}, "sealSeconds": 1,
     })  # fmt: skip
     await asyncio.to_thread(venue.wait_market, SOL, ready, "Ready", 180)

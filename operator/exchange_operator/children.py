@@ -57,10 +57,15 @@ def _meta(ref: MarketRef, name: str, namespace: str, component: str) -> Manifest
 
 
 def market_children(
-    ref: MarketRef, namespace: str, settings: OperatorSettings, egress: list[Manifest]
+    ref: MarketRef,
+    namespace: str,
+    settings: OperatorSettings,
+    egress: list[Manifest],
+    s3_endpoint: str = "",
 ) -> list[Manifest]:
     """Everything the Market owns except its Lease (created once, see `lease`), in the order
-    they are applied. `egress`: the rules to the venue's Kafka, DNS and the API server."""
+    they are applied. `egress`: the rules to the venue's Kafka, DNS and the API server;
+    `s3_endpoint`: the venue ConfigMap's S3 store."""
     return [
         service_account(ref, namespace),
         role(ref, namespace),
@@ -69,7 +74,7 @@ def market_children(
         peers_service(ref, namespace),
         statefulset(ref, namespace, settings),
         disruption_budget(ref, namespace),
-        network_policy(ref, namespace, settings, [*egress, *archive_egress(ref)]),
+        network_policy(ref, namespace, settings, [*egress, *archive_egress(ref, s3_endpoint)]),
     ]
 
 
@@ -94,7 +99,6 @@ def archive_env(ref: MarketRef, namespace: str) -> list[Manifest]:
     if archive is None:
         return []
     values = {
-        "MATCHER_ARCHIVE_ENDPOINT": archive.endpoint,
         "MATCHER_ARCHIVE_BUCKET": archive.bucket,
         "MATCHER_ARCHIVE_PREFIX": archive.prefix or namespace,
         "MATCHER_ARCHIVE_REGION": archive.region,
@@ -108,15 +112,21 @@ def archive_env(ref: MarketRef, namespace: str) -> list[Manifest]:
         }
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
     ]
-    return [{"name": k, "value": v} for k, v in values.items()] + secret
+    endpoint = (
+        [{"name": "MATCHER_ARCHIVE_ENDPOINT", "value": archive.endpoint}]
+        if archive.endpoint
+        else connection_env(ref, ("MATCHER_ARCHIVE_ENDPOINT", "EXCHANGE_S3_ENDPOINT"))
+    )
+    return endpoint + [{"name": k, "value": v} for k, v in values.items()] + secret
 
 
-def archive_egress(ref: MarketRef) -> list[Manifest]:
-    """The archive's store, for the matcher's egress policy."""
+def archive_egress(ref: MarketRef, venue_endpoint: str = "") -> list[Manifest]:
+    """The archive's store, for the matcher's egress policy (`venue_endpoint`: the venue
+    ConfigMap's, for an archive whose spec names none)."""
     archive = ref.spec.archive
-    if archive is None:
+    if archive is None or not (archive.endpoint or venue_endpoint):
         return []
-    found = urlsplit(archive.endpoint)
+    found = urlsplit(archive.endpoint or venue_endpoint)
     port = found.port or (443 if found.scheme == "https" else 80)
     return endpoint_egress(f"{found.hostname}:{port}")
 

@@ -69,6 +69,7 @@ class Archive:
     """spec.archive: where the matcher archives its WAL and snapshots (and restores from)."""
 
     endpoint: str
+    """Empty: the venue ConfigMap's `EXCHANGE_S3_ENDPOINT`."""
     bucket: str
     credentials_secret: str
     prefix: str = ""
@@ -83,7 +84,7 @@ class Archive:
             return None
         retention = spec.get("retention") or {}
         return cls(
-            endpoint=str(spec["endpoint"]).rstrip("/"),
+            endpoint=str(spec.get("endpoint") or "").rstrip("/"),
             bucket=str(spec["bucket"]),
             credentials_secret=str((spec.get("credentialsSecretRef") or {})["name"]),
             prefix=str(spec.get("prefix") or ""),

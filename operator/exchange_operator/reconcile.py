@@ -122,7 +122,9 @@ async def apply_market(ctx: Context, namespace: str, ref: MarketRef) -> None:
         raise kopf.PermanentError(f"invalid market spec: {exc}") from None
     config = await ctx.kube.config_map(namespace, ref.spec.connections.config_map)
     venue = Venue(namespace, [ref], ctx.settings, config)
-    manifests = children.market_children(ref, namespace, ctx.settings, venue.matcher_egress())
+    manifests = children.market_children(
+        ref, namespace, ctx.settings, venue.matcher_egress(), config.get("EXCHANGE_S3_ENDPOINT", "")
+    )
     memory = ctx.memory(namespace, ref.name)
     signature = digest(manifests)
     if memory.applied == signature:

@@ -243,6 +243,17 @@ def test_a_market_with_an_archive_gives_its_matcher_the_store_and_an_egress_to_i
     egress = by_kind(manifests, "NetworkPolicy")["spec"]["egress"]
     assert {"ports": [{"protocol": "TCP", "port": 29002}],
             "to": [{"ipBlock": {"cidr": "10.244.0.1/32"}}]} in egress  # fmt: skip
+    # Without an endpoint in the spec: the venue ConfigMap's, and an egress rule to it.
+    venue_store = market("btc-usdt", "BTC-USDT", archive={**archive, "endpoint": ""})
+    manifests = children.market_children(venue_store, "venue-a", SETTINGS, [],
+                                         "http://10.244.0.1:29012")  # fmt: skip
+    env = env_of(by_kind(manifests, "StatefulSet")["spec"]["template"]["spec"]["containers"][0])
+    assert env["MATCHER_ARCHIVE_ENDPOINT"] == {
+        "configMapKeyRef": {"name": "exchange-host-services", "key": "EXCHANGE_S3_ENDPOINT"}
+    }
+    egress = by_kind(manifests, "NetworkPolicy")["spec"]["egress"]
+    assert {"ports": [{"protocol": "TCP", "port": 29012}],
+            "to": [{"ipBlock": {"cidr": "10.244.0.1/32"}}]} in egress  # fmt: skip
     plain = children.market_children(market("btc-usdt", "BTC-USDT"), "venue-a", SETTINGS, [])
     plain_env = env_of(by_kind(plain, "StatefulSet")["spec"]["template"]["spec"]["containers"][0])
     assert not [k for k in plain_env if k.startswith(("MATCHER_ARCHIVE", "AWS_"))]
