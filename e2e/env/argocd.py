@@ -196,6 +196,18 @@ class ArgoCD:
         )
         return found
 
+    def markets(self) -> str:
+        """Every Market's phase and conditions: why Argo CD finds one Degraded."""
+        out = self.cluster.kubectl("get", "markets", "-A", "-o", "json", check=False)
+        found = json.loads(out)["items"] if out else []
+        return "\n".join(
+            f"market {m['metadata']['namespace']}/{m['metadata']['name']}: "
+            f"{(m.get('status') or {}).get('phase')} "
+            + json.dumps([(c["type"], c["status"], c["reason"], c["message"][:300])
+                          for c in (m.get("status") or {}).get("conditions") or []])
+            for m in found
+        )  # fmt: skip
+
     def refresh(self, name: str, hard: bool = False) -> None:
         """Ask the controller to compare `name` with git now (not at its next poll)."""
         self.cluster.kubectl(
@@ -227,7 +239,7 @@ class ArgoCD:
             summary = json.dumps({"conditions": status.get("conditions"), "resources": resources})
             raise AssertionError(
                 f"{exc}\nsync {sync_status(seen)}, health {health_status(seen)}\n{summary}\n"
-                f"{self.log_tails()}"
+                f"{self.markets()}\n{self.log_tails()}"
             ) from None
         return dict(seen)
 
