@@ -200,16 +200,20 @@ class Archiver:
             if not self._listed:
                 await self._list()
             await self._seal_if_old()
+            conflicts = []
             for path in sealed:
                 if path.name not in self.archived:
-                    await self._archive_segment(path)
+                    try:
+                        await self._archive_segment(path)
+                    except ArchiveConflict as exc:  # kept locally; the later ones go on
+                        conflicts.append(str(exc))
             latest = snapshot.latest_path(self.snapshot_dir)
             if latest is not None and latest.name not in self.archived:
                 await self._archive_snapshot(latest)
             if time.monotonic() - self._retained_at > 60:
                 await self._retain()
                 self._retained_at = time.monotonic()
-            self.last_error = ""
+            self.last_error = "; ".join(conflicts)
         except ArchiveConflict as exc:
             self.last_error = str(exc)
         except Exception as exc:
