@@ -7,3 +7,9 @@ poller setting in `workloads/__init__.py`), so that a load generator measures th
 not a different gRPC runtime of its own."""
 
 import workloads  # noqa: F401  (GRPC_EXPERIMENTS before any grpc import)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank `q` quantile (0.99: p99) of `values`."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]

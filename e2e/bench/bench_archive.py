@@ -30,10 +30,11 @@ from typing import Any
 
 import asyncpg
 
+from e2e.bench import percentile
 from e2e.bench.bench_matcher import bench_spec, generate, write_log
 from e2e.env import postgres
 from e2e.env.matcher import MatcherProcess
-from e2e.env.pgbackup import PgArchive, archive_current_wal
+from e2e.env.pgbackup import PgArchive, archive_current_wal, promoted
 from e2e.env.process import free_port
 from e2e.env.s3 import S3Server
 from workloads.common.objectstore import open_store
@@ -45,11 +46,6 @@ BENCHMARKS: dict[str, Callable[[], dict[str, object]]] = {}
 
 def _tmp() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(dir=os.environ.get("EXCHANGE_BENCH_DIR"))
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 # ---------------------------------------------------------------------- archive.lag
@@ -86,8 +82,8 @@ def lag_benchmark(seconds: float = 15.0) -> dict[str, object]:
     return {
         "commands_per_s": figures.get("batched_orders_per_s"),
         "segments": len(delays),
-        "p50_seconds": round(_percentile(delays, 0.5), 3),
-        "p99_seconds": round(_percentile(delays, 0.99), 3),
+        "p50_seconds": round(percentile(delays, 0.5), 3),
+        "p99_seconds": round(percentile(delays, 0.99), 3),
         "max_seconds": round(max(delays), 3),
         "target_p99_seconds": 5,
     }
@@ -179,7 +175,7 @@ def pitr_benchmark(load_seconds: int = 20) -> dict[str, object]:
             downloaded = time.monotonic() - begin
             restored.start(timeout=600)
             try:
-                asyncio.run(_promoted(restored.dsn))
+                asyncio.run(promoted(restored.dsn, within=600))
                 seconds = time.monotonic() - begin
             finally:
                 restored.stop()
@@ -202,15 +198,6 @@ async def _switch_and_wait(dsn: str) -> tuple[int, int]:
         size = await conn.fetchval("SELECT pg_database_size('postgres') / 1048576")
         archived = await conn.fetchval("SELECT archived_count FROM pg_stat_archiver")
         return int(size), int(archived)
-    finally:
-        await conn.close()
-
-
-async def _promoted(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        while await conn.fetchval("SELECT pg_is_in_recovery()"):  # noqa: ASYNC110  (a poll)
-            await asyncio.sleep(0.05)
     finally:
         await conn.close()
 

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts.v1 import common_pb2, events_pb2
-from e2e.bench import simulate
+from e2e.bench import percentile, simulate
 from e2e.env import kafka
 from e2e.env.clickhouse import ClickHouseServer
 from e2e.env.history import HistoryProcess
@@ -37,11 +37,6 @@ from workloads.matcher.spec import MarketSpec
 BENCHMARKS: dict[str, Callable[[], dict[str, object]]] = {}
 SPEC = MarketSpec("BTC-USDT", "BTC", "USDT")
 DAY = 86_400
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 class Parts:
@@ -138,8 +133,8 @@ def lag_benchmark(rate: int = 1_000, seconds: int = 20) -> dict[str, object]:
         finally:
             writer.stop()
     return {"trades_per_s": rate, "trades": len(lags),
-            "p50_seconds": round(_percentile(lags, 0.5), 3),
-            "p99_seconds": round(_percentile(lags, 0.99), 3), "target_p99_seconds": 2}  # fmt: skip
+            "p50_seconds": round(percentile(lags, 0.5), 3),
+            "p99_seconds": round(percentile(lags, 0.99), 3), "target_p99_seconds": 2}  # fmt: skip
 
 
 def _trade(seq: int, now_ns: int) -> events_pb2.Event:
@@ -242,8 +237,8 @@ async def _candles_run(url: str, runs: int) -> dict[str, object]:
     finally:
         await store.close()
     return {"candles": 1000, "one_minute_candles": 86_400, "trades": 10_000_000,
-            "p50_ms": round(_percentile(timings, 0.5), 1),
-            "p99_ms": round(_percentile(timings, 0.99), 1), "target_p99_ms": 100}  # fmt: skip
+            "p50_ms": round(percentile(timings, 0.5), 1),
+            "p99_ms": round(percentile(timings, 0.99), 1), "target_p99_ms": 100}  # fmt: skip
 
 
 BENCHMARKS["history.candles"] = candles_benchmark

@@ -77,6 +77,14 @@ class CrossingLoad:
             if in_flight:
                 await asyncio.gather(*in_flight)
 
+    async def run_for(self, seconds: float) -> None:
+        """`run` for `seconds`, then the replies in flight."""
+        stop = asyncio.Event()
+        running = asyncio.create_task(self.run(stop))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await running
+
     async def place(self, stub: matcher_pb2_grpc.MatcherStub, n: int) -> None:
         account = self.accounts[n % self.traders]
         request = matcher_pb2.PlaceOrderRequest(

@@ -3,6 +3,7 @@ topic: what `make up` runs for one market, minus the gateway."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,13 @@ class Venue:
         )
         if (status, body.get("booked")) != (202, True):
             raise AssertionError(f"deposit of {account} {asset} refused: {status} {body}")
+
+    async def fund(self, accounts: Iterable[str], base: int = 10**12, quote: int = 10**15) -> None:
+        """Deposit `base` and `quote` (minor units) for each account, through the ledger."""
+        base_asset, _, quote_asset = self.symbol.partition("-")
+        for account in accounts:
+            await self.deposit(account, base_asset, base)
+            await self.deposit(account, quote_asset, quote)
 
     async def reconciliation(self) -> dict[str, Any]:
         """The ledger's reconciliation status of the market."""

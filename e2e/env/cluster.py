@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2e.env import cleanup, cni, gobuild, images, registry
+from e2e.env import cleanup, cni, gobuild, images, kube, registry
 from e2e.env.clustersettings import ClusterSettings
 from e2e.env.containerd import Containerd
 from e2e.env.coredns import CLUSTER_ROLE, CLUSTER_ROLE_BINDING, CoreDNS
@@ -131,8 +130,7 @@ class Cluster:
 
     def apply(self, *objects: dict[str, Any]) -> None:
         """Server-side apply of manifests given as dicts."""
-        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=body)
+        kube.apply(self.kubectl, *objects)
 
     # -- the node's processes, for drills (kind's are reached through `docker exec`) ---
 

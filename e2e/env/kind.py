@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from e2e.env import gobuild, images, kafka, paths, postgres
+from e2e.env import gobuild, images, kafka, kube, paths, postgres
 from e2e.env.helm import CHART, helm
 from e2e.env.hostservices import config_map
 from e2e.env.process import wait_until
@@ -93,8 +93,7 @@ class KindCluster:
         return _run(kubectl, f"--kubeconfig={self.kubeconfig}", *args, input=input, check=check)
 
     def apply(self, *objects: dict[str, Any]) -> None:
-        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=body)
+        kube.apply(self.kubectl, *objects)
 
     def on_node(self, *argv: str, check: bool = True) -> str:
         return _run("docker", "exec", self.node, *argv, check=check)

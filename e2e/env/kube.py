@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from e2e.env import certs, gobuild
 from e2e.env.process import ManagedProcess, free_port, port_open, wait_until
@@ -38,6 +39,12 @@ def version() -> str:
         [str(gobuild.binary("etcd")), "--version"], capture_output=True, text=True, check=True
     )
     return f"{out.stdout.strip()}, etcd {etcd.stdout.split()[2]}"
+
+
+def apply(kubectl: Callable[..., str], *objects: dict[str, Any]) -> None:
+    """Server-side apply of manifests given as dicts, as one List."""
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=body)
 
 
 def wait_established(kubectl: Callable[..., str], *crds: str, timeout: float = 60) -> None:

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 from e2e.env.process import ManagedProcess, free_port
 from e2e.env.service import ServiceProcess
+from workloads.common.objectstore import ObjectStoreSettings
+
+
+def restore(
+    archive: ObjectStoreSettings, symbol: str, data_dir: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m workloads.matcher restore --data-dir data_dir *args` for `symbol`, from
+    `archive` (for example `--to-seq N`); its stdout is the restore's JSON."""
+    return subprocess.run(
+        [sys.executable, "-m", "workloads.matcher", "restore", "--data-dir", str(data_dir), *args],
+        env={**os.environ, "MATCHER_MARKET_SYMBOL": symbol, **archive.env("MATCHER_ARCHIVE")},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
 
 
 @dataclass

@@ -174,6 +174,21 @@ async def archive_current_wal(dsn: str, within: float = 30.0) -> str:
         await conn.close()
 
 
+async def promoted(dsn: str, within: float = 60.0, every: float = 0.05) -> None:
+    """Wait until a restored server has replayed its WAL and promoted itself
+    (`pg_is_in_recovery()` false): `PostgresServer.start` returns once it accepts
+    connections, which is earlier."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + within
+        while await conn.fetchval("SELECT pg_is_in_recovery()"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"still in recovery after {within:.0f}s")
+            await asyncio.sleep(every)
+    finally:
+        await conn.close()
+
+
 class BackupSchedule:
     """A base backup now and then every `every` seconds, in a thread (`make up`): with the
     WAL archive, a restore needs the newest backup plus the WAL since."""

@@ -55,6 +55,11 @@ class ServiceProcess:
     def ready(self) -> bool:
         return readyz(self.ops_url)
 
+    def metrics(self) -> str:
+        """Its `/metrics` page (Prometheus text)."""
+        with urllib.request.urlopen(f"{self.ops_url}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(timeout=30)

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -26,7 +22,8 @@ from contracts.v1 import matcher_pb2, matcher_pb2_grpc
 from e2e.drills.load import CrossingLoad
 from e2e.drills.venue import Venue
 from e2e.env import postgres
-from e2e.env.pgbackup import PgArchive, archive_current_wal
+from e2e.env.matcher import restore
+from e2e.env.pgbackup import PgArchive, archive_current_wal, promoted
 from e2e.env.process import free_port
 from e2e.env.pytest_plugin import unique_name
 from e2e.env.s3 import S3Server
@@ -63,23 +60,12 @@ async def settled(venue: Venue, seq: int) -> dict[str, Any]:
     raise AssertionError(f"the ledger did not settle seq {seq}: {market}")
 
 
-def restore_hash(venue: Venue, seq: int, archive_env: dict[str, str], scratch: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "workloads.matcher", "restore", "--to-seq", str(seq),
-         "--data-dir", str(scratch)],
-        env={**os.environ, "MATCHER_MARKET_SYMBOL": venue.symbol, **archive_env},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout)["state_hash"])
-
-
 async def test_a_market_and_its_ledger_come_back_from_the_object_store_alone(
     run_dir: Path, s3_server: S3Server, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     name = unique_name("dr")
     pg_archive = PgArchive(s3_server.settings(prefix=f"{name}-postgres"))
-    matcher_archive = s3_server.settings(prefix=name).env("MATCHER_ARCHIVE")
+    archive = s3_server.settings(prefix=name)
     pg = postgres.PostgresServer(run_dir / name / "pg", free_port(), archive=pg_archive)
     pg.start()
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -89,7 +75,7 @@ async def test_a_market_and_its_ledger_come_back_from_the_object_store_alone(
 
     def venue_on(dsn: str) -> Venue:
         venue = Venue(run_dir / name, dsn, kafka_bootstrap, name)
-        venue.matcher.extra_env.update(matcher_archive)
+        venue.matcher.extra_env.update(archive.env("MATCHER_ARCHIVE"))
         venue.matcher.extra_env["MATCHER_ARCHIVE_SEAL_SECONDS"] = "1"
         return venue
 
@@ -98,14 +84,8 @@ async def test_a_market_and_its_ledger_come_back_from_the_object_store_alone(
     try:
         await asyncio.to_thread(pg_archive.base_backup, pg.host, pg.port, postgres.SUPERUSER)
         load = CrossingLoad(venue.matcher.target, venue.symbol, traders=4, rate=60)
-        for account in load.accounts:
-            for asset, amount in (("BTC", 10**12), ("USDT", 10**15)):
-                await venue.deposit(account, asset, amount)
-        stop = asyncio.Event()
-        running = asyncio.create_task(load.run(stop))
-        await asyncio.sleep(5)
-        stop.set()
-        await running
+        await venue.fund(load.accounts)
+        await load.run_for(5)
         assert len(load.acked) > 100
         before = await snapshot_of(venue)
         await settled(venue, before["seq"])
@@ -126,14 +106,7 @@ async def test_a_market_and_its_ledger_come_back_from_the_object_store_alone(
                             postgres.server_user())  # fmt: skip
     await asyncio.to_thread(restored_pg.start, 120)
     try:
-        conn = await asyncpg.connect(restored_pg.dsn)
-        try:
-            for _ in range(600):
-                if not await conn.fetchval("SELECT pg_is_in_recovery()"):
-                    break
-                await asyncio.sleep(0.1)
-        finally:
-            await conn.close()
+        await promoted(restored_pg.dsn)
         venue = venue_on(restored_pg.dsn)
         await asyncio.to_thread(venue.start)  # the matcher restores from its archive first
         try:
@@ -142,10 +115,11 @@ async def test_a_market_and_its_ledger_come_back_from_the_object_store_alone(
             assert after["seq"] == before["seq"] + 1  # everything, then the new EpochStarted
             assert after["book"] == before["book"]
             assert after["balances"] == before["balances"]
-            archive_hash = await asyncio.to_thread(
-                restore_hash, venue, before["seq"], matcher_archive, tmp_path / "at-seq"
+            restored = await asyncio.to_thread(
+                restore, archive, venue.symbol, tmp_path / "at-seq", "--to-seq", str(before["seq"])
             )
-            assert archive_hash == before["state_hash"]
+            assert restored.returncode == 0, restored.stderr
+            assert json.loads(restored.stdout)["state_hash"] == before["state_hash"]
             market = await settled(venue, after["seq"])
             assert not market.get("breach"), market
             status, checked = await venue.post("/v1/admin/invariants/check")
@@ -153,11 +127,7 @@ async def test_a_market_and_its_ledger_come_back_from_the_object_store_alone(
             # It trades again.
             again = CrossingLoad(venue.matcher.target, venue.symbol, traders=4, rate=40)
             again.sent = 10_000  # fresh client order ids
-            stop = asyncio.Event()
-            running = asyncio.create_task(again.run(stop))
-            await asyncio.sleep(2)
-            stop.set()
-            await running
+            await again.run_for(2)
             assert again.acked and not again.failed
         finally:
             await asyncio.to_thread(venue.stop)

@@ -117,9 +117,7 @@ Fault = Callable[[Venue], Awaitable[None]]
 async def survive(venue: Venue, name: str, fault: Fault) -> None:
     """Trade, inject `fault`, trade on, then check from the outside."""
     load = CrossingLoad(venue.matcher.target, venue.symbol)
-    for account in load.accounts:
-        await venue.deposit(account, "BTC", 10**9)
-        await venue.deposit(account, "USDT", 10**12)
+    await venue.fund(load.accounts, base=10**9, quote=10**12)
     stop, watch = asyncio.Event(), Watch()
     tasks = [asyncio.create_task(load.run(stop)), asyncio.create_task(watch.run(venue, stop))]
     try:
@@ -226,9 +224,7 @@ async def test_a_matcher_whose_wal_lost_its_tail_refuses_to_serve_and_the_market
     venue: Venue,
 ) -> None:
     load = CrossingLoad(venue.matcher.target, venue.symbol)
-    for account in load.accounts:
-        await venue.deposit(account, "BTC", 10**9)
-        await venue.deposit(account, "USDT", 10**12)
+    await venue.fund(load.accounts, base=10**9, quote=10**12)
     async with grpc.aio.insecure_channel(venue.matcher.target) as channel:
         stub = matcher_pb2_grpc.MatcherStub(channel)
         for n in range(300):  # one by one: one WAL record each

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -43,6 +41,7 @@ from e2e.drills.operator_scenarios import (
 )
 from e2e.drills.traders import Trader
 from e2e.env import images
+from e2e.env.matcher import restore
 from e2e.env.process import wait_until
 from e2e.env.target import Node, Services
 from workloads.common.objectstore import ObjectStoreSettings
@@ -538,12 +537,7 @@ def lose_volume(venue: KubeVenue, pod: str) -> None:
 def restore_point(archive: ObjectStoreSettings, symbol: str, seq: int) -> dict[str, Any]:
     """`python -m workloads.matcher restore --to-seq` on this host, against the same store."""
     with tempfile.TemporaryDirectory() as scratch:
-        done = subprocess.run(
-            [sys.executable, "-m", "workloads.matcher", "restore", "--to-seq", str(seq),
-             "--data-dir", scratch],
-            env={**os.environ, "MATCHER_MARKET_SYMBOL": symbol, **archive.env("MATCHER_ARCHIVE")},
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        done = restore(archive, symbol, Path(scratch), "--to-seq", str(seq))
     assert done.returncode == 0, done.stderr
     found: dict[str, Any] = json.loads(done.stdout)
     return found

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from e2e.env import postgres
-from e2e.env.pgbackup import PgArchive, archive_current_wal
+from e2e.env.pgbackup import PgArchive, archive_current_wal, promoted
 from e2e.env.process import free_port
 from e2e.env.s3 import S3Server
 
@@ -66,15 +66,7 @@ async def test_a_point_in_time_restore_holds_what_was_committed_before_the_targe
     assert used == backup
     restored.start(timeout=120)
     try:
-        conn = await asyncpg.connect(restored.dsn)
-        try:
-            for _ in range(300):
-                if not await conn.fetchval("SELECT pg_is_in_recovery()"):
-                    break
-                await asyncio.sleep(0.1)
-            assert not await conn.fetchval("SELECT pg_is_in_recovery()")
-        finally:
-            await conn.close()
+        await promoted(restored.dsn, within=30)
         print(f"\npoint-in-time restore: {time.monotonic() - begin:.1f}s")
         assert await rows(restored.dsn) == ["before the backup", "after the backup"]
     finally:

@@ -177,7 +177,8 @@ async def trade_page(
     ][:limit]  # fmt: skip
     if len(page) < limit and history.configured:
         oldest = (live[0]["seq"], live[0].get("index", 0)) if live else None
-        below = min(c for c in (before, oldest) if c is not None) if (before or oldest) else None
+        bounds = [c for c in (before, oldest) if c is not None]
+        below = min(bounds) if bounds else None
         rows = await history.trades(data.market.symbol, start_ms * 1_000_000, end_ms * 1_000_000,
                                     below, limit - len(page))  # fmt: skip
         page += [trade_json(data, r) for r in rows]

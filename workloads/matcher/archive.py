@@ -35,7 +35,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +74,33 @@ def segment_key(symbol: str, first: int, last: int) -> str:
 
 def snapshot_key(symbol: str, seq: int) -> str:
     return f"{symbol}/snapshots/{seq:020d}.snap"
+
+
+@dataclass(frozen=True, order=True)
+class ArchivedObject:
+    """An object of the archive: a segment's seq range, or a snapshot's seq (first = last)."""
+
+    first: int
+    last: int
+    key: str
+
+
+def classify(keys: Iterable[str]) -> tuple[list[ArchivedObject], list[ArchivedObject]]:
+    """(snapshots, segments) among the listed `keys`, each sorted by seq."""
+    snapshots, segments = [], []
+    for key in keys:
+        if found := SNAPSHOT_KEY.search(key):
+            snapshots.append(ArchivedObject(int(found[1]), int(found[1]), key))
+        elif found := SEGMENT_KEY.search(key):
+            segments.append(ArchivedObject(int(found[1]), int(found[2]), key))
+    return sorted(snapshots), sorted(segments)
+
+
+async def listing(store: S3Store, symbol: str) -> tuple[list[ArchivedObject], list[ArchivedObject]]:
+    """(snapshots, segments) archived for `symbol` (keys relative to the store's prefix)."""
+    return classify(
+        [meta["path"] async for batch in obstore.list(store, prefix=f"{symbol}/") for meta in batch]
+    )
 
 
 @dataclass(frozen=True)
@@ -242,13 +269,10 @@ class Archiver:
         snapshots (one seq, one state). Local segments are offered again: the create-only
         upload finds an identical object and counts it (boundaries may differ between
         leaders, so a name alone proves nothing)."""
-        async for batch in obstore.list(self.store, prefix=f"{self.symbol}/"):
-            for meta in batch:
-                key = meta["path"]
-                if found := SEGMENT_KEY.search(key):
-                    self.last_seq = max(self.last_seq, int(found[2]))
-                elif found := SNAPSHOT_KEY.search(key):
-                    self._done(f"{int(found[1]):020d}{snapshot.SUFFIX}")
+        snapshots, segments = await listing(self.store, self.symbol)
+        self.last_seq = max([self.last_seq, *(s.last for s in segments)])
+        for archived in snapshots:
+            self._done(f"{archived.first:020d}{snapshot.SUFFIX}")
         self._listed = True
         LAST_SEQ.set(self.last_seq)
 
@@ -328,21 +352,11 @@ class Archiver:
     async def _retain(self) -> None:
         """Keep the newest `keep_snapshots` snapshots and every segment after the oldest
         of them; delete older objects."""
-        snapshots: list[tuple[int, str]] = []
-        segments: list[tuple[int, str]] = []
-        async for batch in obstore.list(self.store, prefix=f"{self.symbol}/"):
-            for meta in batch:
-                key = meta["path"]
-                if found := SNAPSHOT_KEY.search(key):
-                    snapshots.append((int(found[1]), key))
-                elif found := SEGMENT_KEY.search(key):
-                    segments.append((int(found[2]), key))
-        snapshots.sort()
+        snapshots, segments = await listing(self.store, self.symbol)
         if len(snapshots) <= self.keep_snapshots:
             return
-        doomed = snapshots[: -self.keep_snapshots]
-        oldest_kept = snapshots[-self.keep_snapshots][0]
-        doomed += [(last, key) for last, key in segments if last <= oldest_kept]
-        for _, key in doomed:
-            await obstore.delete_async(self.store, key)  # listed paths are prefix-relative
+        oldest_kept = snapshots[-self.keep_snapshots].first
+        doomed = snapshots[: -self.keep_snapshots] + [s for s in segments if s.last <= oldest_kept]
+        for archived in doomed:
+            await obstore.delete_async(self.store, archived.key)  # keys are prefix-relative
         log.info("archive retention", extra={"deleted": len(doomed), "from_seq": oldest_kept})

@@ -25,7 +25,7 @@ import obstore
 from obstore.store import S3Store
 
 from workloads.matcher import snapshot, wal
-from workloads.matcher.archive import SEGMENT_KEY, SNAPSHOT_KEY
+from workloads.matcher.archive import ArchivedObject, classify
 from workloads.matcher.engine import Engine
 from workloads.matcher.spec import MarketSpec
 
@@ -44,24 +44,12 @@ class Restored:
     seconds: float
 
 
-@dataclass(frozen=True, order=True)
-class _Object:
-    first: int
-    last: int
-    key: str
-
-
-def archived_objects(store: S3Store, symbol: str) -> tuple[list[_Object], list[_Object]]:
-    """(snapshots, segments) archived for `symbol`, each sorted by seq."""
-    snapshots, segments = [], []
-    for batch in obstore.list(store, prefix=f"{symbol}/"):
-        for meta in batch:
-            key = meta["path"]
-            if found := SNAPSHOT_KEY.search(key):
-                snapshots.append(_Object(int(found[1]), int(found[1]), key))
-            elif found := SEGMENT_KEY.search(key):
-                segments.append(_Object(int(found[1]), int(found[2]), key))
-    return sorted(snapshots), sorted(segments)
+def archived_objects(
+    store: S3Store, symbol: str
+) -> tuple[list[ArchivedObject], list[ArchivedObject]]:
+    """(snapshots, segments) archived for `symbol`, each sorted by seq (blocking)."""
+    return classify(meta["path"] for batch in obstore.list(store, prefix=f"{symbol}/")
+                    for meta in batch)  # fmt: skip
 
 
 def _fetch(store: S3Store, key: str) -> bytes:

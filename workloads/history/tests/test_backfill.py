@@ -48,14 +48,8 @@ async def test_the_history_is_filled_from_the_ledgers_trades_once(
     await asyncio.to_thread(venue.start)
     try:
         load = CrossingLoad(venue.matcher.target, venue.symbol, traders=4, rate=80)
-        for account in load.accounts:
-            for asset, amount in (("BTC", 10**12), ("USDT", 10**15)):
-                await venue.deposit(account, asset, amount)
-        stop = asyncio.Event()
-        running = asyncio.create_task(load.run(stop))
-        await asyncio.sleep(3)
-        stop.set()
-        await running
+        await venue.fund(load.accounts)
+        await load.run_for(3)
         await asyncio.sleep(1)  # the outbox's last transaction
         for _ in range(200):  # the ledger has settled everything the matcher published
             if (await venue.reconciliation()).get("lag") == 0:

@@ -217,7 +217,7 @@ async def test_a_deposed_leaders_events_and_a_malformed_record_are_dropped_and_c
     await asyncio.to_thread(process.start)
     try:
         await until_trades(store, len(trades_of(current)) + len(tail))
-        metrics = await asyncio.to_thread(_metrics, process)
+        metrics = await asyncio.to_thread(process.metrics)
     finally:
         process.stop()
     epochs = await store.execute("SELECT DISTINCT epoch FROM trades")
@@ -226,8 +226,3 @@ async def test_a_deposed_leaders_events_and_a_malformed_record_are_dropped_and_c
     assert "history_malformed_events_total 1.0" in metrics
     assert process.process is not None
     assert "malformed event skipped" in process.process.log_path.read_text()
-
-
-def _metrics(process: HistoryProcess) -> str:
-    with urllib.request.urlopen(f"{process.ops_url}/metrics", timeout=5) as answer:
-        return str(answer.read().decode())

@@ -10,11 +10,8 @@ import asyncio
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +21,7 @@ import obstore
 import pytest
 
 from contracts.v1 import matcher_pb2, matcher_pb2_grpc
-from e2e.env.matcher import MatcherProcess
+from e2e.env.matcher import MatcherProcess, restore
 from e2e.env.process import StartError, free_port
 from e2e.env.s3 import S3Server
 from workloads.common.objectstore import ObjectStoreSettings, open_store
@@ -63,12 +60,7 @@ async def trade(stub: matcher_pb2_grpc.MatcherStub, orders: range) -> None:
 def restore_cli(
     archive: ObjectStoreSettings, data_dir: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {"MATCHER_MARKET_SYMBOL": SYMBOL, **archive.env("MATCHER_ARCHIVE")}
-    return subprocess.run(
-        [sys.executable, "-m", "workloads.matcher", "restore", "--data-dir", str(data_dir), *args],
-        env={**os.environ, **env},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    return restore(archive, SYMBOL, data_dir, *args)
 
 
 @dataclass
@@ -244,15 +236,10 @@ async def test_a_store_that_is_gone_never_stalls_trading_and_the_status_says_so(
         # Nothing was archived, so nothing was pruned: the whole log is still on disk.
         segments = sorted((matcher.data_dir / "wal").glob("*.wal"))
         assert len(segments) > 3 and segments[0].name == f"{1:020d}.wal"
-        metrics = await asyncio.to_thread(_metrics, matcher)
+        metrics = await asyncio.to_thread(matcher.metrics)
         assert 'matcher_archive_uploads_total{kind="any",outcome="error"}' in metrics
     finally:
         matcher.stop()
-
-
-def _metrics(matcher: MatcherProcess) -> str:
-    with urllib.request.urlopen(f"{matcher.ops_url}/metrics", timeout=5) as answer:
-        return str(answer.read().decode())
 
 
 async def test_retention_keeps_the_newest_snapshots_and_what_follows_them(
