@@ -80,8 +80,14 @@ class ClickHouseServer:
         """The workloads' `*_CLICKHOUSE_URL`: the native protocol, database `default`."""
         return self.database_url("default")
 
+    @property
+    def server_url(self) -> str:
+        """The server, no database: a venue ConfigMap's `EXCHANGE_CLICKHOUSE_URL` (the operator
+        names each venue's own database under it)."""
+        return f"clickhouse://default:@{self.host}:{self.tcp_port}"
+
     def database_url(self, database: str) -> str:
-        return f"clickhouse://default:@{self.host}:{self.tcp_port}/{database}"
+        return f"{self.server_url}/{database}"
 
     def create_database(self, name: str) -> str:
         """A database of its own (a test's, a venue's); its URL."""

@@ -63,6 +63,8 @@ def _services(cluster: Cluster) -> hostservices.HostServices:
         kafka_port=int(env.get("EXCHANGE_CLUSTER_KAFKA_PORT", "29092")),
         kafka_controller_port=int(env.get("EXCHANGE_CLUSTER_KAFKA_CONTROLLER_PORT", "29093")),
         s3_port=int(env.get("EXCHANGE_CLUSTER_S3_PORT", "29002")),
+        clickhouse_tcp_port=int(env.get("EXCHANGE_CLUSTER_CLICKHOUSE_TCP_PORT", "29000")),
+        clickhouse_http_port=int(env.get("EXCHANGE_CLUSTER_CLICKHOUSE_HTTP_PORT", "28123")),
     )
 
 
@@ -72,7 +74,7 @@ def up(with_services: bool) -> None:
     if with_services:
         services = _services(cluster)
         running = {name for name, _pid in owned_pids(cluster.settings.state_dir).values()}
-        if not {"postgres", "kafka", "seaweedfs"} <= running:
+        if not {"postgres", "kafka", "seaweedfs", "clickhouse"} <= running:
             for part, took in services.start().items():
                 print(f"cluster: {part} on {cluster.address} ready in {took:.1f}s", file=sys.stderr)
         services.publish("default")

@@ -1,5 +1,6 @@
-"""PostgreSQL, Kafka and an S3 store on the host for the cluster's pods, published as a
-ConfigMap (a Market's archive uses the ConfigMap's S3 endpoint unless its spec names one).
+"""PostgreSQL, Kafka, an S3 store and ClickHouse on the host for the cluster's pods, published
+as a ConfigMap (a Market's archive uses the ConfigMap's S3 endpoint unless its spec names one;
+a venue whose ConfigMap names a ClickHouse gets a history writer).
 
 They listen on the cluster's bridge address, which pods reach directly (it is their
 gateway) and host processes too (it is a local address). Pods learn where they are from
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2e.env import kafka, postgres, s3
+from e2e.env import clickhouse, kafka, postgres, s3
 from e2e.env.cluster import Cluster
 from e2e.env.process import free_port
 from workloads.common.objectstore import ObjectStoreSettings
@@ -30,6 +31,8 @@ class HostServices:
     kafka_port: int = field(default_factory=free_port)
     kafka_controller_port: int = field(default_factory=free_port)
     s3_port: int = field(default_factory=free_port)
+    clickhouse_tcp_port: int = field(default_factory=free_port)
+    clickhouse_http_port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
         address = self.cluster.address
@@ -49,6 +52,13 @@ class HostServices:
             die_with_parent=not daemon,
         )
         self.s3 = s3.S3Server(self.run_dir, self.s3_port, host=address, die_with_parent=not daemon)
+        self.clickhouse = clickhouse.ClickHouseServer(
+            self.run_dir,
+            self.clickhouse_tcp_port,
+            self.clickhouse_http_port,
+            host=address,
+            die_with_parent=not daemon,
+        )
 
     def start(self) -> dict[str, float]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -57,12 +67,14 @@ class HostServices:
             "postgres": self.postgres.start(),
             "kafka": self.kafka.start(),
             "s3": self.s3.start(),
+            "clickhouse": self.clickhouse.start(),
         }
 
     def stop(self) -> None:
         self.kafka.stop()
         self.postgres.stop()  # before the store: its WAL archiver would hang on a store gone
         self.s3.stop()
+        self.clickhouse.stop()
 
     def endpoints(self) -> dict[str, str]:
         """The ConfigMap's data: environment variable names for the workloads."""
@@ -72,6 +84,7 @@ class HostServices:
             "EXCHANGE_PG_DSN": self.postgres.dsn,
             "EXCHANGE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "EXCHANGE_S3_ENDPOINT": self.s3.endpoint,
+            "EXCHANGE_CLICKHOUSE_URL": self.clickhouse.server_url,
         }
 
     def archive(self, prefix: str) -> ObjectStoreSettings:

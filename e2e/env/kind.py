@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from e2e.env import gobuild, images, kafka, kube, paths, postgres
+from e2e.env.clickhouse import ClickHouseServer
 from e2e.env.helm import CHART, helm
 from e2e.env.hostservices import config_map
 from e2e.env.process import wait_until
@@ -183,15 +184,18 @@ def run() -> int:
     )
     broker = kafka.KafkaBroker(run_dir, 29094, 29095, host=gateway, die_with_parent=False)
     store = S3Server(run_dir, 29012, host=gateway, die_with_parent=False)
+    history = ClickHouseServer(run_dir, 29010, 28133, host=gateway, die_with_parent=False)
     pg.start()
     broker.start()
     store.start()
+    history.start()
     endpoints = {
         "EXCHANGE_PG_HOST": pg.host,
         "EXCHANGE_PG_PORT": str(pg.port),
         "EXCHANGE_PG_DSN": pg.dsn,
         "EXCHANGE_KAFKA_BOOTSTRAP": broker.bootstrap,
         "EXCHANGE_S3_ENDPOINT": store.endpoint,
+        "EXCHANGE_CLICKHOUSE_URL": history.server_url,
     }
 
     kubectl = KindCluster(kubeconfig).kubectl

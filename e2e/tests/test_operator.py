@@ -166,6 +166,24 @@ async def test_orders_fill_through_the_gateway_and_settle_in_the_ledger_by_their
         assert fill["trade_id"] in json.dumps(entry)
     venue.markets("orders filled and settled")
 
+    # The venue's history writer (its ConfigMap names a ClickHouse) has both trades, and the
+    # gateway answers an hour's candle from it: the current hour is past the memory's minutes.
+    history = venue.get("deployment/history")
+    assert {o["name"] for o in history["metadata"]["ownerReferences"]} == {BTC, ETH}
+    deadline = time.monotonic() + 90
+    while True:
+        async with http.get(
+            f"{venue.gateway_url}/v1/markets/BTC-USDT/candles", params={"interval": "1h"}
+        ) as answer:
+            body = await answer.json()
+        hours = body.get("candles") if answer.status == 200 else None
+        if hours and hours[-1]["trades"] >= 1:
+            break
+        assert time.monotonic() < deadline, f"no 1h candle from the history: {answer.status} {body}"
+        await asyncio.sleep(1)
+    assert hours[-1]["close"] == "60000.00" and hours[-1]["volume"] == "0.0100", hours[-1]
+    venue.show(f"history: the 1h candle {hours[-1]}")
+
 
 def test_a_paused_market_is_left_alone_and_says_so(venue: KubeVenue) -> None:
     def patch(spec: dict[str, Any]) -> None:

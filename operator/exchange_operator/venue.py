@@ -1,6 +1,7 @@
 """A namespace's venue, as manifests (pure): the gateway (one URL for all the namespace's
-markets) and the ledger (one book of record) shared by its Markets, their Services,
-ServiceAccounts and NetworkPolicies.
+markets), the ledger (one book of record) and, where the venue's ConfigMap names a ClickHouse,
+the history writer (the markets' trades and candles), shared by its Markets, with their
+Services, ServiceAccounts and NetworkPolicies.
 
 Ownership: every Market of the namespace is an owner of these objects (none the controller),
 so the garbage collector removes them with the last Market; until then each reconcile
@@ -26,6 +27,7 @@ from exchange_operator.children import (
 )
 from exchange_operator.model import (
     GATEWAY_PORT,
+    HISTORY_PORT,
     LEDGER_PORT,
     MATCHER_GRPC_PORT,
     MarketRef,
@@ -47,11 +49,17 @@ def ordered(refs: list[MarketRef]) -> list[MarketRef]:
     return sorted(refs, key=lambda r: (r.created, r.name))
 
 
-def host_services(config: dict[str, str]) -> tuple[str, str]:
-    """(Kafka bootstrap, PostgreSQL host:port) from the venue's ConfigMap data."""
+def host_services(config: dict[str, str]) -> tuple[str, str, str]:
+    """(Kafka bootstrap, PostgreSQL host:port, ClickHouse host:port or "") from the venue's
+    ConfigMap data."""
     kafka = config.get("EXCHANGE_KAFKA_BOOTSTRAP", "").split(",")[0]
     pg = urlsplit(config.get("EXCHANGE_PG_DSN", ""))
-    return kafka, f"{pg.hostname}:{pg.port or 5432}" if pg.hostname else ""
+    clickhouse = urlsplit(config.get("EXCHANGE_CLICKHOUSE_URL", ""))
+    return (
+        kafka,
+        f"{pg.hostname}:{pg.port or 5432}" if pg.hostname else "",
+        f"{clickhouse.hostname}:{clickhouse.port or 9000}" if clickhouse.hostname else "",
+    )
 
 
 class Venue:
@@ -68,8 +76,14 @@ class Venue:
         self.refs = ordered(refs)
         self.settings = settings
         self.first = self.refs[0]
-        self.kafka, self.pg = host_services(config)
+        self.kafka, self.pg, self.clickhouse = host_services(config)
         self.schema = namespace.replace("-", "_")
+
+    @property
+    def history_url(self) -> str:
+        """The venue's own ClickHouse database under the ConfigMap's server (created by the
+        writer); Kubernetes expands `$(EXCHANGE_CLICKHOUSE_URL)` from the variable before it."""
+        return f"$(EXCHANGE_CLICKHOUSE_URL)/history_{self.schema}"
 
     @property
     def topic(self) -> str:
@@ -91,6 +105,11 @@ class Venue:
         }
 
     def manifests(self) -> list[Manifest]:
+        history = (
+            [self.service_account("history"), self.history(), self.history_policy()]
+            if self.clickhouse
+            else []
+        )
         return [
             self.default_deny(),
             self.service_account("gateway"),
@@ -101,6 +120,7 @@ class Venue:
             self.gateway_service(),
             self.gateway(),
             self.gateway_policy(),
+            *history,
         ]
 
     # ------------------------------------------------------------------ shared pieces
@@ -164,14 +184,13 @@ class Venue:
             },
         }
 
-    def _policy(self, name: str, port: int, sources: list[Manifest] | None) -> Manifest:
+    def _policy(
+        self, name: str, port: int, sources: list[Manifest] | None, egress: list[Manifest]
+    ) -> Manifest:
+        """Ingress to `port` from `sources` (None: anywhere); egress to DNS and `egress`."""
         ingress: Manifest = {"ports": [{"protocol": "TCP", "port": port}]}
         if sources is not None:
             ingress["from"] = sources
-        to_matchers = {
-            "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "matcher"}}}],
-            "ports": [{"protocol": "TCP", "port": MATCHER_GRPC_PORT}],
-        }
         return {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
@@ -180,9 +199,17 @@ class Venue:
                 "podSelector": {"matchLabels": selector(name, self.namespace)},
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": [ingress],
-                "egress": [DNS_EGRESS, to_matchers, *endpoint_egress(self.kafka, self.pg)],
+                "egress": [DNS_EGRESS, *egress],
             },
         }
+
+    def _service_egress(self, *addresses: str) -> list[Manifest]:
+        """The gateway's and the ledger's: the matchers, Kafka, PostgreSQL and `addresses`."""
+        to_matchers = {
+            "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "matcher"}}}],
+            "ports": [{"protocol": "TCP", "port": MATCHER_GRPC_PORT}],
+        }
+        return [to_matchers, *endpoint_egress(self.kafka, self.pg, *addresses)]
 
     # ------------------------------------------------------------------ the ledger
 
@@ -258,26 +285,33 @@ class Venue:
     def ledger_policy(self) -> Manifest:
         """The admin API: the operator, and the venue's own pods (an admin's job)."""
         own = {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "exchange-platform"}}}
-        return self._policy("ledger", LEDGER_PORT, [own, self.settings.operator_peer()])
+        return self._policy(
+            "ledger", LEDGER_PORT, [own, self.settings.operator_peer()], self._service_egress()
+        )
 
     # ------------------------------------------------------------------ the gateway
 
     def gateway_env(self) -> list[Manifest]:
         catalogue = tuple(catalogue_entry(r, self.namespace) for r in self.refs)
+        links = [
+            ("EDGE_DB_DSN", "EXCHANGE_PG_DSN"),
+            ("EDGE_KAFKA_BROKERS", "EXCHANGE_KAFKA_BOOTSTRAP"),
+        ]
+        history = {}
+        if self.clickhouse:
+            links.append(("EXCHANGE_CLICKHOUSE_URL", "EXCHANGE_CLICKHOUSE_URL"))
+            history = {"EDGE_HISTORY_CLICKHOUSE_URL": self.history_url}
         plain = {
             "EDGE_HTTP_HOST": "0.0.0.0",
             "EDGE_HTTP_PORT": str(GATEWAY_PORT),
             "EDGE_MARKETS": catalogue_json(catalogue),
             "EDGE_DB_SCHEMA": f"gateway_{self.schema}",
             "EDGE_KAFKA_TOPIC": self.topic,
+            **history,
             **self.first.spec.gateway_env,
         }
         return [
-            *connection_env(
-                self.first,
-                ("EDGE_DB_DSN", "EXCHANGE_PG_DSN"),
-                ("EDGE_KAFKA_BROKERS", "EXCHANGE_KAFKA_BOOTSTRAP"),
-            ),
+            *connection_env(self.first, *links),
             {"name": "EDGE_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             *({"name": k, "value": v} for k, v in sorted(plain.items())),
         ]
@@ -316,4 +350,54 @@ class Venue:
         }
 
     def gateway_policy(self) -> Manifest:
-        return self._policy("gateway", GATEWAY_PORT, None)  # traders come from anywhere
+        return self._policy(  # traders come from anywhere
+            "gateway", GATEWAY_PORT, None, self._service_egress(self.clickhouse)
+        )
+
+    # ------------------------------------------------------------------ the history writer
+
+    def history_env(self) -> list[Manifest]:
+        plain = {
+            "HISTORY_HTTP_HOST": "0.0.0.0",
+            "HISTORY_HTTP_PORT": str(HISTORY_PORT),
+            "HISTORY_KAFKA_TOPIC": self.topic,
+            "HISTORY_CLICKHOUSE_URL": self.history_url,
+        }
+        return [
+            *connection_env(
+                self.first,
+                ("EXCHANGE_CLICKHOUSE_URL", "EXCHANGE_CLICKHOUSE_URL"),
+                ("HISTORY_KAFKA_BROKERS", "EXCHANGE_KAFKA_BOOTSTRAP"),
+            ),
+            *({"name": k, "value": v} for k, v in sorted(plain.items())),
+        ]
+
+    def history(self) -> Manifest:
+        """One writer: a second would only share the topic's partitions (its writes are
+        idempotent, so a rollout's overlap is harmless)."""
+        container = self._container(
+            "history", "workloads.history", HISTORY_PORT, self.history_env()
+        )
+        container["resources"] = {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"memory": "768Mi"},  # a 50,000-event batch, decoded, and its insert
+        }
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self._meta("history", "history"),
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": selector("history", self.namespace)},
+                "template": self._pod("history", container, grace=30),
+            },
+        }
+
+    def history_policy(self) -> Manifest:
+        """Its ops port to the operator; out to Kafka and ClickHouse only."""
+        return self._policy(
+            "history",
+            HISTORY_PORT,
+            [self.settings.operator_peer()],
+            endpoint_egress(self.kafka, self.clickhouse),
+        )

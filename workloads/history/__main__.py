@@ -21,7 +21,7 @@ import sys
 from workloads.common import logs, ops_http
 from workloads.history.backfill import Backfilled, backfill
 from workloads.history.settings import HistorySettings, SettingsError
-from workloads.history.store import HistoryStore
+from workloads.history.store import HistoryStore, ensure_database
 from workloads.history.writer import HistoryWriter
 
 log = logging.getLogger("workloads.history")
@@ -41,6 +41,7 @@ async def serve(settings: HistorySettings) -> None:
         pause = 0.5
         while not stop.is_set():
             try:
+                await ensure_database(settings.clickhouse_url)
                 await store.open()
                 applied = await store.migrate()
                 break
@@ -70,6 +71,7 @@ def backfill_command(settings: HistorySettings, argv: list[str]) -> None:
     args = parser.parse_args(argv)
 
     async def run() -> Backfilled:
+        await ensure_database(settings.clickhouse_url)
         store = HistoryStore(settings.clickhouse_url)
         await store.open()
         try:

@@ -16,10 +16,12 @@ winning: whatever was delivered twice, a candle is always its trades' aggregate.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asynch
 
@@ -85,6 +87,20 @@ GROUP BY symbol, minute
 def as_time(ts_ns: int) -> datetime:
     """A trade's `time` column (whole seconds, UTC) from its nanosecond timestamp."""
     return datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC)
+
+
+async def ensure_database(url: str) -> None:
+    """Create the URL's database unless it exists (a venue's own, named by the operator), through
+    the server's `default` database; the writer does this before it migrates."""
+    parts = urlsplit(url)
+    database = parts.path.strip("/") or "default"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
+        raise ValueError(f"history database name {database!r} is not an identifier")
+    if database == "default":
+        return
+    server = urlunsplit(parts._replace(path="/default"))
+    async with asynch.Connection(dsn=server) as conn, conn.cursor() as cursor:
+        await cursor.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
 
 
 class HistoryStore:

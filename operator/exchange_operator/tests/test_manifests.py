@@ -203,8 +203,38 @@ def test_network_policies_deny_by_default_and_allow_what_each_part_needs() -> No
 
 
 def test_host_services_and_their_egress_come_from_the_venue_config_map() -> None:
-    assert host_services(CONFIG) == ("10.244.0.1:29092", "10.244.0.1:25432")
+    assert host_services(CONFIG) == ("10.244.0.1:29092", "10.244.0.1:25432", "")
+    with_history = {**CONFIG, "EXCHANGE_CLICKHOUSE_URL": "clickhouse://default:@10.244.0.1:29000"}
+    assert host_services(with_history)[2] == "10.244.0.1:29000"
     assert endpoint_egress("kafka.infra:9092") == [{"ports": [{"protocol": "TCP", "port": 9092}]}]
+
+
+def test_a_venue_with_a_clickhouse_gets_a_history_writer_and_its_gateway_reads_it() -> None:
+    ref = market("btc-usdt", "BTC-USDT")
+    assert not [m for m in Venue("venue-a", [ref], SETTINGS, CONFIG).manifests()
+                if m["metadata"]["name"] == "history"]  # fmt: skip
+    config = {**CONFIG, "EXCHANGE_CLICKHOUSE_URL": "clickhouse://default:@10.244.0.1:29000"}
+    venue = Venue("venue-a", [ref], SETTINGS, config)
+    names = [(m["kind"], m["metadata"]["name"]) for m in venue.manifests()]
+    assert {("Deployment", "history"), ("NetworkPolicy", "history"),
+            ("ServiceAccount", "history")} <= set(names)  # fmt: skip
+    container = venue.history()["spec"]["template"]["spec"]["containers"][0]
+    env = container["env"]
+    names_in_order = [e["name"] for e in env]
+    # Kubernetes expands $(VAR) only from variables listed before it.
+    assert names_in_order.index("EXCHANGE_CLICKHOUSE_URL") < names_in_order.index(
+        "HISTORY_CLICKHOUSE_URL"
+    )
+    plain = env_of(container)
+    assert plain["HISTORY_CLICKHOUSE_URL"] == "$(EXCHANGE_CLICKHOUSE_URL)/history_venue_a"
+    assert plain["HISTORY_KAFKA_TOPIC"] == "venue-a.core.events.v1"
+    gateway = env_of(venue.gateway()["spec"]["template"]["spec"]["containers"][0])
+    assert gateway["EDGE_HISTORY_CLICKHOUSE_URL"] == plain["HISTORY_CLICKHOUSE_URL"]
+    to_clickhouse = {"ports": [{"protocol": "TCP", "port": 29000}],
+                     "to": [{"ipBlock": {"cidr": "10.244.0.1/32"}}]}  # fmt: skip
+    assert to_clickhouse in venue.history_policy()["spec"]["egress"]
+    assert to_clickhouse in venue.gateway_policy()["spec"]["egress"]
+    assert to_clickhouse not in venue.ledger_policy()["spec"]["egress"]
 
 
 def test_a_spec_is_read_with_the_crds_defaults() -> None:
