@@ -23,7 +23,8 @@ from e2e.env.target import Node, Services
 
 OPERATOR_NAMESPACE = "exchange-system"
 ADMIN_TOKEN = "tok-operator"
-TOKENS = f"operator:{ADMIN_TOKEN},alice:tok-alice"
+GATEWAY_TOKEN = "tok-gateway"
+TOKENS = f"operator:{ADMIN_TOKEN},alice:tok-alice,gateway:{GATEWAY_TOKEN}"
 
 
 def install_operator(cluster: Node, *values: str) -> float:
@@ -58,7 +59,7 @@ class KubeVenue:
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "exchange-admin-tokens", "namespace": self.namespace},
-            "stringData": {"tokens": TOKENS},
+            "stringData": {"tokens": TOKENS, "gateway": GATEWAY_TOKEN},
         }
         self.kubectl("apply", "-f", "-", input=json.dumps(secret))
 

@@ -154,7 +154,11 @@ class Stack:
             events_topic=EVENTS_TOPIC,
             http_port=s.gateway_http_port,
             api_secrets=os.environ.get("EDGE_API_SECRETS", f"{DEMO_KEY}:{DEMO_SECRET}"),
-            extra_env={"EDGE_HISTORY_CLICKHOUSE_URL": history_db.url},
+            extra_env={
+                "EDGE_HISTORY_CLICKHOUSE_URL": history_db.url,
+                "EDGE_LEDGER_URL": ledger.url,  # a trader's fills, from the book of record
+                "EDGE_LEDGER_ADMIN_TOKEN": os.environ.get("EDGE_LEDGER_ADMIN_TOKEN", ""),
+            },
         )
         self._start("gateway", gateway, lambda: "exchange gateway")
         # Base backups once the ledger has migrated its schema: now, then every

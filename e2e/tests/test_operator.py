@@ -164,6 +164,12 @@ async def test_orders_fill_through_the_gateway_and_settle_in_the_ledger_by_their
             assert time.monotonic() < deadline, f"trade {fill['trade_id']} not booked"
             await asyncio.sleep(0.5)
         assert fill["trade_id"] in json.dumps(entry)
+        # The buyer's fills, from the ledger through the gateway (its token, its egress).
+        mine = await buyer.client.call("GET", f"/v1/account/trades?symbol={symbol}")
+        assert mine.status == 200, mine.body
+        assert [(t["trade_id"], t["liquidity"]) for t in mine.body["trades"]] == [
+            (fill["trade_id"], "TAKER")
+        ]
     venue.markets("orders filled and settled")
 
     # The venue's history writer (its ConfigMap names a ClickHouse) has both trades, and the

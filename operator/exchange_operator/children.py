@@ -38,6 +38,7 @@ def catalogue_entry(ref: MarketRef, namespace: str) -> Market:
         tick_size=s.tick_size,
         max_price=s.max_price,
         max_lots=s.max_lots,
+        price_band_bps=s.price_band_bps,
         matcher=matcher_target(ref.name, namespace),
     )
 
@@ -270,7 +271,6 @@ def statefulset(ref: MarketRef, namespace: str, settings: OperatorSettings) -> M
     catalogue = catalogue_entry(ref, namespace)
     env: dict[str, str] = {
         **catalogue.matcher_env(),
-        "MATCHER_MARKET_PRICE_BAND_BPS": str(spec.price_band_bps),
         "MATCHER_MARKET_REFERENCE_PRICE": str(spec.reference_price),
         "MATCHER_MARKET_MAX_OPEN_ORDERS": str(spec.max_open_orders),
         "MATCHER_MARKET_RATE_LIMIT": str(spec.rate_limit),

@@ -80,6 +80,11 @@ class Venue:
         self.schema = namespace.replace("-", "_")
 
     @property
+    def ledger_url(self) -> str:
+        """The ledger's API for the gateway (a trader's fills): its headless Service."""
+        return f"http://ledger.{self.namespace}.svc.cluster.local:{LEDGER_PORT}"
+
+    @property
     def history_url(self) -> str:
         """The venue's own ClickHouse database under the ConfigMap's server (created by the
         writer); Kubernetes expands `$(EXCHANGE_CLICKHOUSE_URL)` from the variable before it."""
@@ -211,6 +216,12 @@ class Venue:
         }
         return [to_matchers, *endpoint_egress(self.kafka, self.pg, *addresses)]
 
+    def _to_ledger(self) -> Manifest:
+        return {
+            "to": [{"podSelector": {"matchLabels": selector("ledger", self.namespace)}}],
+            "ports": [{"protocol": "TCP", "port": LEDGER_PORT}],
+        }
+
     # ------------------------------------------------------------------ the ledger
 
     def ledger_env(self) -> list[Manifest]:
@@ -310,9 +321,21 @@ class Venue:
             **history,
             **self.first.spec.gateway_env,
         }
+        plain = {"EDGE_LEDGER_URL": self.ledger_url, **plain}
         return [
             *connection_env(self.first, *links),
             {"name": "EDGE_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                # The admin tokens' Secret's key `gateway`: the gateway's own among `tokens`.
+                "name": "EDGE_LEDGER_ADMIN_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": self.first.spec.connections.admin_tokens_secret,
+                        "key": "gateway",
+                        "optional": True,
+                    }
+                },
+            },
             *({"name": k, "value": v} for k, v in sorted(plain.items())),
         ]
 
@@ -351,7 +374,10 @@ class Venue:
 
     def gateway_policy(self) -> Manifest:
         return self._policy(  # traders come from anywhere
-            "gateway", GATEWAY_PORT, None, self._service_egress(self.clickhouse)
+            "gateway",
+            GATEWAY_PORT,
+            None,
+            [*self._service_egress(self.clickhouse), self._to_ledger()],
         )
 
     # ------------------------------------------------------------------ the history writer

@@ -16,7 +16,14 @@ from aiohttp import web
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from workloads.gateway import tracing, views_account, views_auth, views_market, views_orders
+from workloads.gateway import (
+    tracing,
+    views_account,
+    views_auth,
+    views_market,
+    views_orders,
+    webui,
+)
 from workloads.gateway.core import Core
 from workloads.gateway.feed import Feed
 from workloads.gateway.guard import guard
@@ -27,12 +34,14 @@ from workloads.gateway.keys import (
     FEED,
     HISTORY,
     HUB,
+    LEDGER,
     PASSWORDS,
     PROJECTION,
     SETTINGS,
     STORE,
     TRACER,
 )
+from workloads.gateway.ledger import LedgerReader
 from workloads.gateway.marketdata import Projection
 from workloads.gateway.observe import observe
 from workloads.gateway.openapi import document
@@ -116,6 +125,7 @@ async def data_ctx(app: web.Application) -> AsyncIterator[None]:
         projection.seed_samples({m.symbol for m in s.core.markets if offline or not m.live})
     app[PROJECTION] = projection
     app[HISTORY] = History(s.history_url)
+    app[LEDGER] = LedgerReader(s.ledger_url, s.ledger_token)
     hub = app[HUB] = Hub(s.ws, projection)
     feed = app[FEED] = Feed(s.kafka, projection, app[CORE], f"{s.kafka.group_id}-{s.http.instance}")
     feed.on_resync.append(hub.book_resynced)
@@ -133,6 +143,7 @@ async def data_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     await app[HISTORY].close()
+    await app[LEDGER].close()
 
 
 async def janitor(store: Store, every: float = 30.0) -> None:
@@ -166,4 +177,7 @@ def init_app(
 
         views_smoke.add_routes(router)
     router.add_get("/ws", ws_handler)
+    ui = webui.web_dir(settings.web_dir)
+    if ui is not None:
+        webui.add_routes(router, ui)
     return app

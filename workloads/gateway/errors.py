@@ -45,6 +45,7 @@ class Code(StrEnum):
     # the core
     CORE_UNAVAILABLE = "core_unavailable"
     HISTORY_UNAVAILABLE = "history_unavailable"
+    LEDGER_UNAVAILABLE = "ledger_unavailable"
     NOT_LEADER = "not_leader"
     INTERNAL = "internal_error"
     # the test-only smoke route
@@ -78,6 +79,7 @@ STATUS: dict[str, int] = {
     Code.ORIGIN_NOT_ALLOWED: 403,
     Code.CORE_UNAVAILABLE: 503,
     Code.HISTORY_UNAVAILABLE: 503,
+    Code.LEDGER_UNAVAILABLE: 503,
     Code.NOT_LEADER: 503,
     Code.INTERNAL: 500,
     Code.SMOKE_WOULD_CROSS: 409,

@@ -9,6 +9,7 @@ from workloads.gateway.core import Core
 from workloads.gateway.feed import Feed
 from workloads.gateway.history import History
 from workloads.gateway.hub import Hub
+from workloads.gateway.ledger import LedgerReader
 from workloads.gateway.marketdata import Projection
 from workloads.gateway.passwords import Passwords
 from workloads.gateway.settings import GatewaySettings
@@ -20,6 +21,7 @@ CORE = web.AppKey("core", Core)
 PROJECTION = web.AppKey("projection", Projection)
 FEED = web.AppKey("feed", Feed)
 HISTORY = web.AppKey("history", History)
+LEDGER = web.AppKey("ledger", LedgerReader)
 HUB = web.AppKey("hub", Hub)
 PASSWORDS = web.AppKey("passwords", Passwords)
 TRACER = web.AppKey("tracer", Tracer)

@@ -66,6 +66,9 @@ class Market:
     """Quote minor units per lot per price step (with the defaults: 0.01 USDT per BTC)."""
     max_price: int = 10**12
     max_lots: int = 10**6
+    price_band_bps: int = 0
+    """Limit prices within this many basis points of the last trade (the matcher's band);
+    0: none."""
     matcher: str = ""
     """The matcher's gRPC target; empty: a sample market (no orders, sample data only)."""
 
@@ -77,6 +80,8 @@ class Market:
         for name in ("lot_size", "tick_size", "max_price", "max_lots"):
             if getattr(self, name) <= 0:
                 raise MarketError(f"{self.symbol}: {name} must be positive")
+        if not 0 <= self.price_band_bps <= 10_000:
+            raise MarketError(f"{self.symbol}: price_band_bps must lie in 0..10000")
         for name in ("base_decimals", "quote_decimals"):
             if not 0 <= getattr(self, name) <= 18:
                 raise MarketError(f"{self.symbol}: {name} must lie in 0..18")
@@ -208,6 +213,7 @@ class Market:
             "MATCHER_MARKET_TICK_SIZE": str(self.tick_size),
             "MATCHER_MARKET_MAX_PRICE": str(self.max_price),
             "MATCHER_MARKET_MAX_LOTS": str(self.max_lots),
+            "MATCHER_MARKET_PRICE_BAND_BPS": str(self.price_band_bps),
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -78,6 +78,47 @@ ORDER = obj(
     },
     required=["order_id", "symbol", "status", "seq", "epoch", "filled_quantity", "fills"],
 )
+ORDER_SUMMARY = obj(
+    {k: v for k, v in ORDER["properties"].items() if k != "fills"},
+    required=[r for r in ORDER["required"] if r != "fills"],
+)
+MARKET = obj(
+    {
+        "symbol": STR,
+        "base_asset": STR,
+        "quote_asset": STR,
+        "base_decimals": INT,
+        "quote_decimals": INT,
+        "tick_size": DEC,
+        "lot_size": DEC,
+        "min_price": DEC,
+        "max_price": DEC,
+        "min_quantity": DEC,
+        "max_quantity": DEC,
+        "price_band_bps": INT,
+        "price_band": {**obj({"low": DEC, "high": DEC}), "nullable": True},
+        "mode": {"enum": ["UNSPECIFIED", "NORMAL", "CANCEL_ONLY", "SOFT_HALT", "HARD_HALT"]},
+        "last_price": NDEC,
+        "trading": BOOL,
+        "sample": BOOL,
+    }
+)
+ACCOUNT_FILL = obj(
+    {
+        "trade_id": STR,
+        "order_id": NSTR,
+        "symbol": STR,
+        "side": {"enum": ["BUY", "SELL"]},
+        "liquidity": {"type": "string", "enum": ["MAKER", "TAKER"], "nullable": True},
+        "price": DEC,
+        "quantity": DEC,
+        "quote_amount": DEC,
+        "fee": DEC,
+        "fee_asset": STR,
+        "seq": INT,
+        "time": INT,
+    }
+)
 TRADE = obj(
     {
         "trade_id": STR,
@@ -158,6 +199,12 @@ IDEMPOTENCY = {
     "description": "Required on POST and DELETE; same key + same request = same response.",
 }
 SYMBOL = {"name": "symbol", "in": "path", "required": True, "schema": {"type": "string"}}
+LIMIT_500 = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+}
+QUERY_SYMBOL = {"name": "symbol", "in": "query", "schema": STR}
 ORDER_ID = {
     "name": "orderId",
     "in": "path",
@@ -462,7 +509,86 @@ def document() -> dict[str, Any]:
                 tag="account",
             )
         },
+        "/v1/account/trades": {
+            "get": op(
+                "the caller's fills, newest first, as the ledger settled them (`from`/`to` "
+                "epoch ms; `cursor`: a page's `next_cursor`)",
+                {
+                    **ok(obj({"trades": arr(ref("AccountFill")), "next_cursor": NSTR})),
+                    **errors(400, 401, 404, 429, 503),
+                },
+                secure=True,
+                params=[
+                    QUERY_SYMBOL,
+                    LIMIT_500,
+                    {"name": "from", "in": "query", "schema": MILLIS},
+                    {"name": "to", "in": "query", "schema": MILLIS},
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                    },
+                ],
+                tag="account",
+            )
+        },
+        "/v1/markets": {
+            "get": op(
+                "the markets: assets, steps and limits to round an order to, the price band "
+                "around the last trade, the current mode",
+                {**ok(obj({"markets": arr(ref("Market"))})), **errors(429)},
+                tag="market",
+            )
+        },
+        "/v1/time": {
+            "get": op(
+                "the server's clock (epoch ms), for a signature's X-TS",
+                {**ok(obj({"server_time": INT})), **errors(429)},
+                tag="market",
+            )
+        },
         "/v1/orders": {
+            "get": op(
+                "the caller's orders, newest first (`status`: open, closed or all; `cursor`: a "
+                "page's `next_cursor`), from the gateway's cache of the venue's newest orders",
+                {
+                    **ok(obj({"orders": arr(ref("OrderSummary")), "next_cursor": NSTR})),
+                    **errors(400, 401, 404, 429),
+                },
+                secure=True,
+                params=[
+                    QUERY_SYMBOL,
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"enum": ["open", "closed", "all"]},
+                    },
+                    LIMIT_500,
+                    {"name": "cursor", "in": "query", "schema": STR},
+                ],
+                tag="orders",
+            ),
+            "delete": op(
+                "cancel all the caller's open orders in a market (one matcher command)",
+                {
+                    **ok(
+                        obj(
+                            {
+                                "symbol": STR,
+                                "canceled": INT,
+                                "order_ids": arr(STR),
+                                "seq": INT,
+                                "epoch": INT,
+                            }
+                        )
+                    ),
+                    **errors(400, 401, 404, 409, 429, 503),
+                },
+                secure=True,
+                idempotent=True,
+                params=[{**QUERY_SYMBOL, "required": True}],
+                tag="orders",
+            ),
             "post": op(
                 "place an order (the matcher's result, with seq and epoch)",
                 {
@@ -474,7 +600,7 @@ def document() -> dict[str, Any]:
                 idempotent=True,
                 body=PLACE,
                 tag="orders",
-            )
+            ),
         },
         "/v1/orders/{orderId}": {
             "delete": op(
@@ -622,6 +748,9 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": {
                 "Order": ORDER,
+                "OrderSummary": ORDER_SUMMARY,
+                "Market": MARKET,
+                "AccountFill": ACCOUNT_FILL,
                 "Fill": FILL,
                 "Trade": TRADE,
                 "Candle": CANDLE,

@@ -17,8 +17,9 @@ first collection), so a full collection over a cache of 200,000 orders stays sho
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import dropwhile
 from typing import Any
 
 from contracts.v1 import common_pb2, events_pb2
@@ -180,15 +181,52 @@ Listener = Callable[[OrderState, dict[str, Any] | None], None]
 """Called once per newly applied fact: the order, and the fill (trade) it got, if any."""
 
 
+OPEN_STATUSES = frozenset(("ACCEPTED", "PARTIALLY_FILLED"))
+
+
 class OrderCache:
+    """The newest `capacity` orders of every market, and each account's among them (in the
+    order this replica first learned their owner: by seq within a market)."""
+
     def __init__(self, markets: dict[str, Market], capacity: int = 200_000) -> None:
         self.markets = markets
         self.capacity = capacity
         self.orders: OrderedDict[tuple[str, int], OrderState] = OrderedDict()
+        self.by_account: dict[str, dict[tuple[str, int], OrderState]] = {}
         self.listeners: list[Listener] = []
 
     def get(self, symbol: str, seq: int) -> OrderState | None:
         return self.orders.get((symbol, seq))
+
+    def of_account(
+        self,
+        account: str,
+        symbol: str | None = None,
+        open_orders: bool | None = None,
+        before: tuple[str, int] | None = None,
+    ) -> Iterator[OrderState]:
+        """The account's orders, newest first: of `symbol` only, open or closed only, after
+        (older than) the order `before` only."""
+        mine = self.by_account.get(account, {})
+        keys = reversed(list(mine))
+        if before is not None:
+            keys = dropwhile(lambda k: k != before, keys)
+            next(keys, None)  # the cursor's own order
+        for key in keys:
+            order = mine[key]
+            if symbol is not None and order.symbol != symbol:
+                continue
+            if open_orders is not None and (order.status in OPEN_STATUSES) != open_orders:
+                continue
+            yield order
+
+    def fill_orders(self, account: str) -> dict[str, str]:
+        """trade id -> the account's order id, for the fills this cache still holds."""
+        return {
+            fill[0]: order.order_id
+            for order in self.by_account.get(account, {}).values()
+            for fill in order.fills
+        }
 
     def _order(self, symbol: str, seq: int) -> OrderState:
         key = (symbol, seq)
@@ -196,10 +234,21 @@ class OrderCache:
         if order is None:
             order = self.orders[key] = OrderState(symbol, seq)
             if len(self.orders) > self.capacity:
-                self.orders.popitem(last=False)
+                old_key, old = self.orders.popitem(last=False)
+                mine = self.by_account.get(old.account)
+                if mine is not None:
+                    mine.pop(old_key, None)
+                    if not mine:
+                        del self.by_account[old.account]
         return order
 
     def _notify(self, order: OrderState, fill: dict[str, Any] | None = None) -> None:
+        if order.account:
+            mine = self.by_account.get(order.account)
+            if mine is None:
+                mine = self.by_account[order.account] = {}
+            if (order.symbol, order.seq) not in mine:
+                mine[(order.symbol, order.seq)] = order
         for listener in self.listeners:
             listener(order, fill)
 
@@ -385,5 +434,4 @@ class OrderCache:
         )
         fills = (*order.fills, row)
         order.fills = fills[-MAX_FILLS_KEPT:] if len(fills) > MAX_FILLS_KEPT else fills
-        if self.listeners:
-            self._notify(order, fill_json(row))
+        self._notify(order, fill_json(row) if self.listeners else None)

@@ -143,6 +143,14 @@ class GatewaySettings:
     history_url: str = ""
     """EDGE_HISTORY_CLICKHOUSE_URL: the market history (`clickhouse://...`) for candles and
     trades older than memory holds; empty: memory only."""
+    ledger_url: str = ""
+    """EDGE_LEDGER_URL: the ledger's HTTP API, for a trader's own fills from the book of record
+    (`GET /v1/account/trades`); empty: that route answers `ledger_unavailable`."""
+    ledger_token: str = ""
+    """EDGE_LEDGER_ADMIN_TOKEN: the gateway's token among the ledger's LEDGER_ADMIN_TOKENS."""
+    web_dir: str = ""
+    """EDGE_WEB_DIR: the built web UI served at `/` (default: `workloads/web/dist` beside the
+    package, when it exists); `none`: no UI."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -268,4 +276,7 @@ class _Reader:
             seed_market_data=self.flag("EDGE_SEED_MARKET_DATA", True),
             smoke_routes=self.flag("EDGE_ENABLE_SMOKE_ROUTES", False),
             history_url=self.text("EDGE_HISTORY_CLICKHOUSE_URL", ""),
+            ledger_url=self.text("EDGE_LEDGER_URL", "").rstrip("/"),
+            ledger_token=self.text("EDGE_LEDGER_ADMIN_TOKEN", ""),
+            web_dir=self.text("EDGE_WEB_DIR", ""),
         )

@@ -1,4 +1,5 @@
-"""Balances and portfolio, from the balance projection of the events topic."""
+"""Balances and portfolio, from the balance projection of the events topic; the trader's own
+fills from the ledger (the book of record)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ from typing import Any
 
 from aiohttp import web
 
+from workloads.gateway.errors import ApiError, Code
 from workloads.gateway.guard import policy, principal
 from workloads.gateway.jsonio import json_response
-from workloads.gateway.keys import PROJECTION
+from workloads.gateway.keys import LEDGER, PROJECTION
+from workloads.gateway.ledger import fill_json
+from workloads.gateway.queryargs import bounded, time_range
+
+MAX_FILLS_PAGE = 500
 
 
 def as_of(request: web.Request) -> dict[str, int]:
@@ -80,6 +86,43 @@ def _fmt(markets: dict[str, Any], asset: str, units: int) -> str:
     return str(units)
 
 
+@policy("user")
+async def account_trades(request: web.Request) -> web.Response:
+    """The caller's fills, newest first, as the ledger settled them (`from`/`to` epoch ms;
+    `cursor`: a page's `next_cursor`)."""
+    who = principal(request)
+    projection = request.app[PROJECTION]
+    params = {"limit": str(bounded(request, "limit", 100, MAX_FILLS_PAGE))}
+    symbol = request.query.get("symbol")
+    if symbol is not None:
+        if symbol not in projection.markets:
+            raise ApiError(Code.UNKNOWN_MARKET, f"unknown market {symbol!r}")
+        params["symbol"] = symbol
+    start, end = time_range(request)
+    params["from"], params["to"] = str(start), str(min(end, MAX_LEDGER_MS))
+    cursor = request.query.get("cursor")
+    if cursor is not None:
+        if not cursor.isdigit() or len(cursor) > 19 or int(cursor) < 1:
+            raise ApiError(Code.VALIDATION_FAILED, "cursor is not one this API gave")
+        params["before"] = cursor
+    page = await request.app[LEDGER].account_trades(who.account, params)
+    orders = projection.orders.fill_orders(who.account)
+    fills = [
+        fill_json(projection.markets[t["symbol"]], who.account, t, orders)
+        for t in page["trades"]
+        if t["symbol"] in projection.markets
+    ]
+    following = page.get("next_before")
+    return json_response(
+        {"trades": fills, "next_cursor": str(following) if following is not None else None}
+    )
+
+
+MAX_LEDGER_MS = 1 << 43
+"""The ledger's bound on epoch milliseconds."""
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/v1/account/trades", account_trades)
     router.add_get("/v1/account/balances", balances)
     router.add_get("/v1/account/portfolio", portfolio)

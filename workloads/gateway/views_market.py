@@ -4,15 +4,19 @@ see `history.py`), the order book, the 24h ticker."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 
+from contracts.v1 import common_pb2
 from workloads.gateway.errors import ApiError, Code
 from workloads.gateway.guard import policy
-from workloads.gateway.history import FOREVER, candle_page, trade_page
+from workloads.gateway.history import candle_page, trade_page
 from workloads.gateway.jsonio import json_response
 from workloads.gateway.keys import CORE, HISTORY, PROJECTION, SETTINGS
 from workloads.gateway.marketdata import MarketData
+from workloads.gateway.markets import Market
+from workloads.gateway.queryargs import bounded, time_range
 from workloads.history.queries import INTERVALS
 
 
@@ -22,33 +26,6 @@ def market_data(request: web.Request) -> MarketData:
     if data is None:
         raise ApiError(Code.UNKNOWN_MARKET, f"unknown market {symbol!r}")
     return data
-
-
-def bounded(request: web.Request, name: str, default: int, high: int) -> int:
-    raw = request.query.get(name, str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= high:
-        raise ApiError(Code.VALIDATION_FAILED, f"{name} must be an integer in 1..{high}")
-    return int(raw)
-
-
-def millis(request: web.Request, name: str) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit() or len(raw) > 15:
-        raise ApiError(Code.VALIDATION_FAILED, f"{name} must be epoch milliseconds")
-    return int(raw)
-
-
-def time_range(request: web.Request) -> tuple[int, int]:
-    """`from` (inclusive) and `to` (exclusive; alias `before`) in epoch milliseconds."""
-    start = millis(request, "from") or 0
-    end = millis(request, "to")
-    end = millis(request, "before") if end is None else end
-    end = FOREVER * 1000 if end is None else end
-    if start >= end:
-        raise ApiError(Code.VALIDATION_FAILED, "from must be before to")
-    return start, end
 
 
 def cursor(request: web.Request) -> tuple[int, int] | None:
@@ -111,7 +88,66 @@ async def ticker(request: web.Request) -> web.Response:
     return json_response({**data.candles.ticker(int(time.time() * 1000)), "sample": data.sample})
 
 
+def mode_name(mode: int) -> str:
+    """`SYMBOL_MODE_CANCEL_ONLY` -> `CANCEL_ONLY`."""
+    name = common_pb2.SymbolMode.Name(common_pb2.SymbolMode.ValueType(mode))
+    return name.removeprefix("SYMBOL_MODE_")
+
+
+def price_band(market: Market, last: int) -> dict[str, str] | None:
+    """The limit prices the matcher's band admits around the last trade's price (per-lot
+    units), whole ticks inside it: low rounded up, high rounded down."""
+    bps, tick = market.price_band_bps, market.tick_size
+    if not bps or not last:
+        return None
+    low = -(-last * (10_000 - bps) // 10_000)
+    high = min(last * (10_000 + bps) // 10_000, market.max_price)
+    return {
+        "low": market.format_price(max(tick, -(-low // tick) * tick)),
+        "high": market.format_price(high // tick * tick),
+    }
+
+
+def market_json(data: MarketData) -> dict[str, Any]:
+    m = data.market
+    last = data.trades[-1]["price"] if data.trades else None
+    return {
+        "symbol": m.symbol,
+        "base_asset": m.base_asset,
+        "quote_asset": m.quote_asset,
+        "base_decimals": m.base_decimals,
+        "quote_decimals": m.quote_decimals,
+        "tick_size": m.format_price(m.tick_size),
+        "lot_size": m.format_quantity(m.lot_size),
+        "min_price": m.format_price(m.tick_size),
+        "max_price": m.format_price(m.max_price),
+        "min_quantity": m.format_quantity(m.lot_size),
+        "max_quantity": m.format_quantity(m.max_lots * m.lot_size),
+        "price_band_bps": m.price_band_bps,
+        "price_band": price_band(m, m.price_units(last)) if last is not None else None,
+        "mode": mode_name(data.mode),
+        "last_price": last,
+        "trading": m.live,
+        "sample": data.sample,
+    }
+
+
+@policy("public")
+async def markets(request: web.Request) -> web.Response:
+    """The catalogue: what a client needs to round an order and to know whether it may trade."""
+    projection = request.app[PROJECTION]
+    return json_response({"markets": [market_json(d) for d in projection.data.values()]})
+
+
+@policy("public")
+async def server_time(request: web.Request) -> web.Response:
+    """The gateway's clock, for a client's X-TS (signatures are refused beyond the skew)."""
+    return json_response({"server_time": int(time.time() * 1000)})
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/v1/markets", markets)
+    router.add_get("/v1/time", server_time)
     router.add_get("/v1/markets/{symbol}/trades", trades)
     router.add_get("/v1/markets/{symbol}/orderbook", orderbook)
     router.add_get("/v1/markets/{symbol}/candles", candles)

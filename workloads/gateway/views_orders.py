@@ -9,6 +9,7 @@ then meets the matcher's own idempotency and gets the original result (DUPLICATE
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from workloads.gateway.jsonio import json_response
 from workloads.gateway.keys import CORE, FEED, PROJECTION, SETTINGS, TRACE_ID
 from workloads.gateway.markets import Market, NotRepresentable
 from workloads.gateway.orders import order_key
+from workloads.gateway.queryargs import bounded
 from workloads.gateway.views_auth import json_object
 
 SIDES = {"BUY": common_pb2.SIDE_BUY, "SELL": common_pb2.SIDE_SELL}
@@ -210,7 +212,76 @@ async def get_order(request: web.Request) -> web.Response:
     return json_response(result)
 
 
+STATUS_FILTERS = {"open": True, "closed": False, "all": None}
+MAX_ORDERS_PAGE = 500
+
+
+@policy("user")
+async def list_orders(request: web.Request) -> web.Response:
+    """The caller's own orders, newest first (`status` open, closed or all; `cursor`: a page's
+    `next_cursor`), from this replica's order cache (the newest EDGE_ORDER_CACHE_SIZE orders
+    of the venue)."""
+    who = principal(request)
+    symbol = request.query.get("symbol")
+    if symbol is not None:
+        market_of(request, symbol)
+    status = request.query.get("status", "all")
+    if status not in STATUS_FILTERS:
+        raise ApiError(Code.VALIDATION_FAILED, "status must be open, closed or all")
+    limit = bounded(request, "limit", 100, MAX_ORDERS_PAGE)
+    before = None
+    if "cursor" in request.query:
+        before = order_key(request.query["cursor"])
+        if before is None:
+            raise ApiError(Code.VALIDATION_FAILED, "cursor is not one this API gave")
+    projection = request.app[PROJECTION]
+    found = projection.orders.of_account(who.account, symbol, STATUS_FILTERS[status], before)
+    page = list(islice(found, limit + 1))
+    items = []
+    for order in page[:limit]:
+        item = order.to_json(projection.markets[order.symbol])
+        del item["fills"]  # GET /v1/orders/{id} has them, /v1/account/trades all of them
+        items.append(item)
+    more = len(page) > limit
+    return json_response(
+        {"orders": items, "next_cursor": page[limit - 1].order_id if more else None}
+    )
+
+
+@policy("user")
+async def cancel_all(request: web.Request) -> web.Response:
+    """Cancel every open order of the caller in `symbol` (the matcher's CancelAll: one
+    command, one seq)."""
+    who = principal(request)
+    if "symbol" not in request.query:
+        raise ApiError(Code.VALIDATION_FAILED, "symbol is required")
+    market = market_of(request, request.query["symbol"])
+    req = matcher_pb2.CancelAllRequest(
+        symbol=market.symbol, account=who.account, correlation_id=correlation_id(request)
+    )
+    reply = await request.app[CORE].of(market.symbol).submit(matcher_pb2.Command(cancel_all=req))
+    if reply.status == matcher_pb2.COMMAND_STATUS_REJECTED:
+        raise refused(reply)
+    cache = request.app[PROJECTION].orders
+    canceled = []
+    for event in reply.events:
+        cache.apply(event, from_feed=False)
+        if event.WhichOneof("body") == "order_canceled":
+            canceled.append(f"{market.symbol}:{event.order_canceled.order_id}")
+    return json_response(
+        {
+            "symbol": market.symbol,
+            "canceled": len(canceled),
+            "order_ids": canceled,
+            "seq": reply.seq,
+            "epoch": reply.epoch,
+        }
+    )
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/v1/orders", list_orders)
+    router.add_delete("/v1/orders", cancel_all)
     router.add_post("/v1/orders", place)
     router.add_delete("/v1/orders/{orderId}", cancel)
     router.add_get("/v1/orders/{orderId}", get_order)

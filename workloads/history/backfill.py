@@ -8,10 +8,8 @@ recomputes the candles of the minutes it wrote. Idempotent: a trade already stor
 `seq` and event index) is never written again, so a second run writes nothing and the
 writer's own rows are never replaced.
 
-From the postings: the quantity is the base the seller's hold gave up, the quote amount what
-the buyer's hold gave up less the price improvement returned to the buyer, and the price
-the quote amount per lot (exact: the engine's notional is exact). The taker's side is not
-in the ledger; backfilled trades carry `taker_side` 0 (unknown).
+Prices and amounts come from the postings (`workloads/common/booked.py`). The taker's side is
+not in the ledger; backfilled trades carry `taker_side` 0 (unknown).
 """
 
 from __future__ import annotations
@@ -22,9 +20,8 @@ from typing import Any
 
 import asyncpg
 
+from workloads.common.booked import booked_trade
 from workloads.history.store import HistoryStore, as_time
-
-HOLD, AVAILABLE = "hold", "available"
 
 
 @dataclass(frozen=True)
@@ -38,20 +35,14 @@ class Backfilled:
 def trade_row(symbol: str, lot_size: int, journal: Any, postings: list[Any]) -> tuple[object, ...]:
     """A `trades` row (store.TRADE_COLUMNS) from a journal entry and its postings."""
     base, _, quote = symbol.partition("-")
-    buyer_hold = [p for p in postings if p["asset"] == quote and p["bucket"] == HOLD]
-    buyer = buyer_hold[0]["owner"] if buyer_hold else ""
-    released = sum(
-        p["amount"] for p in postings
-        if p["asset"] == quote and p["bucket"] == AVAILABLE and p["owner"] == buyer
-    )  # fmt: skip
-    quote_amount = -sum(p["amount"] for p in buyer_hold) - released
-    quantity = -sum(p["amount"] for p in postings if p["asset"] == base and p["bucket"] == HOLD)
-    price = quote_amount * lot_size // quantity if quantity else 0
+    trade = booked_trade(
+        base, quote, ((p["owner"], p["asset"], p["bucket"], p["amount"]) for p in postings)
+    )
     index = int(str(journal["reference"]).rsplit(":", 1)[-1])
     occurred = int(journal["occurred_at"])
     return (
         symbol, as_time(occurred), occurred, int(journal["seq"]), index, str(journal["trade_id"]),
-        price, quantity, quote_amount, 0, int(journal["epoch"]),
+        trade.price(lot_size), trade.quantity, trade.quote_amount, 0, int(journal["epoch"]),
     )  # fmt: skip
 
 

@@ -190,6 +190,88 @@ async def trade(request: web.Request) -> web.Response:
     )
 
 
+MAX_TRADES_PAGE = 500
+MAX_MS = 1 << 43
+"""Epoch milliseconds beyond any real time whose nanoseconds still fit a bigint."""
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(Code.INVALID_FIELD, f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+async def account_trades(request: web.Request) -> web.Response:
+    """An account's settled trades, newest first (by journal id): each with its postings and
+    the taker's account (the one whose order the trade's command placed, found by that
+    order's reservation, event index 0 of the same command). `from`/`to`: occurred_at in
+    epoch ms; `before`: the journal id the previous page ended at."""
+    account = request.match_info["account"]
+    if not payloads.NAME.match(account):
+        raise ApiError(Code.INVALID_FIELD, "account is not a valid account name")
+    symbol = request.query.get("symbol")
+    if symbol is not None and not payloads.NAME.match(symbol):
+        raise ApiError(Code.INVALID_FIELD, "symbol is not a valid market name")
+    limit = _query_int(request, "limit", 100, 1, MAX_TRADES_PAGE)
+    start = _query_int(request, "from", 0, 0, MAX_MS) * 1_000_000
+    end = _query_int(request, "to", MAX_MS, 0, MAX_MS) * 1_000_000
+    before = _query_int(request, "before", 1 << 62, 1, 1 << 62)
+    pool = request.app[LEDGER].pool
+    rows = await pool.fetch(
+        """SELECT DISTINCT j.id, j.market, j.seq, j.trade_id, j.occurred_at
+             FROM accounts a
+             JOIN postings p ON p.account_id = a.id AND p.bucket = 'hold' AND p.amount < 0
+             JOIN journal j ON j.id = p.tx_id AND j.kind = 'trade'
+            WHERE a.owner = $1 AND ($2::text IS NULL OR j.market = $2)
+              AND j.occurred_at >= $3 AND j.occurred_at < $4 AND j.id < $5
+            ORDER BY j.id DESC LIMIT $6""",
+        account, symbol, start, end, before, limit,
+    )  # fmt: skip
+    ids = [r["id"] for r in rows]
+    postings = await pool.fetch(
+        """SELECT p.tx_id, a.owner, p.asset, p.bucket, p.amount
+             FROM postings p JOIN accounts a ON a.id = p.account_id
+            WHERE p.tx_id = ANY($1::bigint[]) ORDER BY p.tx_id, p.line""",
+        ids,
+    )
+    reservations = [f"{r['market']}:{r['seq']}:0" for r in rows]
+    takers = {
+        t["reference"]: t["owner"]
+        for t in await pool.fetch(
+            """SELECT DISTINCT j.reference, a.owner
+                 FROM journal j JOIN postings p ON p.tx_id = j.id
+                 JOIN accounts a ON a.id = p.account_id
+                WHERE j.reference = ANY($1::text[]) AND j.kind = 'reserve'""",
+            reservations,
+        )
+    }
+    lines: dict[int, list[dict[str, str]]] = {i: [] for i in ids}
+    for p in postings:
+        lines[p["tx_id"]].append({"account": p["owner"], "asset": p["asset"],
+                                  "bucket": p["bucket"], "amount": str(p["amount"])})  # fmt: skip
+    return web.json_response(
+        {
+            "account": account,
+            "trades": [
+                {
+                    "journal_id": r["id"],
+                    "trade_id": r["trade_id"],
+                    "symbol": r["market"],
+                    "seq": r["seq"],
+                    "occurred_at": r["occurred_at"],
+                    "taker": takers.get(f"{r['market']}:{r['seq']}:0"),
+                    "postings": lines[r["id"]],
+                }
+                for r in rows
+            ],
+            "next_before": rows[-1]["id"] if len(rows) == limit else None,
+        }
+    )
+
+
 # ---------------------------------------------------------------------- reconciliation
 
 
@@ -293,6 +375,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/v1/admin/invariants/check", invariants_check)
     router.add_get("/v1/admin/invariants", invariants_last)
     router.add_get("/v1/admin/trades/{trade_id}", trade)
+    router.add_get("/v1/admin/accounts/{account}/trades", account_trades)
     router.add_get("/v1/admin/reconciliation/status", reconciliation_status)
     router.add_post("/v1/admin/reconciliation/evaluate", reconciliation_evaluate)
     router.add_get("/v1/admin/reconciliation/{symbol}", reconciliation_market)

@@ -17,6 +17,7 @@ import pytest
 
 from contracts.v1 import funding_pb2, matcher_pb2, matcher_pb2_grpc
 from e2e.env.gateway import GatewayProcess
+from e2e.env.ledger import LedgerProcess
 from e2e.env.matcher import MatcherProcess
 from e2e.env.pytest_plugin import Schema
 from workloads.gateway.client import GatewayClient
@@ -24,6 +25,7 @@ from workloads.gateway.markets import Market, catalogue_json
 
 SYMBOL = "BTC-USDT"
 STATIC_KEY, STATIC_SECRET = "static-trader", "static-secret-123"
+GATEWAY_LEDGER_TOKEN = "tok-gateway"
 
 
 @dataclass
@@ -32,6 +34,14 @@ class Stack:
     matcher: MatcherProcess
     gateways: list[GatewayProcess]
     topic: str
+    ledger: LedgerProcess | None = None
+
+    def stop(self) -> None:
+        for gateway in self.gateways:
+            gateway.stop()
+        if self.ledger is not None:
+            self.ledger.stop()
+        self.matcher.stop()
 
     @property
     def url(self) -> str:
@@ -70,7 +80,10 @@ def start_stack(
     topic: str,
     replicas: int = 1,
     gateway_env: dict[str, str] | None = None,
+    ledger: bool = False,
 ) -> Stack:
+    """A matcher and `replicas` gateways; with `ledger`, the ledger too (settling the topic
+    into its own schema), which the gateways read fills from."""
     matcher = MatcherProcess(
         run_dir,
         symbol=SYMBOL,
@@ -81,7 +94,23 @@ def start_stack(
     matcher.extra_env.update(market.matcher_env())
     matcher.start()
     gateways: list[GatewayProcess] = []
+    made = Stack(market, matcher, gateways, topic)
+    env = {"EDGE_SEED_MARKET_DATA": "false", **(gateway_env or {})}
     try:
+        if ledger:
+            made.ledger = LedgerProcess(
+                run_dir,
+                pg.server_dsn,
+                kafka_bootstrap,
+                topic,
+                markets=f"{SYMBOL}={matcher.target}",
+                group_id=f"ledger-{topic}",
+                admin_tokens=f"gateway:{GATEWAY_LEDGER_TOKEN}",
+                extra_env={"LEDGER_DB_SCHEMA": f"ledger_{pg.name}"},
+            )
+            made.ledger.start()
+            env = {"EDGE_LEDGER_URL": made.ledger.url,
+                   "EDGE_LEDGER_ADMIN_TOKEN": GATEWAY_LEDGER_TOKEN, **env}  # fmt: skip
         for i in range(replicas):
             gateway = GatewayProcess(
                 run_dir,
@@ -92,16 +121,14 @@ def start_stack(
                 schema=pg.name,
                 api_secrets=f"{STATIC_KEY}:{STATIC_SECRET}",
                 name=f"gateway-{i}",
-                extra_env={"EDGE_SEED_MARKET_DATA": "false", **(gateway_env or {})},
+                extra_env=env,
             )
             gateways.append(gateway)
             gateway.start()
     except BaseException:
-        for gateway in gateways:
-            gateway.stop()
-        matcher.stop()
+        made.stop()
         raise
-    return Stack(market, matcher, gateways, topic)
+    return made
 
 
 @pytest.fixture
@@ -121,8 +148,10 @@ def make_stack(
     """Start a matcher and gateway replicas with extra EDGE_* settings; all stopped after."""
     started: list[Stack] = []
 
-    def make(replicas: int = 1, **env: str) -> Stack:
-        made = start_stack(stack_dir, pg_schema, kafka_bootstrap, kafka_topic, replicas, env)
+    def make(replicas: int = 1, ledger: bool = False, **env: str) -> Stack:
+        made = start_stack(
+            stack_dir, pg_schema, kafka_bootstrap, kafka_topic, replicas, env, ledger
+        )
         started.append(made)
         return made
 
@@ -130,9 +159,7 @@ def make_stack(
         yield make
     finally:
         for made in started:
-            for gateway in made.gateways:
-                gateway.stop()
-            made.matcher.stop()
+            made.stop()
 
 
 @pytest.fixture

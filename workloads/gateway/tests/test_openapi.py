@@ -49,7 +49,7 @@ class Caller:
 
 
 def test_real_responses_conform_to_the_document(make_stack: StackFactory) -> None:
-    stack = make_stack()
+    stack = make_stack(ledger=True)
     document = requests.get(stack.url + "/openapi.json").json()
     assert document["openapi"].startswith("3.")
     schema = schemathesis.openapi.from_dict(document)
@@ -105,6 +105,14 @@ def test_real_responses_conform_to_the_document(make_stack: StackFactory) -> Non
         assert time.monotonic() < deadline
         time.sleep(0.05)
     check("/v1/account/balances", "GET", call("GET", "/v1/account/balances"), 200)
+    check("/v1/account/trades", "GET", call("GET", "/v1/account/trades"), 200)
+    check("/v1/account/trades", "GET", call("GET", "/v1/account/trades?symbol=NOPE"), 404)
+    check("/v1/markets", "GET", call("GET", "/v1/markets", auth=""), 200)
+    check("/v1/time", "GET", call("GET", "/v1/time", auth=""), 200)
+    check("/v1/orders", "GET", call("GET", "/v1/orders?status=closed"), 200)
+    check("/v1/orders", "GET", call("GET", "/v1/orders?status=nope"), 400)
+    check("/v1/orders", "DELETE", call("DELETE", "/v1/orders?symbol=BTC-USDT"), 200)
+    check("/v1/orders", "DELETE", call("DELETE", "/v1/orders?symbol=NOPE"), 404)
     check("/v1/account/portfolio", "GET", call("GET", "/v1/account/portfolio"), 200)
     for name in ("trades", "orderbook", "candles", "ticker"):
         route = f"/v1/markets/{{symbol}}/{name}"
@@ -125,7 +133,7 @@ def test_real_responses_conform_to_the_document(make_stack: StackFactory) -> Non
 
 
 def test_schemathesis_finds_no_server_error(make_stack: StackFactory) -> None:
-    stack = make_stack(EDGE_RATE_LIMIT_PER_MINUTE="0")
+    stack = make_stack(ledger=True, EDGE_RATE_LIMIT_PER_MINUTE="0")
     call = Caller(stack.url)
     creds = {"email": "fuzz@example.com", "password": "long enough pw"}
     call("POST", "/v1/auth/signup", creds, auth="")

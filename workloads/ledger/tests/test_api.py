@@ -13,6 +13,7 @@ from google.protobuf import json_format
 
 from contracts.v1 import events_pb2
 from e2e.bench import simulate
+from workloads.common.booked import booked_trade
 from workloads.ledger import metrics
 from workloads.ledger.service import Ledger
 from workloads.ledger.tests.conftest import (
@@ -241,3 +242,50 @@ async def test_rebuild_and_invariants_find_a_tampered_balance_and_repair_it(api:
     assert rebuilt["consistent"]
     status, report = await api.call("POST", "/v1/admin/invariants/check")
     assert report["ok"]
+
+
+async def test_an_accounts_trades_come_newest_first_with_postings_and_their_taker(
+    api: Api,
+) -> None:
+    spec = MarketSpec("BTC-USDT", "BTC", "USDT", maker_fee_bps=10, taker_fee_bps=20)
+    sim = simulate.Simulator(spec)
+    events = sim.start_epoch(1) + sim.run(simulate.funding(["alice", "bob"], spec, 10**9))
+    events += sim.run(
+        [
+            (e.C_PLACE, "bob", "s1", e.SELL, e.LIMIT, e.GTC, 10_000, 50, False, 0),
+            (e.C_PLACE, "alice", "b1", e.BUY, e.LIMIT, e.GTC, 10_100, 20, False, 0),  # taker
+            (e.C_PLACE, "alice", "b2", e.BUY, e.LIMIT, e.GTC, 9_000, 10, False, 0),
+            (e.C_PLACE, "bob", "s2", e.SELL, e.MARKET, e.IOC, 0, 10, False, 0),  # bob takes
+        ]
+    )
+    await api.ledger.applier.submit(decode_all(events))
+    trades = [ev.trade_executed for ev in events if ev.WhichOneof("body") == "trade_executed"]
+    assert len(trades) == 2
+
+    status, page = await api.call("GET", "/v1/admin/accounts/alice/trades")
+    assert status == 200 and page["next_before"] is None
+    assert [t["trade_id"] for t in page["trades"]] == [trades[1].trade_id, trades[0].trade_id]
+    assert [t["taker"] for t in page["trades"]] == ["bob", "alice"]
+    for found, sent in zip(page["trades"], reversed(trades), strict=True):
+        postings = [(p["account"], p["asset"], p["bucket"], int(p["amount"]))
+                    for p in found["postings"]]  # fmt: skip
+        booked = booked_trade("BTC", "USDT", postings)
+        assert (booked.buyer, booked.seller) == (sent.buyer_account, sent.seller_account)
+        assert (booked.quantity, booked.quote_amount) == (sent.base_amount, sent.quote_amount)
+        assert (booked.buyer_fee, booked.seller_fee) == (sent.buyer_fee, sent.seller_fee)
+        assert booked.price(spec.lot_size) == sent.price
+        assert found["seq"] == sent.envelope.seq and found["symbol"] == "BTC-USDT"
+
+    status, first = await api.call("GET", "/v1/admin/accounts/bob/trades?limit=1")
+    assert [t["trade_id"] for t in first["trades"]] == [trades[1].trade_id]
+    status, second = await api.call(
+        "GET", f"/v1/admin/accounts/bob/trades?limit=1&before={first['next_before']}"
+    )
+    assert [t["trade_id"] for t in second["trades"]] == [trades[0].trade_id]
+    status, none = await api.call("GET", "/v1/admin/accounts/bob/trades?symbol=ETH-USDT")
+    assert (status, none["trades"]) == (200, [])
+    for query in ("limit=0", "limit=501", "before=x", "from=-1"):
+        status, refused = await api.call("GET", f"/v1/admin/accounts/bob/trades?{query}")
+        assert (status, refused["code"]) == (400, "invalid_field"), query
+    status, _ = await api.call("GET", "/v1/admin/accounts/bob/trades", admin=None)
+    assert status == 401
