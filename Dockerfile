@@ -1,6 +1,6 @@
 # The project's image: the exchange's Python processes (matcher, ledger, gateway, operator).
 #
-# Docker host:  make wheels && docker build -t exchange-platform .
+# Docker host:  make wheels web && docker build -t exchange-platform .
 # This repo:    make image   (buildah on a debootstrap base; see README "Local cluster")
 #
 # The wheels come from build/wheels (`make wheels` downloads them on the host with pip), so
@@ -31,10 +31,14 @@ RUN /opt/venv/bin/pip install --quiet --no-deps /src \
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv
+# The web UI the gateway serves at / (built on the host: `npm run build` in workloads/web;
+# on a Docker host run `make web` first).
+COPY workloads/web/dist /opt/web
 ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/tmp
+    HOME=/tmp \
+    EDGE_WEB_DIR=/opt/web
 USER 10001:10001
 WORKDIR /tmp
 CMD ["python3", "-c", "import contracts, kubernetes; print('exchange-platform image')"]

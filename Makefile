@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 PURGE ?=
 
 .PHONY: help setup venv up down test test-unit test-integration lint format proto bench clean \
-	cluster-up cluster-down cluster-status image wheels argocd-up e2e-kind
+	cluster-up cluster-down cluster-status image wheels web argocd-up e2e-kind
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 venv: $(VENV)/.installed ## create the virtualenv and install the pinned dependencies
 
 setup: venv ## install everything the tests, `make up` and `make cluster-up` need (idempotent, cached)
-	$(PY) -m e2e.env setup --parts kafka,s3,clickhouse,kube,node,cluster,argocd
+	$(PY) -m e2e.env setup --parts kafka,s3,clickhouse,web,kube,node,cluster,argocd
 
 up: setup ## run PostgreSQL, Kafka and the Kubernetes API in the foreground; Ctrl-C stops all
 	$(PY) -m e2e.env up
@@ -53,6 +53,9 @@ image: venv ## build the project's image (buildah) and load it into the running 
 
 wheels: venv ## download the image's wheels into build/wheels (for `docker build .` too)
 	$(PY) -c 'from e2e.env import images; images.ensure_wheels()'
+
+web: venv ## build the web UI (npm ci, vite build) into workloads/web/dist, which the gateway serves
+	$(PY) -c 'from e2e.env import web; web.ensure_built()'
 
 test: setup ## run every test tier (unit, integration, e2e) against the real services
 	$(PY) -m pytest $(PYTEST_ARGS)

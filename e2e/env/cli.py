@@ -27,6 +27,7 @@ from pathlib import Path
 
 from e2e.env import (
     apt,
+    browser,
     clickhouse,
     clustercli,
     gobuild,
@@ -36,6 +37,7 @@ from e2e.env import (
     postgres,
     s3,
     versions,
+    web,
 )
 from e2e.env.pgbackup import PgArchive
 from e2e.env.process import stop_from_pid_files
@@ -57,6 +59,9 @@ def setup(parts: list[str]) -> None:
         _timed(f"kafka {versions.KAFKA} jars", kafka.install)
     if "clickhouse" in parts:
         _timed("clickhouse (the market history)", clickhouse.ensure_installed)
+    if "web" in parts:
+        _timed("web UI (npm ci, vite build)", web.ensure_built)
+        _timed("chromium (the web UI's browser tests)", browser.ensure_installed)
     if "s3" in parts:
         _timed("seaweedfs (the S3 store)", lambda: gobuild.ensure(("weed",)))
         _timed("barman-cloud (PostgreSQL's backups)", pgbackup.ensure_installed)

@@ -29,7 +29,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2e.env import paths, versions
+from e2e.env import paths, versions, web
 
 PROJECT_IMAGE = "localhost/exchange-platform:dev"
 """The project's image as pods name it (`imagePullPolicy: Never`: it is never pulled)."""
@@ -265,6 +265,7 @@ def build_project() -> ImageArchive:
     are rebuilt (`--layers`), and an unchanged image is not saved or imported again."""
     base = ensure_base()
     ensure_wheels()
+    web.ensure_built()  # the gateway serves it; the Dockerfile copies dist/
     buildah(
         "bud",
         "--quiet",

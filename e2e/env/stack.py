@@ -21,6 +21,7 @@ from e2e.env.ledger import LedgerProcess
 from e2e.env.matcher import MatcherProcess
 from e2e.env.pgbackup import BackupSchedule, PgArchive
 from e2e.env.process import Part
+from workloads.gateway import webui
 from workloads.gateway.markets import Market, catalogue_json
 
 EVENTS_TOPIC = "core.events.v1"
@@ -169,6 +170,12 @@ class Stack:
         )
         self.backups.start()
         self.endpoints["Gateway REST/WS"] = gateway.url
+        if webui.web_dir("") is not None:
+            self.endpoints["Web UI"] = f"{gateway.url}/"
+            self.endpoints["Fund a UI account"] = (
+                f"{sys.executable} -m workloads.gateway.example_client --ledger {ledger.url}"
+                " --deposit-to <the account the page shows>"
+            )
         self.endpoints["First signed order"] = (
             f"{sys.executable} -m workloads.gateway.example_client --url {gateway.url}"
             f" --ledger {ledger.url}"

@@ -135,8 +135,7 @@ async def data_ctx(app: web.Application) -> AsyncIterator[None]:
     spawn(app, hub.keepalive(), "ws-keepalive")
     spawn(app, janitor(app[STORE]), "janitor")
     yield
-    for conn in tuple(hub.conns):
-        hub.close(conn, 1001, "server shutting down")
+    close_sockets(hub)
     for task in app[BACKGROUND]:
         task.cancel()
     for task in app[BACKGROUND]:
@@ -144,6 +143,18 @@ async def data_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
     await app[HISTORY].close()
     await app[LEDGER].close()
+
+
+def close_sockets(hub: Hub) -> None:
+    for conn in tuple(hub.conns):
+        hub.close(conn, 1001, "server shutting down")
+
+
+async def close_sockets_on_shutdown(app: web.Application) -> None:
+    """Before the server waits for its handlers (up to its shutdown timeout): a WebSocket's
+    handler returns only once its socket is closed, so close them first (1001, going away)."""
+    if HUB in app:
+        close_sockets(app[HUB])
 
 
 async def janitor(store: Store, every: float = 30.0) -> None:
@@ -163,6 +174,7 @@ def init_app(
     app[TRACER] = tracing.tracer(settings.otel, span_exporter)
     app[PASSWORDS] = Passwords()
     app.cleanup_ctx.extend([store_ctx, core_ctx, data_ctx])
+    app.on_shutdown.append(close_sockets_on_shutdown)
     router = app.router
     router.add_get("/healthz", healthz)
     router.add_get("/readyz", readyz)

@@ -56,6 +56,9 @@ async def deposit(http: aiohttp.ClientSession, ledger: str, account: str, symbol
 
 async def main(args: argparse.Namespace) -> None:
     async with aiohttp.ClientSession() as http:
+        if args.deposit_to:  # a browser user's account (the web UI shows it): funds only
+            await deposit(http, args.ledger, args.deposit_to, args.symbol)
+            return
         client = GatewayClient(http, args.url, api_key=args.key, secret=args.secret)
         me = await client.call("GET", "/v1/auth/me")
         print("me:", me.status, json.dumps(me.body))
@@ -91,6 +94,9 @@ def cli() -> None:
     parser.add_argument("--quantity", default="0.0100")
     parser.add_argument("--ledger", default="", help="ledger URL to deposit through first")
     parser.add_argument("--fund", default="", help="matcher host:port to credit directly")
+    parser.add_argument(
+        "--deposit-to", default="", help="with --ledger: only deposit to this account, then exit"
+    )
     asyncio.run(main(parser.parse_args()))
 
 

@@ -111,7 +111,9 @@ def user_only(request: web.Request) -> int:
 @policy("user")
 async def create_key(request: web.Request) -> web.Response:
     user_id = user_only(request)
-    body = await json_object(request) if request.can_read_body else {}
+    # The guard has read the body already (`can_read_body` is False by now): an empty body
+    # is no label, anything else must be a JSON object.
+    body = await json_object(request) if (await request.read()).strip() else {}
     label = body.get("label", "")
     if not isinstance(label, str) or len(label) > 100:
         raise ApiError(Code.VALIDATION_FAILED, "label: a string of at most 100 characters")

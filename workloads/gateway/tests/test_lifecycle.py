@@ -4,6 +4,7 @@ gateway replicas agreeing on its status."""
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from typing import Any
 
@@ -185,3 +186,20 @@ async def test_partial_fills_on_rest_and_ws_and_two_replicas_agree(
             return response.status == 201 and await response.read() == original
 
     await poll(replayed_identically)
+
+
+async def test_a_stopping_gateway_closes_its_websockets_as_going_away(
+    make_stack: StackFactory, http: aiohttp.ClientSession
+) -> None:
+    """SIGTERM closes the sockets first (1001): their handlers return, and the process exits
+    without waiting out the server's shutdown timeout (a browser reconnects elsewhere)."""
+    stack = make_stack()
+    reader = await open_ws(http, stack.url)
+    await reader.send({"op": "subscribe", "channel": "trades", "symbol": "BTC-USDT"})
+    await reader.wait_for(lambda: reader.of(kind="subscribed"))
+    process = stack.gateways[0].process
+    assert process is not None and process.popen is not None
+    await asyncio.to_thread(process.stop, 15)
+    assert process.popen.returncode == 0  # exited by itself, not killed after the timeout
+    await reader.task
+    assert reader.closed_code == 1001

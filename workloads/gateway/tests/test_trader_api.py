@@ -28,6 +28,8 @@ async def test_markets_time_orders_cancel_all_and_fills_from_the_ledger(
     (btc,) = markets
     assert (btc["symbol"], btc["tick_size"], btc["lot_size"]) == ("BTC-USDT", "0.01", "0.0001")
     assert (btc["min_quantity"], btc["mode"], btc["last_price"]) == ("0.0001", "NORMAL", None)
+    keys = (await maker.call("GET", "/v1/api-keys")).body["keys"]
+    assert [k["label"] for k in keys] == ["test"]  # the label new_trader gave it
     clock = (await maker.call("GET", "/v1/time", sign_request=False)).body["server_time"]
     assert abs(clock - time.time() * 1000) < 5_000
 

@@ -1,0 +1,104 @@
+// The signed-in trader's server state (keys under `me:`): balances, orders, fills, API
+// keys. The private socket channels (orders, fills) only say that something changed; the
+// entries shown are then reloaded from REST, which stays the one source of their content.
+import { useCallback, useEffect } from "react";
+import type { AccountTrade, ApiKeyList, BalancesResponse, OrderRow } from "../api/types";
+import { useResource, type Resource } from "./cache";
+import { useServices, useSession } from "./services";
+
+const PAGE = 50;
+const CHANGE_COALESCE_MS = 250;
+
+export interface Paged<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
+export interface PagedResource<T> extends Resource<Paged<T>> {
+  loadMore: (() => void) | null;
+}
+
+function usePaged<T>(
+  key: string | null,
+  page: (cursor: string | null) => Promise<Paged<T>>,
+): PagedResource<T> {
+  const { cache } = useServices();
+  const resource = useResource(cache, key, () => page(null));
+  const next = resource.data?.next_cursor ?? null;
+  const loadMore = useCallback(() => {
+    if (!key || !next) return;
+    page(next).then(
+      (more) =>
+        cache.set<Paged<T>>(key, (old) => ({
+          items: [...(old?.items ?? []), ...more.items],
+          next_cursor: more.next_cursor,
+        })),
+      () => resource.reload(),
+    );
+  }, [cache, key, next]); // `key` names what `page` fetches
+  return { ...resource, loadMore: next ? loadMore : null };
+}
+
+export function useBalances(): Resource<BalancesResponse> {
+  const { cache, client } = useServices();
+  const { session } = useSession();
+  return useResource(cache, session ? "me:balances" : null, () => client.balances());
+}
+
+export type OrderStatusFilter = "open" | "closed";
+
+export function useOrders(symbol: string, status: OrderStatusFilter): PagedResource<OrderRow> {
+  const { client } = useServices();
+  const { session } = useSession();
+  const key = session ? `me:orders:${status}:${symbol}` : null;
+  return usePaged(key, async (cursor) => {
+    const answer = await client.orders({ symbol, status, limit: PAGE, cursor: cursor ?? undefined });
+    return { items: answer.orders, next_cursor: answer.next_cursor ?? null };
+  });
+}
+
+export function useFills(symbol: string): PagedResource<AccountTrade> {
+  const { client } = useServices();
+  const { session } = useSession();
+  const key = session ? `me:fills:${symbol}` : null;
+  return usePaged(key, async (cursor) => {
+    const answer = await client.accountTrades({ symbol, limit: PAGE, cursor: cursor ?? undefined });
+    return { items: answer.trades, next_cursor: answer.next_cursor ?? null };
+  });
+}
+
+export function useApiKeys(): Resource<ApiKeyList> {
+  const { cache, client } = useServices();
+  const { session } = useSession();
+  return useResource(cache, session ? "me:keys" : null, () => client.listKeys());
+}
+
+/** While signed in: the private channels reload orders, fills and balances (coalesced),
+ * and so does a reconnect (messages may have been missed). */
+export function usePrivateFeed(): void {
+  const { socket, cache } = useServices();
+  const { session } = useSession();
+  const signedIn = session !== null;
+  useEffect(() => {
+    if (!signedIn) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const changed = () => {
+      if (timer !== undefined) return;
+      timer = setTimeout(() => {
+        timer = undefined;
+        cache.invalidate("me:orders:");
+        cache.invalidate("me:fills:");
+        cache.invalidate("me:balances");
+      }, CHANGE_COALESCE_MS);
+    };
+    const offs = [
+      socket.subscribe("orders", "", changed),
+      socket.subscribe("fills", "", changed),
+      socket.onReconnect(changed),
+    ];
+    return () => {
+      clearTimeout(timer);
+      offs.forEach((off) => off());
+    };
+  }, [socket, cache, signedIn]);
+}
