@@ -20,7 +20,7 @@ from e2e.env.history import HistoryProcess
 from e2e.env.ledger import LedgerProcess
 from e2e.env.matcher import MatcherProcess
 from e2e.env.pgbackup import BackupSchedule, PgArchive
-from e2e.env.process import Part
+from e2e.env.process import Part, free_port
 from workloads.gateway import webui
 from workloads.gateway.markets import Market, catalogue_json
 
@@ -78,6 +78,17 @@ class StackSettings:
         )
 
 
+    @classmethod
+    def on_free_ports(cls, run_dir: Path, symbol: str = "BTC-USDT") -> StackSettings:
+        """`make up`'s venue for a test or a benchmark: every port free now, data in
+        `run_dir`, no Kubernetes API."""
+        return cls(
+            run_dir, free_port(), free_port(), free_port(), free_port(), free_port(),
+            free_port(), free_port(), free_port(), False, symbol, free_port(), free_port(),
+            free_port(), free_port(),
+        )  # fmt: skip
+
+
 def _port(env: os._Environ[str], name: str, default: int) -> int:
     raw = env.get(name, str(default))
     if not raw.isdigit() or not 0 < int(raw) < 65536:
@@ -91,6 +102,10 @@ class Stack:
     parts: list[Part] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)
     backups: BackupSchedule | None = None
+    matcher: MatcherProcess | None = None
+    ledger: LedgerProcess | None = None
+    gateway: GatewayProcess | None = None
+    """The exchange's own processes once started (tests and benchmarks drive them)."""
 
     def start(self) -> None:
         s = self.settings
@@ -132,6 +147,7 @@ class Stack:
         matcher.extra_env.update(market.matcher_env())
         matcher.extra_env.update(archive.env("MATCHER_ARCHIVE"))
         self._start(f"matcher {s.symbol}", matcher, lambda: "exchange matcher")
+        self.matcher = matcher
         self.endpoints[f"Matcher {s.symbol}"] = f"grpc://{matcher.target}"
         self.endpoints["Matcher ops"] = f"http://127.0.0.1:{s.matcher_http_port}/metrics"
         # The ledger: migrates its schema (advisory lock), settles the events topic, and
@@ -146,6 +162,7 @@ class Stack:
             admin_tokens=os.environ.get("LEDGER_ADMIN_TOKENS", ""),
         )
         self._start("ledger", ledger, lambda: "exchange ledger")
+        self.ledger = ledger
         self.endpoints["Ledger API"] = ledger.url
         gateway = GatewayProcess(
             s.run_dir,
@@ -162,6 +179,7 @@ class Stack:
             },
         )
         self._start("gateway", gateway, lambda: "exchange gateway")
+        self.gateway = gateway
         # Base backups once the ledger has migrated its schema: now, then every
         # EXCHANGE_PG_BACKUP_HOURS (the WAL archive covers the time between).
         hours = float(os.environ.get("EXCHANGE_PG_BACKUP_HOURS", "24"))

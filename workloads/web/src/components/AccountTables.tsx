@@ -163,6 +163,7 @@ export function Fills({ market, scales }: { market: Market; scales: Scales }) {
         <thead>
           <tr>
             <th scope="col">Time</th>
+            <th scope="col">Trade</th>
             <th scope="col">Order</th>
             <th scope="col">Side</th>
             <th scope="col">Liquidity</th>
@@ -176,6 +177,7 @@ export function Fills({ market, scales }: { market: Market; scales: Scales }) {
           {rows.map((t) => (
             <tr key={`${t.trade_id}/${t.order_id}`}>
               <td>{stamp(t.time)}</td>
+              <td>{t.trade_id}</td>
               <td>{t.order_id}</td>
               <td className={t.side === "BUY" ? "bid" : "ask"}>{t.side}</td>
               <td>{t.liquidity}</td>

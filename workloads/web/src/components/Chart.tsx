@@ -93,8 +93,13 @@ export function Chart({ symbol, tickSize, pricePlaces }: { symbol: string; tickS
           ))}
         </div>
         {drawn !== null && (
-          <span className="ready" data-testid="chart-ready" data-candles={drawn}>
-            {drawn} candles
+          <span
+            className="ready"
+            data-testid="chart-ready"
+            data-candles={drawn}
+            data-last-close={candles.bars[candles.bars.length - 1]?.close ?? ""}
+          >
+            {candles.bars.length} candles
           </span>
         )}
       </header>

@@ -21,7 +21,7 @@ export function TradeTape({ symbol, pricePlaces, quantityPlaces }: { symbol: str
         </thead>
         <tbody>
           {tape.trades.slice(0, SHOWN).map((t) => (
-            <tr key={t.trade_id} className={t.taker_side === "BUY" ? "bid" : "ask"}>
+            <tr key={t.trade_id} data-trade-id={t.trade_id} className={t.taker_side === "BUY" ? "bid" : "ask"}>
               <td className="num">{display(t.price, pricePlaces)}</td>
               <td className="num">{display(t.quantity, quantityPlaces)}</td>
               <td>{clock(t.time)}</td>

@@ -10,7 +10,7 @@ import { TradeTape } from "../components/TradeTape";
 import { display } from "../lib/decimal";
 import { scalesOf } from "../lib/format";
 import { useBalances } from "../state/account";
-import { useMarketMode, useMarkets } from "../state/market";
+import { useMarketMode, useMarkets, useTape } from "../state/market";
 import { useServices, useSession } from "../state/services";
 
 const MODE_REFUSALS = new Set(["market_cancel_only", "market_soft_halt", "market_hard_halt"]);
@@ -35,6 +35,8 @@ function Trading({ market }: { market: Market }) {
   const { session } = useSession();
   const mode = useMarketMode(market.symbol, market.mode);
   const balances = useBalances();
+  const tape = useTape(market.symbol);
+  const last = tape.trades[0]?.price ?? market.last_price; // the tape is live, the catalogue polled
   const scales = useMemo(() => scalesOf(market), [market]);
   const [orderError, setOrderError] = useState<ApiError | null>(null);
 
@@ -76,7 +78,7 @@ function Trading({ market }: { market: Market }) {
           {mode ?? "unknown"}
         </span>
         <span className="last">
-          last {display(market.last_price, scales.price)} {market.quote_asset}
+          last {display(last, scales.price)} {market.quote_asset}
         </span>
         <span className="steps">
           tick {market.tick_size} · lot {market.lot_size}

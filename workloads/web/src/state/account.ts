@@ -8,6 +8,7 @@ import { useServices, useSession } from "./services";
 
 const PAGE = 50;
 const CHANGE_COALESCE_MS = 250;
+const SETTLEMENT_RELOADS_MS = [1_000, 2_500, 5_000];
 
 export interface Paged<T> {
   items: T[];
@@ -74,7 +75,9 @@ export function useApiKeys(): Resource<ApiKeyList> {
 }
 
 /** While signed in: the private channels reload orders, fills and balances (coalesced),
- * and so does a reconnect (messages may have been missed). */
+ * and so does a reconnect (messages may have been missed). Fills come from the ledger, which
+ * books a trade a moment after the matcher made it: after a fill, they are reloaded again a
+ * few times over the next seconds, until the ledger has surely settled it. */
 export function usePrivateFeed(): void {
   const { socket, cache } = useServices();
   const { session } = useSession();
@@ -82,6 +85,7 @@ export function usePrivateFeed(): void {
   useEffect(() => {
     if (!signedIn) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const settling = new Set<ReturnType<typeof setTimeout>>();
     const changed = () => {
       if (timer !== undefined) return;
       timer = setTimeout(() => {
@@ -91,13 +95,27 @@ export function usePrivateFeed(): void {
         cache.invalidate("me:balances");
       }, CHANGE_COALESCE_MS);
     };
+    const filled = () => {
+      changed();
+      settling.forEach(clearTimeout);
+      settling.clear();
+      for (const after of SETTLEMENT_RELOADS_MS) {
+        const reload = setTimeout(() => {
+          settling.delete(reload);
+          cache.invalidate("me:fills:");
+          cache.invalidate("me:balances");
+        }, after);
+        settling.add(reload);
+      }
+    };
     const offs = [
       socket.subscribe("orders", "", changed),
-      socket.subscribe("fills", "", changed),
+      socket.subscribe("fills", "", filled),
       socket.onReconnect(changed),
     ];
     return () => {
       clearTimeout(timer);
+      settling.forEach(clearTimeout);
       offs.forEach((off) => off());
     };
   }, [socket, cache, signedIn]);
