@@ -192,7 +192,7 @@ class Stack:
             self.endpoints["Web UI"] = f"{gateway.url}/"
             self.endpoints["Fund a UI account"] = (
                 f"{sys.executable} -m workloads.gateway.example_client --ledger {ledger.url}"
-                " --deposit-to <the account the page shows>"
+                " --deposit-to <the account on the UI's Account page>"
             )
         self.endpoints["First signed order"] = (
             f"{sys.executable} -m workloads.gateway.example_client --url {gateway.url}"
