@@ -1,5 +1,6 @@
-import { useEffect, useMemo, useState } from "react";
+import { useEffect, useLayoutEffect, useMemo, useState } from "react";
 import { top } from "../lib/book";
+import { bookTracker } from "../lib/bookStats";
 import { display } from "../lib/decimal";
 import { useBook } from "../state/market";
 
@@ -9,6 +10,8 @@ export function OrderBook({ symbol, pricePlaces, quantityPlaces }: { symbol: str
   const book = useBook(symbol);
   const levels = useMemo(() => top(book, DEPTH), [book]);
   const [readySeq, setReadySeq] = useState<number | null>(null);
+  // Before paint: this state's levels are in the DOM.
+  useLayoutEffect(() => bookTracker.drawn(book), [book]);
   // After the commit that put the first snapshot in the DOM.
   useEffect(() => {
     if (book.status === "live" && readySeq === null) setReadySeq(book.seq);

@@ -1,8 +1,10 @@
 // Market state from the socket, each kept by one hook with its cleanup: the book (with
 // sequence checks and REST resync), the trade tape, the candles, and the market's mode.
 import { useEffect, useRef, useState } from "react";
+import { flushSync } from "react-dom";
 import type { Candle, Interval, Market, MarketMode, Trade } from "../api/types";
 import { applyBook, EMPTY_BOOK, requestResync, type BookMessage, type BookState } from "../lib/book";
+import { bookTracker } from "../lib/bookStats";
 import { barOf, mergeMinute, type Bar } from "../lib/candles";
 import { applyTrades, EMPTY_TAPE, loadTape, type Tape, type TradesMessage } from "../lib/tape";
 import type { ServerMessage } from "../ws/socket";
@@ -56,10 +58,18 @@ export function useBook(symbol: string): BookState {
     let fetching = false;
     let retry: ReturnType<typeof setTimeout> | undefined;
     let alive = true;
-    const feed = (msg: BookMessage) => {
+    const feed = (msg: BookMessage, fromSocket: boolean) => {
       const [next, outcome] = applyBook(state, msg);
       state = next;
-      setBook(next);
+      if (fromSocket) {
+        bookTracker.received(next);
+        // Drawn in this task: left to React's scheduler, a frame could be painted first,
+        // one message behind (one render per message either way: each is its own task).
+        flushSync(() => setBook(next));
+      } else {
+        bookTracker.tag(next);
+        setBook(next);
+      }
       if (outcome === "gap" || outcome === "checksum") resync();
     };
     const resync = () => {
@@ -68,7 +78,7 @@ export function useBook(symbol: string): BookState {
       client.orderbook(symbol).then(
         (snapshot) => {
           fetching = false;
-          if (alive) feed({ ...snapshot, type: "snapshot" });
+          if (alive) feed({ ...snapshot, type: "snapshot" }, false);
         },
         () => {
           fetching = false;
@@ -77,10 +87,11 @@ export function useBook(symbol: string): BookState {
       );
     };
     setBook(EMPTY_BOOK);
-    const off = socket.subscribe("book", symbol, (msg) => feed(msg as unknown as BookMessage));
+    const off = socket.subscribe("book", symbol, (msg) => feed(msg as unknown as BookMessage, true));
     // After a reconnect the resubscription brings a snapshot: hold diffs until then.
     const offReconnect = socket.onReconnect(() => {
       state = requestResync(state);
+      bookTracker.tag(state);
       setBook(state);
     });
     return () => {
