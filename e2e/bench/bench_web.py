@@ -28,18 +28,18 @@ import asyncio
 import gzip
 import itertools
 import statistics
-import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from e2e.drills.traders import deposit
 from e2e.env import browser, web
 from e2e.env.stack import Stack, StackSettings
 from workloads.gateway.client import GatewayClient
@@ -49,15 +49,6 @@ if TYPE_CHECKING:  # imported when a browser benchmark runs, not when `make benc
 
 SYMBOL = "BTC-USDT"
 MARKET_PATH = f"/#/market/{SYMBOL}"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 TARGET_GZIP_KB = 300
 TARGET_FIRST_RENDER_MS = 1000
 TARGET_FRAMES_BEHIND = 0
@@ -135,19 +126,7 @@ async def trader(http: aiohttp.ClientSession, stack: Stack, email: str, keys: in
         clients.append(GatewayClient(http, stack.gateway.url, api_key=key, secret=secret))
     base, _, quote = SYMBOL.partition("-")
     for asset, amount in ((base, 10**8), (quote, 10**11)):
-        body = {
-            "adjustment_id": f"bench-{account}-{asset}",
-            "symbol": SYMBOL,
-            "account": account,
-            "asset": asset,
-            "amount": amount,
-            "direction": "credit",
-            "reason": "web benchmark",
-            "wait_ms": 10_000,
-        }
-        async with http.post(f"{stack.ledger.url}/v1/admin/adjustments", json=body) as reply:
-            if reply.status >= 300:
-                raise RuntimeError(f"deposit {asset}: {reply.status} {await reply.text()}")
+        await deposit(http, stack.ledger.url, "", SYMBOL, account, asset, amount)
     return Trader(account, clients)
 
 
@@ -203,21 +182,6 @@ async def seed(http: aiohttp.ClientSession, stack: Stack) -> Trader:
 # ------------------------------------------------------------------------ the browser
 
 
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    from playwright.async_api import async_playwright
-
-    print(f"browser: {browser.version()}", file=sys.stderr)
-    async with async_playwright() as pw:
-        instance = await pw.chromium.launch(
-            executable_path=str(browser.EXECUTABLE), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield instance
-        finally:
-            await instance.close()
-
-
 # Runs before the page's own scripts: when each marker enters the DOM (navigation start = 0).
 MARKS_JS = """
 window.__benchMarks = {};
@@ -255,7 +219,7 @@ def first_render_benchmark(runs: int = NAVIGATIONS) -> dict[str, object]:
         assert stack.gateway is not None
         async with aiohttp.ClientSession() as http:
             await seed(http, stack)
-        async with chromium() as instance:
+        async with browser.chromium() as instance:
             return [await first_render_once(instance, stack.gateway.url) for _ in range(runs)]
 
     with venue() as stack:
@@ -387,7 +351,7 @@ def book_rate_benchmark(
         assert stack.gateway is not None
         async with aiohttp.ClientSession() as http:
             maker = await seed(http, stack)
-            async with chromium() as instance:
+            async with browser.chromium() as instance:
                 context = await instance.new_context()
                 try:
                     page = await context.new_page()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,9 +19,10 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from contracts.v1 import common_pb2, matcher_pb2, matcher_pb2_grpc
+from e2e.drills.traders import deposit
 from e2e.env import browser as chromium
 from e2e.env import paths
 from e2e.env.pytest_plugin import unique_name
@@ -31,12 +31,6 @@ from e2e.env.stack import Stack, StackSettings
 pytestmark = pytest.mark.e2e
 
 SYMBOL = "BTC-USDT"
-LAUNCH_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-    "--disable-background-networking", "--disable-component-update",
-]  # fmt: skip
-"""This machine's network is closed: without the background-networking flags Chromium's own
-connections are refused at every start."""
 ARTIFACTS = paths.REPO_ROOT / ".run" / "artifacts" / "web-ui"
 
 
@@ -52,13 +46,8 @@ def venue(run_dir: Path) -> Iterator[Stack]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    print(f"browser: {chromium.version()}", file=sys.stderr)
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(chromium.EXECUTABLE), headless=True, args=LAUNCH_ARGS
-        )
+    async with chromium.chromium() as launched:
         yield launched
-        await launched.close()
 
 
 async def new_trader(browser: Browser, venue: Stack, name: str) -> tuple[Page, str]:
@@ -76,11 +65,7 @@ async def new_trader(browser: Browser, venue: Stack, name: str) -> tuple[Page, s
     await expect(page.get_by_test_id("session-email")).to_be_visible()
     async with aiohttp.ClientSession() as http:
         for asset, amount in (("BTC", 10**8), ("USDT", 10**11)):
-            body = {"adjustment_id": f"web-{uuid.uuid4().hex[:12]}", "symbol": SYMBOL,
-                    "account": account, "asset": asset, "amount": amount,
-                    "direction": "credit", "reason": "e2e deposit", "wait_ms": 20_000}  # fmt: skip
-            async with http.post(f"{venue.ledger.url}/v1/admin/adjustments", json=body) as done:
-                assert done.status == 202, await done.text()
+            await deposit(http, venue.ledger.url, "", SYMBOL, account, asset, amount)
     await page.goto(f"{venue.gateway.url}/#/market/{SYMBOL}")
     await expect(page.get_by_test_id("chart-ready")).to_be_visible()
     await expect(page.get_by_test_id("book-ready")).to_be_attached()
