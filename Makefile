@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 venv: $(VENV)/.installed ## create the virtualenv and install the pinned dependencies
 
 setup: venv ## install everything the tests, `make up` and `make cluster-up` need (idempotent, cached)
-	$(PY) -m e2e.env setup --parts kafka,s3,clickhouse,web,kube,node,cluster,argocd
+	$(PY) -m e2e.env setup --parts kafka,s3,clickhouse,observe,web,kube,node,cluster,argocd
 
 up: setup ## run PostgreSQL, Kafka and the Kubernetes API in the foreground; Ctrl-C stops all
 	$(PY) -m e2e.env up

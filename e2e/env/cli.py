@@ -35,6 +35,7 @@ from e2e.env import (
     kafka,
     pgbackup,
     postgres,
+    prometheus,
     s3,
     versions,
     web,
@@ -59,6 +60,13 @@ def setup(parts: list[str]) -> None:
         _timed(f"kafka {versions.KAFKA} jars", kafka.install)
     if "clickhouse" in parts:
         _timed("clickhouse (the market history)", clickhouse.ensure_installed)
+    if "observe" in parts:
+        _timed("prometheus (make up's scraper and alert rules)", prometheus.ensure_installed)
+        _timed(
+            f"prometheus operator {versions.PROMETHEUS_OPERATOR} CRDs (the chart's tests)",
+            prometheus.operator_crds,
+        )
+        _timed(f"jaeger {versions.JAEGER} (the trace store)", lambda: gobuild.ensure(("jaeger",)))
     if "web" in parts:
         _timed("web UI (npm ci, vite build)", web.ensure_built)
         _timed("chromium (the web UI's browser tests)", browser.ensure_installed)
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_cmd.add_argument(
         "--parts",
         default="kafka,kube",
-        help="comma list of kafka,s3,clickhouse,kube,node,cluster,argocd",
+        help="comma list of kafka,s3,clickhouse,observe,web,kube,node,cluster,argocd",
     )
     commands.add_parser("up", help="run PostgreSQL, Kafka and the Kubernetes API until Ctrl-C")
     commands.add_parser("down", help="stop what an earlier `up` left running")

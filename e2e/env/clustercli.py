@@ -65,6 +65,7 @@ def _services(cluster: Cluster) -> hostservices.HostServices:
         s3_port=int(env.get("EXCHANGE_CLUSTER_S3_PORT", "29002")),
         clickhouse_tcp_port=int(env.get("EXCHANGE_CLUSTER_CLICKHOUSE_TCP_PORT", "29000")),
         clickhouse_http_port=int(env.get("EXCHANGE_CLUSTER_CLICKHOUSE_HTTP_PORT", "28123")),
+        prometheus_port=int(env.get("EXCHANGE_CLUSTER_PROMETHEUS_PORT", "29091")),
     )
 
 
@@ -74,7 +75,7 @@ def up(with_services: bool) -> None:
     if with_services:
         services = _services(cluster)
         running = {name for name, _pid in owned_pids(cluster.settings.state_dir).values()}
-        if not {"postgres", "kafka", "seaweedfs", "clickhouse"} <= running:
+        if not {"postgres", "kafka", "seaweedfs", "clickhouse", "prometheus"} <= running:
             for part, took in services.start().items():
                 print(f"cluster: {part} on {cluster.address} ready in {took:.1f}s", file=sys.stderr)
         services.publish("default")
@@ -84,6 +85,7 @@ def up(with_services: bool) -> None:
         for key, value in _services(cluster).endpoints().items():
             print(f"  {key}={value}")
         print(f"  (ConfigMap {hostservices.CONFIG_MAP} in namespace default)")
+        print(f"  Prometheus (the pods, the alert rules) {_services(cluster).prometheus_url}")
     print("Use it with:")
     print(f"  export PATH={kubectl_dir}:$PATH")
     print(f"  export KUBECONFIG={cluster.kubeconfig}; kubectl get nodes")

@@ -1,5 +1,5 @@
-"""Build Kubernetes, etcd, Argo CD and SeaweedFS binaries from the Go module proxy, cached by
-version.
+"""Build Kubernetes, etcd, Argo CD, SeaweedFS and Jaeger binaries from the Go module proxy,
+cached by version.
 
 `go install k8s.io/kubernetes/cmd/...@v` is refused because kubernetes' go.mod replaces
 its staging modules with local paths; the wrapper module in `go/kubernetes` pins each of
@@ -40,6 +40,8 @@ def binary(name: str) -> Path:
         directory = paths.bin_dir() / f"argocd-{versions.ARGOCD}"
     elif name == "weed":
         directory = paths.bin_dir() / f"seaweedfs-{versions.SEAWEEDFS}"
+    elif name == "jaeger":
+        directory = paths.bin_dir() / f"jaeger-{versions.JAEGER}"
     else:
         version = versions.ETCD if name == "etcd" else versions.KUBERNETES
         directory = paths.bin_dir() / f"{'etcd' if name == 'etcd' else 'kubernetes'}-{version}"
@@ -88,6 +90,11 @@ def _go_install(package: str, version: str, out: Path) -> None:
 
 ARGOCD_MODULE = "github.com/argoproj/argo-cd/v3"
 SEAWEEDFS_PACKAGE = "github.com/seaweedfs/seaweedfs/weed"
+JAEGER_PACKAGE = "github.com/jaegertracing/jaeger/cmd/jaeger"
+JAEGER_LDFLAGS = (
+    f"-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion={versions.JAEGER}"
+)
+"""Jaeger stamps its version only in release builds; the module tag is what we pinned."""
 
 
 def _build_argocd(out: Path) -> None:
@@ -126,6 +133,8 @@ def ensure(names: tuple[str, ...]) -> dict[str, Path]:
                 _build_argocd(out)
             elif name == "weed":
                 _go_build(paths.GO_MODULES / "seaweedfs", SEAWEEDFS_PACKAGE, out, "-s -w")
+            elif name == "jaeger":
+                _go_build(paths.GO_MODULES / "jaeger", JAEGER_PACKAGE, out, JAEGER_LDFLAGS)
             else:
                 _go_build(
                     paths.GO_MODULES / "kubernetes",

@@ -1,6 +1,8 @@
 """PostgreSQL, Kafka, an S3 store and ClickHouse on the host for the cluster's pods, published
 as a ConfigMap (a Market's archive uses the ConfigMap's S3 endpoint unless its spec names one;
-a venue whose ConfigMap names a ClickHouse gets a history writer).
+a venue whose ConfigMap names a ClickHouse gets a history writer), and a Prometheus on
+127.0.0.1 that scrapes the exchange's pods with the venue's alert rules (its targets come
+from `podtargets`, which lists the pods every few seconds).
 
 They listen on the cluster's bridge address, which pods reach directly (it is their
 gateway) and host processes too (it is a local address). Pods learn where they are from
@@ -9,12 +11,14 @@ the ConfigMap `exchange-host-services` (`envFrom` it), never from an address in 
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2e.env import clickhouse, kafka, postgres, s3
+from e2e.env import clickhouse, gobuild, kafka, paths, postgres, prometheus, s3
 from e2e.env.cluster import Cluster
-from e2e.env.process import free_port
+from e2e.env.process import ManagedProcess, free_port
 from workloads.common.objectstore import ObjectStoreSettings
 
 CONFIG_MAP = "exchange-host-services"
@@ -33,6 +37,7 @@ class HostServices:
     s3_port: int = field(default_factory=free_port)
     clickhouse_tcp_port: int = field(default_factory=free_port)
     clickhouse_http_port: int = field(default_factory=free_port)
+    prometheus_port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
         address = self.cluster.address
@@ -59,6 +64,25 @@ class HostServices:
             host=address,
             die_with_parent=not daemon,
         )
+        self.pods_file = self.run_dir / "prometheus-pods.json"
+        self.prometheus = prometheus.PrometheusServer(
+            self.run_dir,
+            self.prometheus_port,
+            jobs=(),
+            extra_scrape_configs=[prometheus.file_sd_job("exchange-pods", self.pods_file)],
+            die_with_parent=not daemon,
+        )
+        self.pod_targets = ManagedProcess(
+            "podtargets",
+            [
+                sys.executable, "-m", "e2e.env.podtargets",
+                "--kubectl", str(gobuild.binary("kubectl")),
+                "--kubeconfig", str(self.cluster.kubeconfig), "--out", str(self.pods_file),
+            ],
+            self.run_dir,
+            env={**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)},
+            die_with_parent=not daemon,
+        )  # fmt: skip
 
     def start(self) -> dict[str, float]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -68,13 +92,26 @@ class HostServices:
             "kafka": self.kafka.start(),
             "s3": self.s3.start(),
             "clickhouse": self.clickhouse.start(),
+            "prometheus": self._start_prometheus(),
         }
+
+    def _start_prometheus(self) -> float:
+        prometheus.write_target_groups(self.pods_file, [])
+        self.pod_targets.start()
+        return self.prometheus.start()
+
+    @property
+    def prometheus_url(self) -> str:
+        """A Prometheus scraping the venues' pods, with the alert rules of the chart."""
+        return self.prometheus.url
 
     def stop(self) -> None:
         self.kafka.stop()
         self.postgres.stop()  # before the store: its WAL archiver would hang on a store gone
         self.s3.stop()
         self.clickhouse.stop()
+        self.prometheus.stop()
+        self.pod_targets.stop()
 
     def endpoints(self) -> dict[str, str]:
         """The ConfigMap's data: environment variable names for the workloads."""

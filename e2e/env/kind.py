@@ -35,7 +35,8 @@ from e2e.env import gobuild, images, kafka, kube, paths, postgres
 from e2e.env.clickhouse import ClickHouseServer
 from e2e.env.helm import CHART, helm
 from e2e.env.hostservices import config_map
-from e2e.env.process import wait_until
+from e2e.env.process import ManagedProcess, wait_until
+from e2e.env.prometheus import PrometheusServer, file_sd_job, write_target_groups
 from e2e.env.s3 import S3Server
 from e2e.env.target import TARGET_ENV
 from workloads.common.objectstore import ObjectStoreSettings
@@ -113,6 +114,8 @@ class KindServices:
     cluster: KindCluster
     endpoints_: dict[str, str]
     s3_endpoint: str
+    prometheus_url: str = ""
+    """The host's Prometheus scraping the kind pods (through the routes `run` adds)."""
 
     def endpoints(self) -> dict[str, str]:
         return dict(self.endpoints_)
@@ -124,16 +127,21 @@ class KindServices:
         self.cluster.apply(config_map(namespace, self.endpoints_))
 
 
-def write_target(path: Path, kubeconfig: Path, endpoints: dict[str, str], s3: str) -> None:
+def write_target(
+    path: Path, kubeconfig: Path, endpoints: dict[str, str], s3: str, prometheus_url: str
+) -> None:
     path.write_text(json.dumps({"kubeconfig": str(kubeconfig), "node": NODE,
-                                "endpoints": endpoints, "s3": s3}, indent=1))  # fmt: skip
+                                "endpoints": endpoints, "s3": s3,
+                                "prometheus": prometheus_url}, indent=1))  # fmt: skip
 
 
 def load_target(path: Path) -> tuple[KindCluster, KindServices]:
     """What `TARGET_ENV` names: the pytest fixture `kube_target` runs the scenarios on it."""
     found = json.loads(path.read_text())
     cluster = KindCluster(Path(found["kubeconfig"]), found["node"])
-    return cluster, KindServices(cluster, found["endpoints"], found["s3"])
+    return cluster, KindServices(
+        cluster, found["endpoints"], found["s3"], found.get("prometheus", "")
+    )
 
 
 def routes(node_ip: str) -> list[list[str]]:
@@ -201,6 +209,7 @@ def run() -> int:
     kubectl = KindCluster(kubeconfig).kubectl
     for route in routes(_node_ip()):
         _run(*route)
+    scraper = pod_scraper(run_dir, kubeconfig)
 
     begin = time.monotonic()
     helm("upgrade", "--install", "exchange-operator", str(CHART), "--namespace",
@@ -223,7 +232,7 @@ def run() -> int:
     kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s")
 
     target = run_dir / "target.json"
-    write_target(target, kubeconfig, endpoints, store.endpoint)
+    write_target(target, kubeconfig, endpoints, store.endpoint, scraper.url)
     print(f"kind: the operator's scenarios ({SCENARIOS}) on the kind cluster", flush=True)
     scenarios = subprocess.run(
         [sys.executable, "-m", "pytest", SCENARIOS, "-p", "no:cacheprovider", "-v"],
@@ -232,6 +241,24 @@ def run() -> int:
     print(f"KUBECONFIG={kubeconfig}; delete with: kind delete cluster --name {NAME}; "
           f"PostgreSQL and Kafka run from {run_dir} (pid files there)")  # fmt: skip
     return scenarios.returncode
+
+
+def pod_scraper(run_dir: Path, kubeconfig: Path) -> PrometheusServer:
+    """A Prometheus on this host (port 29191) scraping the kind pods, listed every 5 s."""
+    pods = run_dir / "prometheus-pods.json"
+    write_target_groups(pods, [])
+    ManagedProcess(
+        "podtargets",
+        [sys.executable, "-m", "e2e.env.podtargets", "--kubectl", str(gobuild.binary("kubectl")),
+         "--kubeconfig", str(kubeconfig), "--out", str(pods)],
+        run_dir, env={**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)}, die_with_parent=False,
+    ).start()  # fmt: skip
+    scraper = PrometheusServer(
+        run_dir, 29191, jobs=(), extra_scrape_configs=[file_sd_job("exchange-pods", pods)],
+        die_with_parent=False,
+    )  # fmt: skip
+    scraper.start()
+    return scraper
 
 
 if __name__ == "__main__":

@@ -14,13 +14,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2e.env import clickhouse, gobuild, kafka, kube, paths, postgres, s3
+from e2e.env import (
+    clickhouse,
+    gobuild,
+    jaeger,
+    kafka,
+    kube,
+    paths,
+    postgres,
+    prometheus,
+    s3,
+)
 from e2e.env.gateway import GatewayProcess
 from e2e.env.history import HistoryProcess
 from e2e.env.ledger import LedgerProcess
 from e2e.env.matcher import MatcherProcess
 from e2e.env.pgbackup import BackupSchedule, PgArchive
 from e2e.env.process import Part, free_port
+from e2e.env.prometheus import PrometheusServer, ScrapeJob
 from workloads.gateway import webui
 from workloads.gateway.markets import Market, catalogue_json
 
@@ -55,6 +66,13 @@ class StackSettings:
     matcher_http_port: int  # MATCHER_HTTP_PORT, default 8090
     ledger_http_port: int  # LEDGER_HTTP_PORT, default 8082 (the seed's ledger port)
     gateway_http_port: int  # EDGE_HTTP_PORT, default 8081 (the seed's edge port)
+    prometheus_port: int = 29090  # EXCHANGE_PROMETHEUS_PORT, default 29090 (the seed's)
+    observe: bool = True  # EXCHANGE_UP_OBSERVE, default 1: Prometheus with the alert rules
+    prometheus_interval: float = 5.0  # seconds between scrapes and evaluations (tests: 1)
+    # With `observe`, Jaeger (the trace store) too: OTLP in, the query API out.
+    otlp_grpc_port: int = 24317  # EXCHANGE_OTLP_GRPC_PORT, default 24317 (the seed's)
+    otlp_http_port: int = 24318  # EXCHANGE_OTLP_HTTP_PORT, default 24318 (the seed's)
+    traces_port: int = 16686  # EXCHANGE_TRACES_PORT, default 16686 (Jaeger's query API)
 
     @classmethod
     def from_env(cls) -> StackSettings:
@@ -75,17 +93,25 @@ class StackSettings:
             matcher_http_port=_port(env, "MATCHER_HTTP_PORT", 8090),
             ledger_http_port=_port(env, "LEDGER_HTTP_PORT", 8082),
             gateway_http_port=_port(env, "EDGE_HTTP_PORT", 8081),
+            prometheus_port=_port(env, "EXCHANGE_PROMETHEUS_PORT", 29090),
+            observe=env.get("EXCHANGE_UP_OBSERVE", "1") not in ("0", "false", "no"),
+            otlp_grpc_port=_port(env, "EXCHANGE_OTLP_GRPC_PORT", 24317),
+            otlp_http_port=_port(env, "EXCHANGE_OTLP_HTTP_PORT", 24318),
+            traces_port=_port(env, "EXCHANGE_TRACES_PORT", 16686),
         )
 
-
     @classmethod
-    def on_free_ports(cls, run_dir: Path, symbol: str = "BTC-USDT") -> StackSettings:
+    def on_free_ports(
+        cls, run_dir: Path, symbol: str = "BTC-USDT", *, observe: bool = False
+    ) -> StackSettings:
         """`make up`'s venue for a test or a benchmark: every port free now, data in
-        `run_dir`, no Kubernetes API."""
+        `run_dir`, no Kubernetes API; Prometheus only with `observe` (benchmarks measure the
+        venue without a scraper)."""
         return cls(
             run_dir, free_port(), free_port(), free_port(), free_port(), free_port(),
             free_port(), free_port(), free_port(), False, symbol, free_port(), free_port(),
-            free_port(), free_port(),
+            free_port(), free_port(), prometheus_port=free_port(), observe=observe,
+            otlp_grpc_port=free_port(), otlp_http_port=free_port(), traces_port=free_port(),
         )  # fmt: skip
 
 
@@ -106,6 +132,7 @@ class Stack:
     ledger: LedgerProcess | None = None
     gateway: GatewayProcess | None = None
     """The exchange's own processes once started (tests and benchmarks drive them)."""
+    prometheus: PrometheusServer | None = None
 
     def start(self) -> None:
         s = self.settings
@@ -134,6 +161,7 @@ class Stack:
                                 http_port=s.history_http_port)  # fmt: skip
         self._start("history writer", writer, lambda: "exchange history")
         self.endpoints["History writer ops"] = f"{writer.ops_url}/metrics"
+        traced = self._start_jaeger() if s.observe else {}
         matcher = MatcherProcess(
             s.run_dir,
             symbol=s.symbol,
@@ -146,6 +174,7 @@ class Stack:
         market = gateway_market(s.symbol, matcher.target)
         matcher.extra_env.update(market.matcher_env())
         matcher.extra_env.update(archive.env("MATCHER_ARCHIVE"))
+        matcher.extra_env.update(traced.get("MATCHER", {}))
         self._start(f"matcher {s.symbol}", matcher, lambda: "exchange matcher")
         self.matcher = matcher
         self.endpoints[f"Matcher {s.symbol}"] = f"grpc://{matcher.target}"
@@ -160,6 +189,7 @@ class Stack:
             markets=f"{s.symbol}={matcher.target}",
             http_port=s.ledger_http_port,
             admin_tokens=os.environ.get("LEDGER_ADMIN_TOKENS", ""),
+            extra_env=traced.get("LEDGER", {}),
         )
         self._start("ledger", ledger, lambda: "exchange ledger")
         self.ledger = ledger
@@ -176,6 +206,7 @@ class Stack:
                 "EDGE_HISTORY_CLICKHOUSE_URL": history_db.url,
                 "EDGE_LEDGER_URL": ledger.url,  # a trader's fills, from the book of record
                 "EDGE_LEDGER_ADMIN_TOKEN": os.environ.get("EDGE_LEDGER_ADMIN_TOKEN", ""),
+                **traced.get("EDGE", {}),
             },
         )
         self._start("gateway", gateway, lambda: "exchange gateway")
@@ -198,6 +229,8 @@ class Stack:
             f"{sys.executable} -m workloads.gateway.example_client --url {gateway.url}"
             f" --ledger {ledger.url}"
         )
+        if s.observe:
+            self._start_prometheus()
         if s.kube:
             missing = [
                 n for n in ("etcd", *gobuild.CONTROL_PLANE) if not gobuild.binary(n).exists()
@@ -208,6 +241,54 @@ class Stack:
             self._start("kubernetes", plane, kube.version)
             self.endpoints["Kubernetes API"] = plane.server
             self.endpoints["kubeconfig"] = str(plane.kubeconfig)
+
+    def _start_jaeger(self) -> dict[str, dict[str, str]]:
+        """Jaeger, started before the processes that export to it; their OTLP settings by
+        variable prefix. `make up` traces every order (EDGE_OTEL_SAMPLE_RATIO=1): one person's
+        orders cost nothing, and each one's trace is there to open."""
+        s = self.settings
+        if not gobuild.binary("jaeger").exists():
+            raise SystemExit("Jaeger missing: run `make setup` (or EXCHANGE_UP_OBSERVE=0)")
+        server = jaeger.JaegerServer(
+            s.run_dir,
+            otlp_grpc_port=s.otlp_grpc_port,
+            otlp_http_port=s.otlp_http_port,
+            query_port=s.traces_port,
+        )
+        self._start("jaeger", server, jaeger.version)
+        self.endpoints["Traces"] = f"{server.query_url}/api/traces/<X-Trace-Id of a response>"
+        self.endpoints["Show a trace"] = (
+            f"{sys.executable} -m e2e.env.jaeger --url {server.query_url} show <X-Trace-Id>"
+        )
+        return {
+            "MATCHER": {"MATCHER_OTEL_ENDPOINT": server.otlp_grpc_endpoint},
+            "LEDGER": {"LEDGER_OTEL_ENDPOINT": server.otlp_http_endpoint},
+            "EDGE": {
+                "EDGE_OTEL_ENDPOINT": server.otlp_http_endpoint,
+                "EDGE_OTEL_SAMPLE_RATIO": os.environ.get("EDGE_OTEL_SAMPLE_RATIO", "1"),
+            },
+        }
+
+    def _start_prometheus(self) -> None:
+        """Prometheus scraping the matcher, ledger, gateway and history writer (job labels
+        as the chart's PodMonitor sets them), with the venue's alert rules loaded."""
+        if not prometheus.SERVER.exists():
+            raise SystemExit("Prometheus missing: run `make setup` (or EXCHANGE_UP_OBSERVE=0)")
+        s = self.settings
+        local = "127.0.0.1:{}".format
+        jobs = (
+            ScrapeJob("matcher", (local(s.matcher_http_port),), {"market": s.symbol}),
+            ScrapeJob("ledger", (local(s.ledger_http_port),)),
+            ScrapeJob("gateway", (local(s.gateway_http_port),)),
+            ScrapeJob("history", (local(s.history_http_port),)),
+        )
+        server = PrometheusServer(
+            s.run_dir, s.prometheus_port, jobs, interval=s.prometheus_interval
+        )
+        self._start("prometheus", server, prometheus.version)
+        self.prometheus = server
+        self.endpoints["Prometheus"] = server.url
+        self.endpoints["Alerts"] = f"{server.url}/alerts"
 
     def _start(self, name: str, part: Part, version: Callable[[], str]) -> None:
         self.parts.append(part)

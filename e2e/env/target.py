@@ -45,3 +45,8 @@ class Services(Protocol):
     def archive(self, prefix: str) -> ObjectStoreSettings:
         """The S3 store (its first bucket), for a Market's spec.archive and for checks."""
         ...
+
+    @property
+    def prometheus_url(self) -> str:
+        """A Prometheus that scrapes the venues' pods (the chart's alert rules loaded)."""
+        ...

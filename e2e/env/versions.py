@@ -64,3 +64,11 @@ CLUSTER_DEBIAN_PACKAGES: Final = (
 """Debian packages of the local cluster's node: the runtime (containerd 1.6, runc 1.1), the
 CNI plugins (bridge, portmap, host-local, loopback), buildah and debootstrap for images,
 iptables for kube-proxy, and gcc with libc6-dev for the static pause binary."""
+
+JAEGER: Final = "v1.75.0"
+"""Jaeger v2 (the module's v1.75.0 tag), built from the module proxy through `e2e/env/go/jaeger`:
+the trace store (in-memory, OTLP in, query API out) of the trace tests and `make up`."""
+
+PROMETHEUS_OPERATOR: Final = "v0.85.0"
+"""The Prometheus operator whose CRDs (PodMonitor, PrometheusRule, ServiceMonitor; read from its
+Go module's `example/prometheus-operator-crd`) validate the chart's monitoring objects."""

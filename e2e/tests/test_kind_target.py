@@ -53,11 +53,12 @@ def test_a_failed_command_on_the_node_says_what_failed(tmp_path: Path, docker_ca
 def test_the_target_description_round_trips(tmp_path: Path) -> None:
     endpoints = {"EXCHANGE_KAFKA_BOOTSTRAP": "172.18.0.1:29094"}
     kind.write_target(tmp_path / "target.json", tmp_path / "kubeconfig", endpoints,
-                      "http://172.18.0.1:29012")  # fmt: skip
+                      "http://172.18.0.1:29012", "http://127.0.0.1:29191")  # fmt: skip
     node, services = kind.load_target(tmp_path / "target.json")
     assert (node.kubeconfig, node.node) == (tmp_path / "kubeconfig", kind.NODE)
     assert services.endpoints() == endpoints
     assert services.archive("venue").endpoint == "http://172.18.0.1:29012"
+    assert services.prometheus_url == "http://127.0.0.1:29191"
 
 
 def test_the_host_routes_the_kind_pod_and_service_ranges_to_the_node() -> None:

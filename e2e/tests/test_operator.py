@@ -15,6 +15,8 @@ import asyncio
 import json
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -87,6 +89,13 @@ async def run_load(load: GatewayLoad, seconds: float) -> None:
     await task
 
 
+def prometheus_query(url: str, expr: str) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=5) as answer:
+        result: list[dict[str, Any]] = json.loads(answer.read())["data"]["result"]
+        return result
+
+
 def children_of(venue: KubeVenue, market: str) -> list[str]:
     return [f"{kind}/matcher-{market}" for kind in (
         "statefulset", "service", "poddisruptionbudget", "lease", "serviceaccount", "role",
@@ -136,6 +145,14 @@ def test_a_market_comes_up_ready_with_owned_children_and_a_second_joins_the_venu
         and venue.get("deployment/gateway")["status"].get("availableReplicas") == 2,
         timeout=120, what="the gateways with both markets",
     )  # fmt: skip
+
+    # The host's Prometheus scrapes the venue's pods, labelled as the chart's PodMonitor does.
+    def scraped() -> bool:
+        up = prometheus_query(venue.services.prometheus_url,
+                              f'up{{namespace="{venue.namespace}"}} == 1')  # fmt: skip
+        return {"matcher", "gateway", "ledger", "history"} <= {s["metric"]["job"] for s in up}
+
+    wait_until(scraped, timeout=60, what="Prometheus scraping the venue's pods", interval=1)
 
 
 async def test_orders_fill_through_the_gateway_and_settle_in_the_ledger_by_their_trade_ids(

@@ -127,7 +127,10 @@ async def data_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HISTORY] = History(s.history_url)
     app[LEDGER] = LedgerReader(s.ledger_url, s.ledger_token)
     hub = app[HUB] = Hub(s.ws, projection)
-    feed = app[FEED] = Feed(s.kafka, projection, app[CORE], f"{s.kafka.group_id}-{s.http.instance}")
+    client_id = f"{s.kafka.group_id}-{s.http.instance}"
+    feed = app[FEED] = Feed(
+        s.kafka, projection, app[CORE], client_id, tracer=tracing.exporting(app[TRACER])
+    )
     feed.on_resync.append(hub.book_resynced)
     app[BACKGROUND] = []
     spawn(app, feed.run(), "feed")

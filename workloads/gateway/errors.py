@@ -11,8 +11,16 @@ from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from contracts.v1 import common_pb2
+
+API_ERRORS = Counter(
+    "gateway_api_errors_total",
+    "Typed error responses by machine-readable code and HTTP status (the golden signal's "
+    "reject rate by code)",
+    ["code", "status"],
+)
 
 
 class Code(StrEnum):
@@ -136,6 +144,8 @@ class ApiError(Exception):
         return {"code": self.code, "message": self.message}
 
     def response(self) -> web.Response:
+        """The error as the client gets it; every error response is made here, and counted."""
+        API_ERRORS.labels(self.code, str(self.status)).inc()
         return web.json_response(self.body(), status=self.status, headers=self.headers)
 
 

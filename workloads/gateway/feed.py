@@ -5,6 +5,9 @@ reads all partitions itself, `read_committed` (the matcher's outbox is transacti
 From `earliest` it rebuilds balances, order history, candles and the book; the replica
 reports ready once it has caught up with the end offsets it saw at start.
 A book that met an order older than the topic is resynced from a matcher snapshot.
+With spans exported, each fetched batch that holds events of sampled orders (a
+`traceparent` header, set by the matcher's outbox) adds a `gateway.feed` span to each of
+their traces: when the order's events reached this replica's projection and sockets.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
-from prometheus_client import Counter
+from opentelemetry.trace import SpanKind, Tracer
+from prometheus_client import Counter, Gauge
 
 from contracts.v1 import events_pb2
+from workloads.common.tracing import TRACEPARENT_HEADER, parent_of, span_after
 from workloads.gateway.core import Core
 from workloads.gateway.errors import ApiError
 from workloads.gateway.marketdata import Projection
@@ -32,14 +38,26 @@ UNDECODABLE = Counter(
 )
 FAILED = Counter("gateway_events_failed_total", "Events whose application raised (a bug)")
 RESYNCS = Counter("gateway_book_resyncs_total", "Books replaced by a matcher snapshot", ["symbol"])
+LAG = Gauge(
+    "gateway_feed_lag_records",
+    "Records of the events topic this replica has not applied yet (its consumer lag)",
+)
+LAG_EVERY_S = 1.0  # the lag is measured at most this often: a few dict lookups per partition
 _YIELD_EVERY = 64  # records applied between yields to the event loop
 
 
 class Feed:
     def __init__(
-        self, settings: KafkaSettings, projection: Projection, core: Core, client_id: str
+        self,
+        settings: KafkaSettings,
+        projection: Projection,
+        core: Core,
+        client_id: str,
+        tracer: Tracer | None = None,
     ) -> None:
+        """`tracer`: where `gateway.feed` spans go (None: spans are not exported)."""
         self.settings = settings
+        self.tracer = tracer
         self.projection = projection
         self.core = core
         self.client_id = client_id
@@ -50,6 +68,7 @@ class Feed:
         self._positions: dict[TopicPartition, int] = {}
         self._progress = asyncio.Event()
         self._resync_tried: dict[str, float] = {}
+        self._lag_measured = float("-inf")
         if not settings.brokers:
             self.ready.set()
         if settings.start == "latest":
@@ -75,6 +94,7 @@ class Feed:
             while True:
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=500)
                 received = time.time()
+                started_ns = time.time_ns() if self.tracer is not None else 0
                 applied = 0
                 for tp, records in batch.items():
                     for record in records:
@@ -85,6 +105,9 @@ class Feed:
                             await asyncio.sleep(0)  # a burst must not stall the order path
                 if batch:
                     self._advance()
+                    if self.tracer is not None:
+                        self._trace(batch, started_ns, applied)
+                await self._measure_lag()
                 if not self.ready.is_set() and await self._caught_up():
                     log.info("events topic caught up", extra={"positions": len(self._positions)})
                     self.ready.set()
@@ -135,6 +158,41 @@ class Feed:
             FAILED.inc()
             log.exception("event not applied", extra={"event": str(event)[:500]})
 
+    def _trace(self, batch: dict[TopicPartition, list[Any]], started_ns: int, count: int) -> None:
+        """A `gateway.feed` span in the trace of each sampled order the batch holds."""
+        assert self.tracer is not None
+        parents = {
+            value: None
+            for records in batch.values()
+            for record in records
+            if len(record.headers) > 1
+            for key, value in record.headers
+            if key == TRACEPARENT_HEADER
+        }
+        if not parents:
+            return
+        ended = time.time_ns()
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": self.settings.topic,
+            "messaging.batch.message_count": count,
+            "gateway.feed.client_id": self.client_id,
+        }
+        for parent in parents:
+            context = parent_of(parent)
+            if context is None:
+                continue
+            span_after(
+                self.tracer,
+                "gateway.feed",
+                context,
+                started_ns,
+                ended,
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+            )
+
     async def _caught_up(self) -> bool:
         """Positions, not record offsets: transaction markers take offsets too."""
         assert self.consumer is not None
@@ -142,6 +200,20 @@ class Feed:
             if self._positions.get(tp, 0) < end:
                 self._positions[tp] = await self.consumer.position(tp)
         return all(self._positions.get(tp, 0) >= end for tp, end in self._targets.items())
+
+    async def _measure_lag(self) -> None:
+        """Set `gateway_feed_lag_records`: the last stable offsets the fetches reported minus
+        the positions (positions, like `_caught_up`: transaction markers take offsets)."""
+        now = time.monotonic()
+        if self.consumer is None or now - self._lag_measured < LAG_EVERY_S:
+            return
+        self._lag_measured = now
+        lag = 0
+        for tp in self.consumer.assignment():
+            end = self.consumer.last_stable_offset(tp)
+            if end is not None:
+                lag += max(end - await self.consumer.position(tp), 0)
+        LAG.set(lag)
 
     def _advance(self) -> None:
         self._progress.set()

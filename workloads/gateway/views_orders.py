@@ -13,8 +13,10 @@ from itertools import islice
 from typing import Any
 
 from aiohttp import web
+from opentelemetry import trace
 
 from contracts.v1 import common_pb2, matcher_pb2
+from workloads.common.tracing import traceparent
 from workloads.gateway.errors import REJECT_STATUS, ApiError, Code, reject_code
 from workloads.gateway.guard import policy, principal
 from workloads.gateway.jsonio import json_response
@@ -47,7 +49,13 @@ ORDER_FIELDS = frozenset(
 
 
 def correlation_id(request: web.Request) -> str:
-    """The request's trace id (see observe.py): the matcher command's correlation id."""
+    """The matcher command's correlation id: the W3C traceparent of the request's span
+    (sampled or not, its flags say), so that the matcher, and the consumers of the events,
+    join the order's trace; without spans (no EDGE_OTEL_ENDPOINT) the request's trace id.
+    Either way it holds the X-Trace-Id the trader got (see observe.py)."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        return traceparent(context)
     return str(request.get(TRACE_ID, ""))
 
 

@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from workloads.common import logs
 from workloads.ledger import metrics, tracing, views_admin, views_internal
 from workloads.ledger.appkeys import ADMIN, LEDGER, TOKENS
 from workloads.ledger.auth import AdminTokens
@@ -52,7 +53,11 @@ async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
     if ledger.tracer_provider is None:
         parent = request.headers.get("traceparent")
         trace_id = tracing.incoming_trace_id(parent) or tracing.new_trace_id()
-        response = await handler(request)
+        token = logs.TRACE_ID.set(trace_id)  # the logs of this request carry it
+        try:
+            response = await handler(request)
+        finally:
+            logs.TRACE_ID.reset(token)
         if not response.prepared:
             response.headers["X-Trace-Id"] = trace_id
         return response

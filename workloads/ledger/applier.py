@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from opentelemetry.trace import NoOpTracer, Tracer
+from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
 
+from workloads.common.tracing import parent_of, span_after
 from workloads.ledger import metrics, store
 from workloads.ledger.cursor import Cursor, Verdict
 from workloads.ledger.plan import Outcome, Plan, plan
@@ -67,6 +68,7 @@ class ApplierStopped(RuntimeError):
 class _Job:
     items: Sequence[Incoming]
     future: asyncio.Future[list[Outcome]]
+    parents: Sequence[bytes] = ()  # traceparents of sampled orders among the items
 
 
 @dataclass
@@ -86,7 +88,9 @@ class Applier:
     max_events: int = 10_000
     retry_delay: float = 0.5
     tracer: Tracer = field(default_factory=NoOpTracer)
-    """One span per batch (`ledger.settle_batch`), never per event."""
+    """Spans per batch (`ledger.settle_batch`), never per event: one of its own (sampled at
+    LEDGER_OTEL_SAMPLE_PROB), or, when the batch holds events of sampled orders, one in each
+    of their traces instead, under the matcher's publish span."""
     accounts: AccountCache = field(init=False)
     cursors: dict[str, Cursor] = field(default_factory=dict, init=False)
     """The cursors as of the last commit by this process (the database is the truth)."""
@@ -131,14 +135,17 @@ class Applier:
         if self._conn is not None:
             await self._conn.close()
 
-    async def submit(self, items: Sequence[Incoming]) -> list[Outcome]:
-        """Apply `items` in order (exactly once); one outcome per item, after the commit."""
+    async def submit(
+        self, items: Sequence[Incoming], parents: Sequence[bytes] = ()
+    ) -> list[Outcome]:
+        """Apply `items` in order (exactly once); one outcome per item, after the commit.
+        `parents`: the W3C traceparents (Kafka headers) of sampled orders among them."""
         if self._stopping or not self._tasks:
             raise ApplierStopped("ledger stopping")
         if not items:
             return []
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(items, future))
+        self._queue.put_nowait(_Job(items, future, parents))
         return await asyncio.shield(future)
 
     # ------------------------------------------------------------------ planner
@@ -205,11 +212,15 @@ class Applier:
 
     async def _apply_jobs(self, planned: _Planned) -> None:
         jobs = planned.jobs
+        parents = [parent for job in jobs for parent in job.parents]
         try:
-            with self.tracer.start_as_current_span("ledger.settle_batch") as span:
-                outcomes = await self._apply(planned.items, planned.plan)
-                if span.is_recording():
-                    span.set_attributes(_span_attributes(planned, outcomes, len(jobs)))
+            if parents:
+                outcomes = await self._apply_traced(planned, parents)
+            else:
+                with self.tracer.start_as_current_span("ledger.settle_batch") as span:
+                    outcomes = await self._apply(planned.items, planned.plan)
+                    if span.is_recording():
+                        span.set_attributes(_span_attributes(planned, outcomes, len(jobs)))
         except TRANSIENT:  # only while stopping: _apply retries these otherwise
             for job in jobs:
                 _fail(job, ApplierStopped("ledger stopping"))
@@ -230,6 +241,36 @@ class Applier:
             if not job.future.done():
                 job.future.set_result(outcomes[start:end])
             start = end
+
+    async def _apply_traced(self, planned: _Planned, parents: list[bytes]) -> list[Outcome]:
+        """`_apply`, timed, then one `ledger.settle_batch` span per sampled order's trace
+        (child of the matcher's publish span), all with the batch's timing and figures."""
+        started = time.time_ns()
+        error: BaseException | None = None
+        outcomes: list[Outcome] = []
+        try:
+            outcomes = await self._apply(planned.items, planned.plan)
+            return outcomes
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            ended = time.time_ns()
+            attributes = _span_attributes(planned, outcomes, len(planned.jobs))
+            # each command's events share one traceparent: one span per command
+            contexts = [c for c in map(parent_of, dict.fromkeys(parents)) if c is not None]
+            attributes["ledger.traces"] = len(contexts)
+            for context in contexts:
+                span_after(
+                    self.tracer,
+                    "ledger.settle_batch",
+                    context,
+                    started,
+                    ended,
+                    kind=SpanKind.CONSUMER,
+                    attributes=attributes,
+                    error=error,
+                )
 
     async def _apply(self, items: list[Incoming], made: Plan | None) -> list[Outcome]:
         if made is not None and self._nothing_to_write(made):
@@ -306,6 +347,7 @@ class Applier:
 def _span_attributes(planned: _Planned, outcomes: list[Outcome], jobs: int) -> dict[str, Any]:
     applied = sum(1 for o in outcomes if o.verdict is Verdict.APPLY)
     return {
+        "messaging.system": "kafka",
         "ledger.events": len(planned.items),
         "ledger.applied": applied,
         "ledger.submissions": jobs,

@@ -11,6 +11,8 @@
 - A record that is not a decodable Event is counted and skipped: it cannot be an event, and
   if a real event were lost that way the next one would open a seq gap, which stalls the
   market and raises a mismatch (money is never skipped silently).
+- Traces: with tracing on, the `traceparent` headers the matcher's outbox put on the events
+  of sampled orders travel with the batch, and the applier's span joins those traces.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import Counter
 
+from workloads.common.tracing import TRACEPARENT_HEADER
 from workloads.ledger import metrics, rules
 from workloads.ledger.applier import Applier, ApplierStopped
 from workloads.ledger.plan import Outcome
@@ -46,6 +49,7 @@ class _Batch:
     items: list[Incoming]
     offsets: dict[TopicPartition, int]  # next offset to consume, per partition
     records: int
+    parents: list[bytes] = field(default_factory=list)  # traceparent headers (sampled orders)
 
 
 @dataclass
@@ -53,6 +57,8 @@ class SettlementConsumer:
     settings: KafkaSettings
     applier: Applier
     fee_account: str
+    traced: bool = False
+    """Read the records' traceparent headers (only when spans are exported)."""
     paused: bool = field(default=False, init=False)
     state: str = field(default="stopped", init=False)
     batches: int = field(default=0, init=False)
@@ -169,7 +175,8 @@ class SettlementConsumer:
                 items = await asyncio.to_thread(_decode, values, fee_account)
             else:
                 items = _decode(values, fee_account)
-            await self._queue.put(_Batch(items, offsets, len(values)))
+            parents = _traceparents(fetched) if self.traced else []
+            await self._queue.put(_Batch(items, offsets, len(values), parents))
 
     async def _settle(self) -> None:
         """Submit batches in order, up to IN_FLIGHT at once (the applier plans the next
@@ -186,7 +193,8 @@ class SettlementConsumer:
                 batch = _merge(batch, self._queue.get_nowait())  # caught up with a backlog
             await self._resumed.wait()
             self._idle.clear()
-            in_flight.append((batch, asyncio.ensure_future(self.applier.submit(batch.items))))
+            submitted = asyncio.ensure_future(self.applier.submit(batch.items, batch.parents))
+            in_flight.append((batch, submitted))
 
     async def _finish(self, batch: _Batch, submitted: asyncio.Future[list[Outcome]]) -> None:
         assert self._consumer is not None
@@ -201,7 +209,7 @@ class SettlementConsumer:
                 self.last_error = f"apply: {exc!r}"
                 log.critical("settlement batch failed; retrying", extra={"why": repr(exc)})
                 await asyncio.sleep(2)
-                submitted = asyncio.ensure_future(self.applier.submit(batch.items))
+                submitted = asyncio.ensure_future(self.applier.submit(batch.items, batch.parents))
         self.state = "running" if not self.paused else "paused"
         self.batches += 1
         self.events += len(batch.items)
@@ -267,7 +275,25 @@ def _merge(first: _Batch, second: _Batch) -> _Batch:
     offsets = dict(first.offsets)
     for tp, offset in second.offsets.items():
         offsets[tp] = max(offset, offsets.get(tp, 0))
-    return _Batch(first.items + second.items, offsets, first.records + second.records)
+    return _Batch(
+        first.items + second.items,
+        offsets,
+        first.records + second.records,
+        first.parents + second.parents,
+    )
+
+
+def _traceparents(fetched: dict[TopicPartition, list[Any]]) -> list[bytes]:
+    """The traceparent headers of the fetched records: only sampled orders' events have one
+    (besides their `type`), so most records cost one length test."""
+    return [
+        value
+        for records in fetched.values()
+        for record in records
+        if len(record.headers) > 1
+        for key, value in record.headers
+        if key == TRACEPARENT_HEADER
+    ]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -50,6 +50,16 @@ RECONCILIATION_BREACH_ACTIVE = Gauge(
     "reconciliation_breach_active", "Markets in breach (lag, staleness or mismatch)"
 )
 RECONCILIATION_ALERTS = Counter("reconciliation_alert_total", "Breaches that began")
+RECONCILIATION_LATCHED = Gauge(
+    "reconciliation_latched",
+    "1 while the market is latched (held in its safety mode until an admin releases it)",
+    ["market", "source"],
+)
+RECONCILIATION_LAG_GRACE = Gauge(
+    "reconciliation_lag_grace_seconds",
+    "LEDGER_RECONCILIATION_LAG_GRACE_MS in seconds: how long the ledger may trail before a lag "
+    "breach (alert rules warn at a fraction of it)",
+)
 RECONCILIATION_MISMATCHES = Counter(
     "reconciliation_mismatch_total", "Evaluations that found a mismatch"
 )

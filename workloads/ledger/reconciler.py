@@ -300,6 +300,10 @@ class Reconciler:
                 metrics.RECONCILIATION_BEHIND_SECONDS.labels(symbol).set(
                     view.evaluation.behind_ms / 1000
                 )
+            for source in ("reconciliation", "invariant"):
+                latched = view.safety.latched and view.safety.latch_source == source
+                metrics.RECONCILIATION_LATCHED.labels(symbol, source).set(int(latched))
+        metrics.RECONCILIATION_LAG_GRACE.set(self.settings.reconciliation.lag_grace_ms / 1000)
         metrics.RECONCILIATION_LAG_MAX.set(max(lags, default=0))
         metrics.RECONCILIATION_BREACH_ACTIVE.set(
             sum(1 for v in self.views.values() if v.evaluation is not None and v.evaluation.breach)

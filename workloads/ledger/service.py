@@ -84,7 +84,9 @@ class Ledger:
             revision=revision,
         )
         if settings.kafka.enabled:
-            ledger.consumer = SettlementConsumer(settings.kafka, applier, settings.fee_account)
+            ledger.consumer = SettlementConsumer(
+                settings.kafka, applier, settings.fee_account, traced=provider is not None
+            )
             await ledger.consumer.start()
         if settings.reconciliation.enabled:
             ledger.tasks.append(asyncio.create_task(reconciler.run(), name="reconciliation"))

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING
 import grpc
 from aiokafka.errors import KafkaError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
 from contracts.v1 import matcher_pb2, replication_pb2_grpc
-from workloads.common import logs, ops_http
+from workloads.common import logs, ops_http, tracing
 from workloads.common.channels import SERVER_OPTIONS
 from workloads.common.objectstore import open_store
 from workloads.matcher import engine as e
@@ -54,6 +54,7 @@ from workloads.matcher.sequencer import Sequencer, tune_runtime
 from workloads.matcher.service import SERVICE_NAME, MatcherService, add_to_server
 from workloads.matcher.settings import MatcherSettings, SettingsError
 from workloads.matcher.standby import Diverged, Standby
+from workloads.matcher.tracing import MatcherTracing
 from workloads.matcher.wal import WalCorruption
 
 if TYPE_CHECKING:
@@ -72,6 +73,31 @@ GC_PAUSE = Histogram(
     ["generation"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
 )
+EPOCH = Gauge("matcher_epoch", "Fencing epoch this process serves under (0: not serving yet)")
+LEADER = Gauge(
+    "matcher_leader",
+    "1 while this process can prove it leads its market (its lease renewed within the renew "
+    "deadline; local mode: its epoch taken); a market none of whose processes says 1 has no "
+    "leader",
+)
+VOLUME_FREE = Gauge(
+    "matcher_volume_free_bytes", "Bytes free for this process on its data volume (WAL, snapshots)"
+)
+VOLUME_SIZE = Gauge("matcher_volume_size_bytes", "Size of the data volume in bytes")
+
+
+def _watch_volume(data_dir: Path) -> None:
+    """Report the data volume's space when scraped (a full volume stops every fsync)."""
+
+    def space(field: str) -> float:
+        try:
+            stat = os.statvfs(data_dir)
+        except OSError:
+            return float("nan")
+        return float(getattr(stat, field) * stat.f_frsize)
+
+    VOLUME_FREE.set_function(lambda: space("f_bavail"))
+    VOLUME_SIZE.set_function(lambda: space("f_blocks"))
 
 
 def _watch_gc() -> None:
@@ -279,6 +305,8 @@ async def _restore_if_empty(settings: MatcherSettings, startup: Startup) -> None
 async def _serve(settings: MatcherSettings, startup: Startup) -> None:
     spec = settings.spec
     fencing = _fencing(settings)
+    LEADER.set_function(lambda: float(fencing.is_leader()))  # read when scraped
+    _watch_volume(settings.data_dir)
     await _restore_if_empty(settings, startup)
     if isinstance(fencing, LeaseEpoch):
         startup.why = "recovering"
@@ -301,6 +329,7 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
         engine, last_epoch, snapshot_seq = (
             recovered.engine, recovered.last_epoch, recovered.snapshot_seq
         )  # fmt: skip
+    EPOCH.set(epoch)
     tune_runtime()
     _watch_gc()
     watcher = asyncio.create_task(_watch_loop(), name="loop-lag")
@@ -329,6 +358,7 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
         },
     )
 
+    spans = _tracing(settings)
     outbox: Outbox | None = None
     outbox_task: asyncio.Task[None] | None = None
     encoded: EncodedEvents | None = None
@@ -345,6 +375,7 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
             encoded=encoded,
             max_batch_commands=settings.outbox_max_commands,
             linger=settings.outbox_linger,
+            tracing=spans,
         )
         outbox_task = asyncio.create_task(outbox.run(), name="outbox")
 
@@ -369,6 +400,7 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
     )
     service = MatcherService(spec, sequencer, published, encoded)
     service.archiver = archiver
+    service.tracing = spans
     add_to_server(service, server)
     if replication is not None:
         service.replication = replication
@@ -464,9 +496,23 @@ async def _serve(settings: MatcherSettings, startup: Startup) -> None:
         await fencing.release()  # after the last publish: the standby may lead at once
     await sequencer.snapshot()  # this pod's own restart recovers faster
     await sequencer.close()
+    if spans is not None:
+        await asyncio.to_thread(spans.shutdown)  # exports what is queued
     log.info("stopped", extra={"seq": sequencer.engine.seq})
     if failures:
         raise failures[0]
+
+
+def _tracing(settings: MatcherSettings) -> MatcherTracing | None:
+    """Spans for sampled orders' commands, when MATCHER_OTEL_ENDPOINT names a collector."""
+    if not settings.otel.endpoint:
+        return None
+    symbol = settings.spec.symbol
+    provider = tracing.provider(
+        settings.otel,
+        attributes={"exchange.market": symbol, "service.instance.id": settings.instance},
+    )
+    return MatcherTracing(provider, symbol)
 
 
 async def _drained(outbox: Outbox) -> None:

@@ -12,6 +12,9 @@
   and staging, two namespaces) never fence each other's markets of the same symbol.
   Starting a producer (InitProducerId) also aborts or completes any transaction an earlier
   incarnation left open, so the cursor read right after it is final.
+- Traces: the events of a command whose correlation is a sampled traceparent carry, in a
+  `traceparent` record header, the context of the transaction's `matcher.outbox_publish`
+  span (`tracing.py`); consumers continue the order's trace from it.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
+from opentelemetry.trace import Span
 from prometheus_client import Counter, Gauge, Histogram
 
 from contracts.v1 import events_pb2
+from workloads.common.tracing import SAMPLED_LAST_DIGITS, TRACEPARENT_HEADER
 from workloads.matcher import codec, wal
 from workloads.matcher.spec import MarketSpec
+from workloads.matcher.tracing import MatcherTracing
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +117,7 @@ class EncodedEvents:
 class _Command:
     seq: int
     events: list[tuple[bytes, bytes]]  # (type header, serialized Event) in index order
+    trace: str = ""  # the correlation, when it is a sampled traceparent and tracing is on
 
 
 class _WalTail:
@@ -129,11 +136,14 @@ class _WalTail:
         spec: MarketSpec,
         next_seq: int,
         encoded: EncodedEvents | None = None,
+        traced: bool = False,
     ) -> None:
+        """`traced`: note which commands belong to a sampled order's trace."""
         self.directory = directory
         self.spec = spec
         self.encoder = codec.EventEncoder(spec)
         self.encoded = encoded
+        self.traced = traced
         self.next_seq = next_seq
         self.path: Path | None = None
         self.offset = 0
@@ -194,6 +204,7 @@ class _WalTail:
             raise WalGap(f"WAL jumps from seq {self.next_seq - 1} to {record.first_seq}")
         encode, epoch, commands = self.encoder.command_events, record.epoch, []
         take = self.encoded.take if self.encoded is not None else None
+        traced, sampled = self.traced, SAMPLED_LAST_DIGITS
         for seq, entry in enumerate(record.entries, record.first_seq):
             if seq < self.next_seq:
                 continue
@@ -205,6 +216,9 @@ class _WalTail:
                 _Command(
                     seq,
                     [(_TYPE[event[0]], value) for event, value in zip(events, values, strict=True)],
+                    correlation_id
+                    if traced and len(correlation_id) == 55 and correlation_id[54] in sampled
+                    else "",
                 )
             )
             self.next_seq = seq + 1
@@ -235,6 +249,7 @@ class Outbox:
         read_bytes: int = 256 << 10,
         may_connect: Callable[[], bool] = lambda: True,
         encoded: EncodedEvents | None = None,
+        tracing: MatcherTracing | None = None,
     ) -> None:
         """`transaction_timeout` (s) bounds one connect or transaction on our side; the
         broker's is twice that, so our own abandoned transaction is never what fences us.
@@ -242,6 +257,7 @@ class Outbox:
         every transaction: a stale leader that re-initialised the transactional id would
         fence the new leader, and one that lost its lease publishes nothing more.
         `encoded`: events the replies already serialized (see `EncodedEvents`).
+        `tracing`: a publish span for each command of a sampled order (see `tracing.py`).
         `linger` (s): least time between two transactions' starts. A transaction costs the
         broker far more than its records (markers, the transaction log, every
         read_committed fetch it completes), so under a steady trickle of commands fewer,
@@ -265,6 +281,7 @@ class Outbox:
         self._read_bytes = read_bytes
         self._may_connect = may_connect
         self._encoded = encoded
+        self._tracing = tracing
         self._connected = False
         self._key = spec.symbol.encode()
         self._tail: _WalTail | None = None
@@ -372,7 +389,9 @@ class Outbox:
         elif not (self._tail and self._inflight and cursor == self._inflight[-1].seq):
             if cursor < self.published_seq:
                 log.warning("cursor went back", extra={"cursor": cursor, "was": self.published_seq})
-            self._tail = _WalTail(self._wal_dir, self.spec, cursor + 1, self._encoded)
+            self._tail = _WalTail(
+                self._wal_dir, self.spec, cursor + 1, self._encoded, self._tracing is not None
+            )
             self._pending.clear()
         self._inflight = []
         self._set_published(cursor)
@@ -414,13 +433,51 @@ class Outbox:
         """One transaction: the chunk's events (in whole record batches), the cursor, commit."""
         self._inflight = chunk
         started = asyncio.get_running_loop().time()
+        traced = self._traced(chunk, partition)
+        try:
+            await self._transaction(producer, partition, chunk, traced)
+        except BaseException as exc:
+            if traced:
+                MatcherTracing.end_publish([span for span, _ in traced.values()], exc)
+            raise
+        if traced:
+            MatcherTracing.end_publish([span for span, _ in traced.values()])
+        TXN_SECONDS.observe(asyncio.get_running_loop().time() - started)
+        self._inflight = []
+        self._set_published(chunk[-1].seq)
+
+    def _traced(self, chunk: list[_Command], partition: int) -> dict[int, tuple[Span, bytes]]:
+        """Started publish spans and their traceparents, by seq, for the sampled commands."""
+        tracing = self._tracing
+        if tracing is None:
+            return {}
+        traced: dict[int, tuple[Span, bytes]] = {}
+        for command in chunk:
+            if command.trace:
+                started = tracing.start_publish(
+                    command.trace, command.seq, self.topic, partition, len(chunk)
+                )
+                if started is not None:
+                    traced[command.seq] = started
+        return traced
+
+    async def _transaction(
+        self,
+        producer: AIOKafkaProducer,
+        partition: int,
+        chunk: list[_Command],
+        traced: dict[int, tuple[Span, bytes]],
+    ) -> None:
         await producer.begin_transaction()
         sent: list[asyncio.Future[object]] = []
         batch, events = producer.create_batch(), 0
         for command in chunk:
+            context = traced.get(command.seq) if command.trace else None
             for kind, value in command.events:
                 events += 1
                 headers = [("type", kind)]
+                if context is not None:
+                    headers.append((TRACEPARENT_HEADER, context[1]))
                 appended = batch.append(timestamp=None, key=self._key, value=value, headers=headers)
                 if appended is not None:
                     continue
@@ -441,10 +498,7 @@ class Outbox:
             {TopicPartition(self.topic, partition): last}, self.group_id
         )
         await producer.commit_transaction()
-        TXN_SECONDS.observe(asyncio.get_running_loop().time() - started)
         PUBLISHED_EVENTS.inc(events)
-        self._inflight = []
-        self._set_published(last)
 
     def _set_published(self, seq: int) -> None:
         self.published_seq = seq

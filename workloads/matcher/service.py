@@ -9,6 +9,8 @@ FAILED_PRECONDITION and the detail "NOT_LEADER".
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,8 +23,16 @@ from workloads.matcher import engine as e
 from workloads.matcher.archive import Archiver
 from workloads.matcher.outbox import EncodedEvents
 from workloads.matcher.replication import Replication
-from workloads.matcher.sequencer import Executed, NotLeader, Result, Sequencer, SequencerFailed
+from workloads.matcher.sequencer import (
+    COMMIT_SECONDS,
+    Executed,
+    NotLeader,
+    Result,
+    Sequencer,
+    SequencerFailed,
+)
 from workloads.matcher.spec import MarketSpec
+from workloads.matcher.tracing import MatcherTracing, sampled_positions
 
 BAD_REQUESTS = Counter(
     "matcher_bad_requests_total", "Requests rejected before sequencing", ["reason"]
@@ -53,6 +63,8 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         self.replication: Replication | None = None
         self.archiver: Archiver | None = None
         """The leader's replication to its standby, when it has one (for GetStatus)."""
+        self.tracing: MatcherTracing | None = None
+        """Spans for the commands of sampled orders (MATCHER_OTEL_ENDPOINT); None: none."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -77,15 +89,38 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
         )
 
     async def _submit(
-        self, items: list[tuple[tuple[Any, ...], str]], context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        items: list[tuple[tuple[Any, ...], str]],
+        context: grpc.aio.ServicerContext[Any, Any],
+        started_ns: int = 0,
     ) -> Executed:
         try:
+            if self.tracing is not None and (sampled := sampled_positions(items)):
+                return await self._submit_traced(items, sampled, started_ns or time.time_ns())
             return await self.sequencer.submit(items)
         except NotLeader:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "NOT_LEADER")
         except SequencerFailed:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "WAL_FAILED")
         raise AssertionError("unreachable: abort raises")
+
+    async def _submit_traced(
+        self, items: list[tuple[tuple[Any, ...], str]], sampled: list[int], started_ns: int
+    ) -> Executed:
+        """`sequencer.submit`, with the instants the spans need taken on the way; the spans
+        are built once the reply is on its way."""
+        assert self.tracing is not None
+        sequencer = self.sequencer
+        executed = sequencer.execute_nowait(items)
+        executed_ns = time.time_ns()
+        started = time.perf_counter()
+        await sequencer.durable(executed.last_seq)
+        COMMIT_SECONDS.observe(time.perf_counter() - started)
+        asyncio.get_running_loop().call_soon(
+            self.tracing.batch_spans, items, sampled, executed, started_ns, executed_ns,
+            time.time_ns(),
+        )  # fmt: skip
+        return executed
 
     async def _one(
         self, cmd: tuple[Any, ...], correlation_id: str, context: grpc.aio.ServicerContext[Any, Any]
@@ -146,6 +181,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
     async def submit_batch_wire(
         self, request: matcher_pb2.CommandBatch, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
+        started_ns = time.time_ns() if self.tracing is not None else 0
         if len(request.commands) > MAX_BATCH:
             BAD_REQUESTS.labels("REJECT_REASON_BATCH_TOO_LARGE").inc()
             await context.abort(
@@ -166,7 +202,7 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
                 continue
             replies.append(None)
             items.append((cmd, correlation_id))
-        results = (await self._submit(items, context)).results()
+        results = (await self._submit(items, context, started_ns)).results()
         reply = self._reply
         return codec.batch_reply(
             [done if done is not None else reply(next(results)) for done in replies],

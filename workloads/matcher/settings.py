@@ -34,6 +34,12 @@
 | AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY | - | the store's credentials |
 | MATCHER_ARCHIVE_SEAL_SECONDS | 60 | seal a segment holding unarchived commands this long |
 | MATCHER_ARCHIVE_KEEP_SNAPSHOTS | 3 | archived snapshots kept (+ segments after the oldest) |
+| MATCHER_OTEL_ENDPOINT | (empty: no spans) | OTLP: `host:port` (gRPC) or a URL with a path (HTTP) |
+| MATCHER_OTEL_INSECURE | true | OTLP/gRPC without TLS |
+| MATCHER_OTEL_SERVICE_NAME | matcher | the spans' `service.name` (+ `exchange.market`) |
+
+The matcher starts no trace: it adds spans (batch, WAL commit, outbox publish) only to the
+traces of orders the gateway sampled (EDGE_OTEL_SAMPLE_RATIO), see `tracing.py`.
 """
 
 from __future__ import annotations
@@ -49,6 +55,19 @@ from workloads.common.objectstore import ObjectStoreConfigError, ObjectStoreSett
 from workloads.matcher.lease import LeaseTiming
 from workloads.matcher.sequencer import SequencerSettings
 from workloads.matcher.spec import MarketSpec, SpecError
+
+
+@dataclass(frozen=True)
+class OtelSettings:
+    endpoint: str = ""
+    """MATCHER_OTEL_ENDPOINT: OTLP collector; empty: no span is built (one test per batch)."""
+    insecure: bool = True
+    """MATCHER_OTEL_INSECURE: plaintext gRPC (the local trace store has no TLS)."""
+    service_name: str = "matcher"
+    """MATCHER_OTEL_SERVICE_NAME."""
+    sample_ratio: float = 0.0
+    """Not a variable: the matcher only continues traces the gateway sampled, never starts
+    one (a sampled parent is always followed, whatever this ratio)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,7 @@ class MatcherSettings:
     archive: ObjectStoreSettings | None = None
     archive_seal_after: float = 60.0
     archive_keep_snapshots: int = 3
+    otel: OtelSettings = field(default_factory=OtelSettings)
 
     def peer_address(self, pod: str) -> str:
         """Where the instance `pod` serves gRPC (its replication stream)."""
@@ -130,6 +150,11 @@ class MatcherSettings:
             archive=archive,
             archive_seal_after=float(integer("MATCHER_ARCHIVE_SEAL_SECONDS", 60, 1)),
             archive_keep_snapshots=integer("MATCHER_ARCHIVE_KEEP_SNAPSHOTS", 3, 1),
+            otel=OtelSettings(
+                endpoint=env.get("MATCHER_OTEL_ENDPOINT", "").strip(),
+                insecure=_flag(env, "MATCHER_OTEL_INSECURE", True),
+                service_name=env.get("MATCHER_OTEL_SERVICE_NAME", "").strip() or "matcher",
+            ),
         )
 
 
@@ -141,6 +166,15 @@ def _peers(raw: str) -> dict[str, str]:
             raise SettingsError(f"MATCHER_PEERS: {item!r} is not pod=host:port")
         peers[pod] = address
     return peers
+
+
+def _flag(env: os._Environ[str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("1", "true", "yes", "0", "false", "no"):
+        raise SettingsError(f"{name}={raw!r} must be true or false")
+    return raw in ("1", "true", "yes")
 
 
 def _choice(env: os._Environ[str], name: str, default: str, allowed: tuple[str, ...]) -> str:

@@ -27,6 +27,7 @@ async def served(pg_schema: Schema) -> AsyncIterator[tuple[str, InMemorySpanExpo
             "EDGE_DB_SCHEMA": pg_schema.name,
             "EDGE_DISABLE_CORE": "true",
             "EDGE_SEED_MARKET_DATA": "true",
+            "EDGE_OTEL_SAMPLE_RATIO": "1.0",
         }
     )
     exporter = InMemorySpanExporter()

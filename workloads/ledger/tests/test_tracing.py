@@ -141,3 +141,28 @@ async def test_without_an_endpoint_no_span_is_built_and_trace_ids_still_flow(
     finally:
         await client.close()
         await ledger.close()
+
+
+@pytest.mark.integration
+async def test_a_batch_with_sampled_orders_settles_in_each_of_their_traces(
+    ledger_dsn: str,
+) -> None:
+    """The events' traceparent headers (the matcher's publish spans) parent one settlement
+    span each, with the batch's timing; no trace of the ledger's own is started for it."""
+    exported = InMemorySpanExporter()
+    ledger = await Ledger.open(settings_for(ledger_dsn), span_exporter=exported)
+    other = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    try:
+        sim = simulate.Simulator(SPEC)
+        events = sim.start_epoch(1) + sim.run(simulate.funding(["alice"], SPEC, 10**6))
+        parents = [TRACEPARENT.encode(), TRACEPARENT.encode(), other.encode(), b"garbage"]
+        await ledger.applier.submit(decode_all(events), parents)
+    finally:
+        await ledger.close()
+    spans = exported.get_finished_spans()
+    assert [s.name for s in spans] == ["ledger.settle_batch"] * 2
+    assert {format(s.context.trace_id, "032x") for s in spans} == {TRACE_ID, "a" * 32}
+    for span in spans:
+        assert span.parent is not None and span.parent.is_remote
+        assert span.attributes is not None and span.attributes["ledger.traces"] == 2
+        assert span.attributes["ledger.events"] == len(events)
