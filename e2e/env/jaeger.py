@@ -6,9 +6,9 @@ It keeps traces in memory, takes spans over OTLP (gRPC and HTTP) and answers its
 each on a free port of 127.0.0.1. Nothing else is opened or dialled: the collector's own
 metrics are off, and so is the query service's tracing of itself (it would export to
 `localhost:4317`, whoever listens there). Built from the module its web page is a
-placeholder (the UI's assets are not in the module), so people read traces through
-`python -m e2e.env.jaeger`, which prints a trace as an indented waterfall, or lists the
-recent ones.
+placeholder (the UI's assets are not in the module), so it serves a one-page viewer of our
+own instead (`jaeger_ui/index.html`: the latest traces, one trace's waterfall), and
+`python -m e2e.env.jaeger` prints a trace as an indented waterfall, or lists the recent ones.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ extensions:
       endpoint: {host}:{health_port}
   jaeger_query:
     enable_tracing: false
+    ui:
+      assets_path: {ui}
     storage:
       traces: memstore
     http:
@@ -76,6 +78,11 @@ exporters:
   jaeger_storage_exporter:
     trace_storage: memstore
 """
+
+
+UI_DIR = Path(__file__).parent / "jaeger_ui"
+"""A one-page trace viewer Jaeger serves at `/` (same origin as its API): the latest traces,
+and one trace's waterfall at `/#<trace id>`."""
 
 
 def version() -> str:
@@ -144,6 +151,7 @@ class JaegerServer:
                 otlp_grpc_port=self.otlp_grpc_port,
                 otlp_http_port=self.otlp_http_port,
                 max_traces=self.max_traces,
+                ui=UI_DIR,
             )
         )
         self.process = ManagedProcess(

@@ -256,7 +256,7 @@ class Stack:
             query_port=s.traces_port,
         )
         self._start("jaeger", server, jaeger.version)
-        self.endpoints["Traces"] = f"{server.query_url}/api/traces/<X-Trace-Id of a response>"
+        self.endpoints["Traces"] = f"{server.query_url}/#<X-Trace-Id of a response>"
         self.endpoints["Show a trace"] = (
             f"{sys.executable} -m e2e.env.jaeger --url {server.query_url} show <X-Trace-Id>"
         )

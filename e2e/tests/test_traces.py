@@ -18,9 +18,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from playwright.async_api import expect
 
 from e2e.drills.traders import deposit
 from e2e.env import gobuild
+from e2e.env.browser import chromium
 from e2e.env.gateway import GatewayProcess
 from e2e.env.jaeger import JaegerServer, TraceSpan, waterfall
 from e2e.env.ledger import LedgerProcess
@@ -163,3 +165,12 @@ async def test_an_order_that_fills_is_one_trace_across_the_venue(
     # The maker's order is a trace of its own; the taker's holds nothing of it.
     maker_spans = await whole_trace(venue.jaeger, resting.headers["X-Trace-Id"])
     assert not {s.span_id for s in maker_spans} & set(by_id)
+
+    # A person opens the trace in a browser: Jaeger serves the viewer on its own origin.
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(f"{venue.jaeger.query_url}/#{trace_id}")
+        for name in ("POST /v1/orders", "matcher.batch", "ledger.settle_batch", "gateway.feed"):
+            await expect(page.get_by_role("cell", name=name, exact=True)).to_be_visible()
+        await page.goto(f"{venue.jaeger.query_url}/")
+        await expect(page.get_by_role("link", name=trace_id)).to_be_visible()
