@@ -11,14 +11,12 @@ the ConfigMap `exchange-host-services` (`envFrom` it), never from an address in 
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2e.env import clickhouse, gobuild, kafka, paths, postgres, prometheus, s3
+from e2e.env import clickhouse, kafka, podtargets, postgres, prometheus, s3
 from e2e.env.cluster import Cluster
-from e2e.env.process import ManagedProcess, free_port
+from e2e.env.process import free_port
 from workloads.common.objectstore import ObjectStoreSettings
 
 CONFIG_MAP = "exchange-host-services"
@@ -72,17 +70,9 @@ class HostServices:
             extra_scrape_configs=[prometheus.file_sd_job("exchange-pods", self.pods_file)],
             die_with_parent=not daemon,
         )
-        self.pod_targets = ManagedProcess(
-            "podtargets",
-            [
-                sys.executable, "-m", "e2e.env.podtargets",
-                "--kubectl", str(gobuild.binary("kubectl")),
-                "--kubeconfig", str(self.cluster.kubeconfig), "--out", str(self.pods_file),
-            ],
-            self.run_dir,
-            env={**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)},
-            die_with_parent=not daemon,
-        )  # fmt: skip
+        self.pod_targets = podtargets.process(
+            self.run_dir, self.cluster.kubeconfig, self.pods_file, die_with_parent=not daemon
+        )
 
     def start(self) -> dict[str, float]:
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -31,11 +31,11 @@ from typing import Any
 
 import yaml
 
-from e2e.env import gobuild, images, kafka, kube, paths, postgres
+from e2e.env import gobuild, images, kafka, kube, paths, podtargets, postgres
 from e2e.env.clickhouse import ClickHouseServer
 from e2e.env.helm import CHART, helm
 from e2e.env.hostservices import config_map
-from e2e.env.process import ManagedProcess, wait_until
+from e2e.env.process import wait_until
 from e2e.env.prometheus import PrometheusServer, file_sd_job, write_target_groups
 from e2e.env.s3 import S3Server
 from e2e.env.target import TARGET_ENV
@@ -247,12 +247,7 @@ def pod_scraper(run_dir: Path, kubeconfig: Path) -> PrometheusServer:
     """A Prometheus on this host (port 29191) scraping the kind pods, listed every 5 s."""
     pods = run_dir / "prometheus-pods.json"
     write_target_groups(pods, [])
-    ManagedProcess(
-        "podtargets",
-        [sys.executable, "-m", "e2e.env.podtargets", "--kubectl", str(gobuild.binary("kubectl")),
-         "--kubeconfig", str(kubeconfig), "--out", str(pods)],
-        run_dir, env={**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)}, die_with_parent=False,
-    ).start()  # fmt: skip
+    podtargets.process(run_dir, kubeconfig, pods, die_with_parent=False).start()
     scraper = PrometheusServer(
         run_dir, 29191, jobs=(), extra_scrape_configs=[file_sd_job("exchange-pods", pods)],
         die_with_parent=False,

@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+from e2e.env import gobuild, paths
+from e2e.env.process import ManagedProcess
 from e2e.env.prometheus import pod_target_groups, write_target_groups
 
 log = logging.getLogger("e2e.env.podtargets")
@@ -32,6 +36,17 @@ def refresh(kubectl: str, kubeconfig: str, out: Path) -> int:
     groups = pod_target_groups(json.loads(listed.stdout)["items"])
     write_target_groups(out, groups)
     return len(groups)
+
+
+def process(run_dir: Path, kubeconfig: Path, out: Path, die_with_parent: bool) -> ManagedProcess:
+    """This module as a process of its own (write `out` empty before Prometheus starts: it
+    reads the file at once)."""
+    argv = [
+        sys.executable, "-m", "e2e.env.podtargets", "--kubectl", str(gobuild.binary("kubectl")),
+        "--kubeconfig", str(kubeconfig), "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(paths.REPO_ROOT)}
+    return ManagedProcess("podtargets", argv, run_dir, env=env, die_with_parent=die_with_parent)
 
 
 def main() -> None:
