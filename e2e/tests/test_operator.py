@@ -140,11 +140,19 @@ def test_a_market_comes_up_ready_with_owned_children_and_a_second_joins_the_venu
     gateway = venue.get("deployment/gateway")["spec"]["template"]["spec"]["containers"][0]
     catalogue = next(e["value"] for e in gateway["env"] if e["name"] == "EDGE_MARKETS")
     assert {m["symbol"] for m in json.loads(catalogue)} == {"BTC-USDT", "ETH-USDT"}
-    wait_until(
-        lambda: venue.get("deployment/gateway")["status"].get("updatedReplicas") == 2
-        and venue.get("deployment/gateway")["status"].get("availableReplicas") == 2,
-        timeout=120, what="the gateways with both markets",
-    )  # fmt: skip
+
+    def rolled_out() -> bool:
+        """Both gateways know both markets and no older one is left (`status.replicas` counts
+        a terminating one, which a request could still reach)."""
+        found = venue.get("deployment/gateway")
+        status = found["status"]
+        return bool(
+            status.get("observedGeneration") == found["metadata"]["generation"]
+            and status.get("updatedReplicas") == status.get("availableReplicas") == 2
+            and status.get("replicas") == 2
+        )
+
+    wait_until(rolled_out, timeout=120, what="the gateways with both markets")
 
     # The host's Prometheus scrapes the venue's pods, labelled as the chart's PodMonitor does.
     def scraped() -> bool:
@@ -158,6 +166,18 @@ def test_a_market_comes_up_ready_with_owned_children_and_a_second_joins_the_venu
 async def test_orders_fill_through_the_gateway_and_settle_in_the_ledger_by_their_trade_ids(
     venue: KubeVenue, http: aiohttp.ClientSession
 ) -> None:
+    # Requests go through the Service: until kube-proxy has dropped a terminating gateway of
+    # the rollout that added ETH-USDT, a request may still reach one without it.
+    async def knows_both() -> bool:
+        async with http.get(f"{venue.gateway_url}/v1/markets") as answer:
+            listed = {m["symbol"] for m in (await answer.json())["markets"]}
+        return {"BTC-USDT", "ETH-USDT"} <= listed
+
+    deadline, in_a_row = time.monotonic() + 60, 0
+    while in_a_row < 10:
+        in_a_row = in_a_row + 1 if await knows_both() else 0
+        assert time.monotonic() < deadline, "a gateway without ETH-USDT still answers"
+        await asyncio.sleep(0.2)
     seller, buyer = await traders(venue, http, 2)
     for symbol, price, qty in (
         ("BTC-USDT", "60000.00", "0.0100"),
