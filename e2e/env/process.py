@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,17 @@ from typing import Protocol
 # Children are therefore always spawned from this one long-lived thread, so a part started
 # from `asyncio.to_thread` (a short-lived worker) does not die with that worker.
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
+
+# A daemon (die_with_parent off: `make cluster-up`'s host services) outlives its launcher by
+# design. Its Popen is kept here for the launcher's life, because a collected Popen of a
+# running child warns (ResourceWarning), and tests turn warnings into errors.
+_DAEMONS: list[subprocess.Popen[bytes]] = []
+
+# Ports this process has handed out: the kernel picks a free port at random and may pick
+# the same one twice in a row, and two parts given one port answer each other's readiness
+# checks (a ledger that could not bind looked ready through its matcher's ops server).
+_PORTS_GIVEN: set[tuple[str, int]] = set()
+_PORTS_LOCK = threading.Lock()
 
 
 class Part(Protocol):
@@ -45,10 +57,16 @@ class StartError(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on `host` (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free right now on `host` (the kernel picks it) and that this
+    process has not handed out before."""
+    with _PORTS_LOCK:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+            if (host, port) not in _PORTS_GIVEN:
+                _PORTS_GIVEN.add((host, port))
+                return port
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -97,6 +115,8 @@ class ManagedProcess:
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.popen = _SPAWNER.submit(self._spawn).result()
+        if not self.die_with_parent:
+            _DAEMONS.append(self.popen)
         self.pid_path.write_text(str(self.popen.pid))
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -194,6 +214,7 @@ def stop_from_pid_files(run_dir: Path) -> list[str]:
         _signal_group(pid, signal.SIGKILL)
         pid_file.unlink(missing_ok=True)
         stopped.append(pid_file.stem)
+    _DAEMONS[:] = [daemon for daemon in _DAEMONS if daemon.poll() is None]  # reap the stopped
     return stopped
 
 
