@@ -1,7 +1,7 @@
 // The trader's tables: open orders (cancel, cancel all), order history, fills, balances.
 import { useState } from "react";
 import type { ApiError } from "../api/client";
-import type { Balance, Market } from "../api/types";
+import type { Balance, Market, OrderRow } from "../api/types";
 import { display } from "../lib/decimal";
 import { stamp, type Scales } from "../lib/format";
 import { useFills, useOrders, type PagedResource } from "../state/account";
@@ -13,6 +13,38 @@ function More<T>({ resource }: { resource: PagedResource<T> }) {
     <button type="button" className="more" onClick={resource.loadMore}>
       Load more
     </button>
+  );
+}
+
+/** The columns open orders and order history share. */
+function OrderHead() {
+  return (
+    <>
+      <th scope="col">Time</th>
+      <th scope="col">Order</th>
+      <th scope="col">Side</th>
+      <th scope="col">Type</th>
+      <th scope="col" className="num">Price</th>
+      <th scope="col" className="num">Quantity</th>
+      <th scope="col" className="num">Filled</th>
+    </>
+  );
+}
+
+function OrderCells({ order: o, scales }: { order: OrderRow; scales: Scales }) {
+  return (
+    <>
+      <td>{stamp(o.created_at)}</td>
+      <td>{o.order_id}</td>
+      <td className={o.side === "BUY" ? "bid" : "ask"}>{o.side}</td>
+      <td>
+        {o.type} {o.time_in_force}
+        {o.post_only ? " post-only" : ""}
+      </td>
+      <td className="num">{display(o.price, scales.price)}</td>
+      <td className="num">{display(o.quantity, scales.quantity)}</td>
+      <td className="num">{display(o.filled_quantity, scales.quantity)}</td>
+    </>
   );
 }
 
@@ -55,13 +87,7 @@ export function OpenOrders({ symbol, scales, cancel, cancelAll, onError }: OpenO
       <table aria-label="Open orders">
         <thead>
           <tr>
-            <th scope="col">Time</th>
-            <th scope="col">Order</th>
-            <th scope="col">Side</th>
-            <th scope="col">Type</th>
-            <th scope="col" className="num">Price</th>
-            <th scope="col" className="num">Quantity</th>
-            <th scope="col" className="num">Filled</th>
+            <OrderHead />
             <th scope="col">Status</th>
             <th scope="col"><span className="sr-only">Actions</span></th>
           </tr>
@@ -69,16 +95,7 @@ export function OpenOrders({ symbol, scales, cancel, cancelAll, onError }: OpenO
         <tbody>
           {rows.map((o) => (
             <tr key={o.order_id} data-order-id={o.order_id}>
-              <td>{stamp(o.created_at)}</td>
-              <td>{o.order_id}</td>
-              <td className={o.side === "BUY" ? "bid" : "ask"}>{o.side}</td>
-              <td>
-                {o.type} {o.time_in_force}
-                {o.post_only ? " post-only" : ""}
-              </td>
-              <td className="num">{display(o.price, scales.price)}</td>
-              <td className="num">{display(o.quantity, scales.quantity)}</td>
-              <td className="num">{display(o.filled_quantity, scales.quantity)}</td>
+              <OrderCells order={o} scales={scales} />
               <td>{o.status}</td>
               <td>
                 <button
@@ -112,13 +129,7 @@ export function OrderHistory({ symbol, scales }: { symbol: string; scales: Scale
       <table aria-label="Order history">
         <thead>
           <tr>
-            <th scope="col">Time</th>
-            <th scope="col">Order</th>
-            <th scope="col">Side</th>
-            <th scope="col">Type</th>
-            <th scope="col" className="num">Price</th>
-            <th scope="col" className="num">Quantity</th>
-            <th scope="col" className="num">Filled</th>
+            <OrderHead />
             <th scope="col" className="num">Average</th>
             <th scope="col">Status</th>
           </tr>
@@ -126,15 +137,7 @@ export function OrderHistory({ symbol, scales }: { symbol: string; scales: Scale
         <tbody>
           {rows.map((o) => (
             <tr key={o.order_id} data-order-id={o.order_id}>
-              <td>{stamp(o.created_at)}</td>
-              <td>{o.order_id}</td>
-              <td className={o.side === "BUY" ? "bid" : "ask"}>{o.side}</td>
-              <td>
-                {o.type} {o.time_in_force}
-              </td>
-              <td className="num">{display(o.price, scales.price)}</td>
-              <td className="num">{display(o.quantity, scales.quantity)}</td>
-              <td className="num">{display(o.filled_quantity, scales.quantity)}</td>
+              <OrderCells order={o} scales={scales} />
               <td className="num">{display(o.average_price, scales.price)}</td>
               <td>
                 {o.status}

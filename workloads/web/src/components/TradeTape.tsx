@@ -1,11 +1,12 @@
 import { display } from "../lib/decimal";
 import { clock } from "../lib/format";
-import { useTape } from "../state/market";
+import type { Tape } from "../lib/tape";
 
 const SHOWN = 40;
 
-export function TradeTape({ symbol, pricePlaces, quantityPlaces }: { symbol: string; pricePlaces: number; quantityPlaces: number }) {
-  const tape = useTape(symbol);
+/** The market's last trades; the page owns the tape (one subscription feeds it and the
+ * header's last price). */
+export function TradeTape({ tape, pricePlaces, quantityPlaces }: { tape: Tape; pricePlaces: number; quantityPlaces: number }) {
   return (
     <section className="panel tape-panel" aria-label="Trade tape">
       <header className="panel-head">

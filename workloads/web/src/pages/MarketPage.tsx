@@ -88,7 +88,7 @@ function Trading({ market }: { market: Market }) {
       <div className="trade-grid">
         <Chart symbol={market.symbol} tickSize={market.tick_size} pricePlaces={scales.price} />
         <OrderBook symbol={market.symbol} pricePlaces={scales.price} quantityPlaces={scales.quantity} />
-        <TradeTape symbol={market.symbol} pricePlaces={scales.price} quantityPlaces={scales.quantity} />
+        <TradeTape tape={tape} pricePlaces={scales.price} quantityPlaces={scales.quantity} />
         <OrderForm
           market={market}
           mode={mode}
