@@ -590,3 +590,91 @@ class Reservations(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Reservations: _TypeAlias = Reservations  # noqa: Y015
+
+@_typing.final
+class GetBalancesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBalancesRequest: _TypeAlias = GetBalancesRequest  # noqa: Y015
+
+@_typing.final
+class AccountBalance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    BASE_AVAILABLE_FIELD_NUMBER: _builtins.int
+    BASE_HOLD_FIELD_NUMBER: _builtins.int
+    QUOTE_AVAILABLE_FIELD_NUMBER: _builtins.int
+    QUOTE_HOLD_FIELD_NUMBER: _builtins.int
+    account: _builtins.str
+    base_available: _builtins.int
+    base_hold: _builtins.int
+    quote_available: _builtins.int
+    quote_hold: _builtins.int
+    def __init__(
+        self,
+        *,
+        account: _builtins.str = ...,
+        base_available: _builtins.int = ...,
+        base_hold: _builtins.int = ...,
+        quote_available: _builtins.int = ...,
+        quote_hold: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "base_available", b"base_available", "base_hold", b"base_hold", "quote_available", b"quote_available", "quote_hold", b"quote_hold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountBalance: _TypeAlias = AccountBalance  # noqa: Y015
+
+@_typing.final
+class BalancesSnapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    BASE_ASSET_FIELD_NUMBER: _builtins.int
+    QUOTE_ASSET_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    seq: _builtins.int
+    """committed: every event up to it is, or will be, on the topic"""
+    epoch: _builtins.int
+    base_asset: _builtins.str
+    quote_asset: _builtins.str
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccountBalance]:
+        """sorted by account; accounts with all four 0 left out"""
+
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        epoch: _builtins.int = ...,
+        base_asset: _builtins.str = ...,
+        quote_asset: _builtins.str = ...,
+        accounts: _abc.Iterable[Global___AccountBalance] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "base_asset", b"base_asset", "epoch", b"epoch", "quote_asset", b"quote_asset", "seq", b"seq", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BalancesSnapshot: _TypeAlias = BalancesSnapshot  # noqa: Y015

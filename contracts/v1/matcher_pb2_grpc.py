@@ -80,6 +80,11 @@ class MatcherStub:
                 request_serializer=contracts_dot_v1_dot_matcher__pb2.GetReservationsRequest.SerializeToString,
                 response_deserializer=contracts_dot_v1_dot_matcher__pb2.Reservations.FromString,
                 _registered_method=True)
+        self.GetBalances = channel.unary_unary(
+                '/exchange.v1.Matcher/GetBalances',
+                request_serializer=contracts_dot_v1_dot_matcher__pb2.GetBalancesRequest.SerializeToString,
+                response_deserializer=contracts_dot_v1_dot_matcher__pb2.BalancesSnapshot.FromString,
+                _registered_method=True)
 
 
 class MatcherServicer:
@@ -142,6 +147,15 @@ class MatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBalances(self, request, context):
+        """Every account's balances as of `seq`, answered once `seq` is committed: a reader of the
+        events topic starts from it and applies only the events above `seq`, so it does not need
+        the topic's whole history (retention may have deleted it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +203,11 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.GetReservations,
                     request_deserializer=contracts_dot_v1_dot_matcher__pb2.GetReservationsRequest.FromString,
                     response_serializer=contracts_dot_v1_dot_matcher__pb2.Reservations.SerializeToString,
+            ),
+            'GetBalances': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalances,
+                    request_deserializer=contracts_dot_v1_dot_matcher__pb2.GetBalancesRequest.FromString,
+                    response_serializer=contracts_dot_v1_dot_matcher__pb2.BalancesSnapshot.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -434,6 +453,33 @@ class Matcher:
             '/exchange.v1.Matcher/GetReservations',
             contracts_dot_v1_dot_matcher__pb2.GetReservationsRequest.SerializeToString,
             contracts_dot_v1_dot_matcher__pb2.Reservations.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBalances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.Matcher/GetBalances',
+            contracts_dot_v1_dot_matcher__pb2.GetBalancesRequest.SerializeToString,
+            contracts_dot_v1_dot_matcher__pb2.BalancesSnapshot.FromString,
             options,
             channel_credentials,
             insecure,

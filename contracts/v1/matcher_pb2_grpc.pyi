@@ -50,6 +50,11 @@ class MatcherStub:
     GetStatus: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetStatusRequest, _matcher_pb2.MatcherStatus]
     GetReservations: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetReservationsRequest, _matcher_pb2.Reservations]
     """What open orders hold per account, as of `seq`: the ledger checks its holds against it."""
+    GetBalances: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetBalancesRequest, _matcher_pb2.BalancesSnapshot]
+    """Every account's balances as of `seq`, answered once `seq` is committed: a reader of the
+    events topic starts from it and applies only the events above `seq`, so it does not need
+    the topic's whole history (retention may have deleted it).
+    """
 
 @_typing.type_check_only
 class MatcherAsyncStub(MatcherStub):
@@ -67,6 +72,11 @@ class MatcherAsyncStub(MatcherStub):
     GetStatus: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetStatusRequest, _matcher_pb2.MatcherStatus]  # type: ignore[assignment]
     GetReservations: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetReservationsRequest, _matcher_pb2.Reservations]  # type: ignore[assignment]
     """What open orders hold per account, as of `seq`: the ledger checks its holds against it."""
+    GetBalances: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetBalancesRequest, _matcher_pb2.BalancesSnapshot]  # type: ignore[assignment]
+    """Every account's balances as of `seq`, answered once `seq` is committed: a reader of the
+    events topic starts from it and applies only the events above `seq`, so it does not need
+    the topic's whole history (retention may have deleted it).
+    """
 
 class MatcherServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -135,5 +145,16 @@ class MatcherServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_matcher_pb2.Reservations, _abc.Awaitable[_matcher_pb2.Reservations]]:
         """What open orders hold per account, as of `seq`: the ledger checks its holds against it."""
+
+    @_abc_1.abstractmethod
+    def GetBalances(
+        self,
+        request: _matcher_pb2.GetBalancesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.BalancesSnapshot, _abc.Awaitable[_matcher_pb2.BalancesSnapshot]]:
+        """Every account's balances as of `seq`, answered once `seq` is committed: a reader of the
+        events topic starts from it and applies only the events above `seq`, so it does not need
+        the topic's whole history (retention may have deleted it).
+        """
 
 def add_MatcherServicer_to_server(servicer: MatcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -5,6 +5,10 @@ events carry every change (funding with the resulting available balance, holds o
 releases on cancel and expiry, settlement on trades), so replaying the topic in seq order
 rebuilds exactly the matcher's available/hold. Only the feed applies events here (never
 replies), in seq order per market, so nothing is applied twice.
+
+The topic need not hold its whole history: the feed installs each market's balances from
+the matcher's committed snapshot at a seq (`GetBalances`), and from then on the events at or
+below that seq are already in it and are skipped here.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from contracts.v1 import events_pb2
+from contracts.v1 import common_pb2, events_pb2, matcher_pb2
 from workloads.gateway.markets import Market
 
 
@@ -21,6 +25,7 @@ class Balances:
         self.markets = markets
         # account -> (symbol, asset) -> [available, hold]
         self.accounts: dict[str, dict[tuple[str, str], list[int]]] = defaultdict(dict)
+        self.snapshot_seq: dict[str, int] = {}  # symbol -> seq of the installed snapshot
 
     def _slot(self, account: str, symbol: str, asset: str) -> list[int]:
         slots = self.accounts[account]
@@ -29,7 +34,22 @@ class Balances:
             slot = slots[(symbol, asset)] = [0, 0]
         return slot
 
-    def apply(self, event: events_pb2.Event) -> None:
+    def install(self, snapshot: matcher_pb2.BalancesSnapshot) -> None:
+        """Replace a market's balances by the matcher's snapshot. The caller has applied no
+        event of that market above `snapshot.seq` (it would be lost)."""
+        symbol = snapshot.symbol
+        for slots in self.accounts.values():
+            for key in [key for key in slots if key[0] == symbol]:
+                del slots[key]
+        base, quote = snapshot.base_asset, snapshot.quote_asset
+        for row in snapshot.accounts:
+            self._slot(row.account, symbol, base)[:] = [row.base_available, row.base_hold]
+            self._slot(row.account, symbol, quote)[:] = [row.quote_available, row.quote_hold]
+        self.snapshot_seq[symbol] = snapshot.seq
+
+    def apply(self, event: events_pb2.Event, envelope: common_pb2.EventEnvelope) -> None:
+        if envelope.seq <= self.snapshot_seq.get(envelope.symbol, 0):
+            return  # the market's snapshot holds it already
         body = event.WhichOneof("body")
         if body == "funds_credited" or body == "funds_debited":
             f = getattr(event, body)

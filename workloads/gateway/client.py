@@ -54,6 +54,12 @@ class GatewayClient:
         self.base_url = base_url.rstrip("/")
         self.api_key, self.secret, self.token = api_key, secret, token
 
+    def on(self, base_url: str) -> GatewayClient:
+        """The same credentials against another replica."""
+        return GatewayClient(
+            self.session, base_url, api_key=self.api_key, secret=self.secret, token=self.token
+        )
+
     def headers(
         self, method: str, path: str, body: bytes, idempotency_key: str | None, sign_request: bool
     ) -> dict[str, str]:

@@ -84,6 +84,14 @@ class MarketCore:
         except grpc.aio.AioRpcError as exc:
             raise await self._failed(exc) from None
 
+    async def balances(self) -> matcher_pb2.BalancesSnapshot:
+        try:
+            return await self.leader.stub.GetBalances(  # type: ignore[no-any-return]
+                matcher_pb2.GetBalancesRequest(symbol=self.market.symbol), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise await self._failed(exc) from None
+
     async def status(self) -> matcher_pb2.MatcherStatus:
         try:
             return await self.leader.stub.GetStatus(  # type: ignore[no-any-return]

@@ -2,9 +2,13 @@
 
 Every replica serves every market's data and every account's private updates, so each
 reads all partitions itself, `read_committed` (the matcher's outbox is transactional).
-From `earliest` it rebuilds balances, order history, candles and the book; the replica
-reports ready once it has caught up with the end offsets it saw at start.
-A book that met an order older than the topic is resynced from a matcher snapshot.
+From `earliest` it rebuilds order history, candles and the book; balances start from each
+market's matcher snapshot at a committed seq (the topic may have lost its early records to
+retention), and the events above it. The replica reports ready once it has caught up with
+the end offsets it saw at start and holds every market's balance snapshot (or has waited
+`BALANCES_GRACE_S` for a matcher that does not answer: that market's balances are then the
+topic's alone until it does). A book that met an order older than the topic is resynced
+from a matcher snapshot.
 With spans exported, each fetched batch that holds events of sampled orders (a
 `traceparent` header, set by the matcher's outbox) adds a `gateway.feed` span to each of
 their traces: when the order's events reached this replica's projection and sockets.
@@ -42,6 +46,13 @@ LAG = Gauge(
     "gateway_feed_lag_records",
     "Records of the events topic this replica has not applied yet (its consumer lag)",
 )
+SNAPSHOT_SEQ = Gauge(
+    "gateway_balances_snapshot_seq",
+    "Seq of the matcher's balance snapshot this replica started the market's balances from"
+    " (0: none yet)",
+    ["symbol"],
+)
+BALANCES_GRACE_S = 10.0  # how long readiness waits for a matcher's balance snapshot
 LAG_EVERY_S = 1.0  # the lag is measured at most this often: a few dict lookups per partition
 _YIELD_EVERY = 64  # records applied between yields to the event loop
 
@@ -68,6 +79,10 @@ class Feed:
         self._positions: dict[TopicPartition, int] = {}
         self._progress = asyncio.Event()
         self._resync_tried: dict[str, float] = {}
+        self._snapshot_due: dict[str, tuple[float, float]] = {  # symbol -> (when, back-off)
+            symbol: (0.0, 1.0) for symbol in core.markets
+        }
+        self._connected_at = 0.0
         self._lag_measured = float("-inf")
         if not settings.brokers:
             self.ready.set()
@@ -90,8 +105,10 @@ class Feed:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         assert self.consumer is not None
+        self._connected_at = time.monotonic()
         try:
             while True:
+                await self._install_balance_snapshots()
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=500)
                 received = time.time()
                 started_ns = time.time_ns() if self.tracer is not None else 0
@@ -108,7 +125,7 @@ class Feed:
                     if self.tracer is not None:
                         self._trace(batch, started_ns, applied)
                 await self._measure_lag()
-                if not self.ready.is_set() and await self._caught_up():
+                if not self.ready.is_set() and await self._caught_up() and self._balances_settled():
                     log.info("events topic caught up", extra={"positions": len(self._positions)})
                     self.ready.set()
                 await self._resync_books()
@@ -200,6 +217,45 @@ class Feed:
             if self._positions.get(tp, 0) < end:
                 self._positions[tp] = await self.consumer.position(tp)
         return all(self._positions.get(tp, 0) >= end for tp, end in self._targets.items())
+
+    async def _install_balance_snapshots(self) -> None:
+        """Start each market's balances from its matcher's committed snapshot (retried with
+        back-off). Nothing of the topic is applied while the call waits, and the matcher's
+        seq is at least any seq it has published, so no applied event is above it."""
+        now = time.monotonic()
+        for symbol, (due, backoff) in list(self._snapshot_due.items()):
+            if now < due:
+                continue
+            try:
+                snapshot = await self.core.of(symbol).balances()
+            except ApiError as exc:
+                log.warning(
+                    "balance snapshot failed",
+                    extra={"symbol": symbol, "why": exc.message, "retry_s": backoff},
+                )
+                self._snapshot_due[symbol] = (now + backoff, min(backoff * 2, 30.0))
+                continue
+            if snapshot.seq < self.projection.data[symbol].seq:  # a deposed leader's answer
+                self._snapshot_due[symbol] = (now + backoff, min(backoff * 2, 30.0))
+                continue
+            self.projection.balances.install(snapshot)
+            SNAPSHOT_SEQ.labels(symbol).set(snapshot.seq)
+            del self._snapshot_due[symbol]
+            log.info(
+                "balances from the matcher's snapshot",
+                extra={"symbol": symbol, "seq": snapshot.seq, "accounts": len(snapshot.accounts)},
+            )
+
+    def _balances_settled(self) -> bool:
+        if not self._snapshot_due:
+            return True
+        if time.monotonic() - self._connected_at < BALANCES_GRACE_S:
+            return False
+        log.warning(
+            "ready without a balance snapshot: those markets' balances are the topic's alone",
+            extra={"symbols": sorted(self._snapshot_due)},
+        )
+        return True
 
     async def _measure_lag(self) -> None:
         """Set `gateway_feed_lag_records`: the last stable offsets the fetches reported minus

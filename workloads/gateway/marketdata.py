@@ -122,7 +122,7 @@ class Projection:
         data.seq = env.seq
         data.events_applied.inc()
         data.feed_seq.set(env.seq)
-        self.balances.apply(event)
+        self.balances.apply(event, env)
         data.book.apply(event)
         data.book.note_seq(env.seq)
         self.orders.apply(event, from_feed=True)

@@ -18,7 +18,11 @@ MAX_FILLS_PAGE = 500
 
 
 def as_of(request: web.Request) -> dict[str, int]:
-    return {s: d.seq for s, d in request.app[PROJECTION].data.items() if not d.sample}
+    """Per market, the seq the balances reflect: the last event applied, or the matcher's
+    snapshot when no event above it has come yet."""
+    projection = request.app[PROJECTION]
+    snapshots = projection.balances.snapshot_seq
+    return {s: max(d.seq, snapshots.get(s, 0)) for s, d in projection.data.items() if not d.sample}
 
 
 @policy("user")

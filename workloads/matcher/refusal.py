@@ -51,7 +51,7 @@ class StatusOnlyService(matcher_pb2_grpc.MatcherServicer):
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.refused())
 
     PlaceOrder = CancelOrder = CancelAll = SetSymbolMode = ApplyFunding = _refuse
-    SubmitBatch = GetOrderBook = GetReservations = _refuse
+    SubmitBatch = GetOrderBook = GetReservations = GetBalances = _refuse
 
 
 def engine_status(engine: Engine, epoch: int, **fields: Any) -> matcher_pb2.MatcherStatus:

@@ -318,6 +318,41 @@ class MatcherService(matcher_pb2_grpc.MatcherServicer):
             ],
         )
 
+    async def GetBalances(
+        self,
+        request: matcher_pb2.GetBalancesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> matcher_pb2.BalancesSnapshot:
+        """Copied at the engine's seq (one synchronous pass: no command runs meanwhile),
+        answered once that seq is committed, so a reader never starts from a state a crash
+        could take back."""
+        if request.symbol and self._wrong_market(request.symbol):
+            await context.abort(grpc.StatusCode.NOT_FOUND, "REJECT_REASON_UNKNOWN_MARKET")
+        engine = self.sequencer.engine
+        snapshot = matcher_pb2.BalancesSnapshot(
+            symbol=self.spec.symbol,
+            seq=engine.seq,
+            epoch=self.sequencer.epoch,
+            base_asset=self.spec.base_asset,
+            quote_asset=self.spec.quote_asset,
+            accounts=[
+                matcher_pb2.AccountBalance(
+                    account=account,
+                    base_available=b[e.AVAIL_BASE],
+                    base_hold=b[e.HOLD_BASE],
+                    quote_available=b[e.AVAIL_QUOTE],
+                    quote_hold=b[e.HOLD_QUOTE],
+                )
+                for account, b in sorted(engine.balances.items())
+                if any(b)
+            ],
+        )
+        try:
+            await self.sequencer.durable(snapshot.seq)
+        except SequencerFailed:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "WAL_FAILED")
+        return snapshot
+
 
 _CommandReply = matcher_pb2.CommandReply.FromString
 
@@ -344,6 +379,7 @@ def add_to_server(service: MatcherService, server: grpc.aio.Server) -> None:
         ("GetOrderBook", c.GetOrderBookRequest, c.OrderBookSnapshot),
         ("GetStatus", c.GetStatusRequest, c.MatcherStatus),
         ("GetReservations", c.GetReservationsRequest, c.Reservations),
+        ("GetBalances", c.GetBalancesRequest, c.BalancesSnapshot),
     ):
         handlers[name] = grpc.unary_unary_rpc_method_handler(
             getattr(service, name),

@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,17 @@ class Stack:
     gateways: list[GatewayProcess]
     topic: str
     ledger: LedgerProcess | None = None
+    gateway_settings: dict[str, Any] = field(default_factory=dict)
+    """GatewayProcess's arguments but its name: what `add_gateway` starts one more with."""
+
+    def add_gateway(self) -> GatewayProcess:
+        """Start one more replica (stopped with the stack)."""
+        gateway = GatewayProcess(
+            **self.gateway_settings, name=f"gateway-{len(self.gateways)}"
+        )  # fmt: skip
+        self.gateways.append(gateway)
+        gateway.start()
+        return gateway
 
     def stop(self) -> None:
         for gateway in self.gateways:
@@ -111,20 +122,18 @@ def start_stack(
             made.ledger.start()
             env = {"EDGE_LEDGER_URL": made.ledger.url,
                    "EDGE_LEDGER_ADMIN_TOKEN": GATEWAY_LEDGER_TOKEN, **env}  # fmt: skip
-        for i in range(replicas):
-            gateway = GatewayProcess(
-                run_dir,
-                pg.server_dsn,
-                catalogue_json((market,)),
-                kafka_bootstrap=kafka_bootstrap,
-                events_topic=topic,
-                schema=pg.name,
-                api_secrets=f"{STATIC_KEY}:{STATIC_SECRET}",
-                name=f"gateway-{i}",
-                extra_env=env,
-            )
-            gateways.append(gateway)
-            gateway.start()
+        made.gateway_settings = {
+            "run_dir": run_dir,
+            "dsn": pg.server_dsn,
+            "markets": catalogue_json((market,)),
+            "kafka_bootstrap": kafka_bootstrap,
+            "events_topic": topic,
+            "schema": pg.name,
+            "api_secrets": f"{STATIC_KEY}:{STATIC_SECRET}",
+            "extra_env": env,
+        }
+        for _ in range(replicas):
+            made.add_gateway()
     except BaseException:
         made.stop()
         raise

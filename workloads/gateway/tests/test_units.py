@@ -11,6 +11,7 @@ import pytest
 
 from contracts.v1 import common_pb2 as c
 from contracts.v1 import events_pb2 as ev
+from contracts.v1 import matcher_pb2
 from workloads.gateway import auth
 from workloads.gateway.batching import MicroBatcher
 from workloads.gateway.book import Book
@@ -235,6 +236,35 @@ def test_projection_orders_balances_and_epoch_fencing() -> None:
     assert taker is not None and taker.status == "FILLED"
     usdt = projection.balances.raw("t")[("BTC-USDT", "USDT")]
     assert usdt == (10**9 - 6_000_000, 0)
+
+
+def test_a_balance_snapshot_replaces_the_market_and_absorbs_the_events_at_or_below_it() -> None:
+    projection = Projection({"BTC-USDT": M})
+    for seq, account in ((1, "t"), (2, "gone")):
+        projection.apply_feed(
+            ev.Event(
+                funds_credited=ev.FundsCredited(
+                    envelope=env(seq=seq), account=account, asset="USDT", available_after=7
+                )
+            )
+        )
+    projection.balances.install(
+        matcher_pb2.BalancesSnapshot(
+            symbol="BTC-USDT",
+            seq=3,
+            base_asset="BTC",
+            quote_asset="USDT",
+            accounts=[matcher_pb2.AccountBalance(account="t", base_hold=5, quote_available=100)],
+        )
+    )
+    snapshot = {("BTC-USDT", "BTC"): (0, 5), ("BTC-USDT", "USDT"): (100, 0)}
+    assert projection.balances.raw("t") == snapshot
+    assert projection.balances.raw("gone") == {}
+    buy = accepted(3, c.SIDE_BUY, 1, 10_000, account="t")  # in the snapshot already
+    assert projection.apply_feed(buy)  # the order cache and book still take it
+    assert projection.balances.raw("t")[("BTC-USDT", "USDT")] == (100, 0)
+    projection.apply_feed(accepted(4, c.SIDE_BUY, 1, 10_000, account="t"))  # above: applied
+    assert projection.balances.raw("t")[("BTC-USDT", "USDT")] == (99, 1)
 
 
 async def test_batcher_coalesces_and_hands_each_caller_its_result() -> None:

@@ -197,6 +197,33 @@ async def test_status_reports_seq_epoch_mode_hash_and_durability(harness: Harnes
     assert bad_mode.reject_reason == c.REJECT_REASON_INVALID_MODE
 
 
+async def test_balances_are_a_committed_snapshot_that_conserves_funds(harness: Harness) -> None:
+    await harness.fund("alice", "USDT", 1_000_000)
+    await harness.fund("bob", "BTC", 1_000)
+    sell = order(account="bob", client_order_id="s1", side=c.SIDE_SELL, quantity=30)
+    assert (await harness.stub.PlaceOrder(sell)).status == matcher_pb2.COMMAND_STATUS_ACCEPTED
+    await harness.stub.PlaceOrder(order(client_order_id="b1", quantity=50))  # 30 fill, 20 rest
+    snapshot = await harness.stub.GetBalances(matcher_pb2.GetBalancesRequest(symbol="BTC-USDT"))
+    status = await harness.stub.GetStatus(matcher_pb2.GetStatusRequest(symbol="BTC-USDT"))
+    assert snapshot.seq == status.seq == 4 and snapshot.seq <= status.committed_seq
+    assert (snapshot.base_asset, snapshot.quote_asset, snapshot.epoch) == ("BTC", "USDT", 1)
+    rows = {a.account: a for a in snapshot.accounts}
+    assert sum(a.base_available + a.base_hold for a in rows.values()) == 1_000
+    assert sum(a.quote_available + a.quote_hold for a in rows.values()) == 1_000_000
+    assert rows["alice"].quote_hold == 2 * 100  # 20 base units rest: 2 lots at 100
+    assert rows["alice"].base_available == 30 and rows["bob"].quote_available == 3 * 100
+    held = await harness.stub.GetReservations(matcher_pb2.GetReservationsRequest(symbol="BTC-USDT"))
+    assert {a.account: (a.base_hold, a.quote_hold) for a in held.accounts} == {
+        name: (r.base_hold, r.quote_hold) for name, r in rows.items() if r.base_hold or r.quote_hold
+    }
+    assert list(rows) == sorted(rows) and all(
+        any((r.base_available, r.base_hold, r.quote_available, r.quote_hold)) for r in rows.values()
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await harness.stub.GetBalances(matcher_pb2.GetBalancesRequest(symbol="ETH-USDT"))
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_reservations_report_what_open_orders_hold(harness: Harness) -> None:
     await harness.fund("alice", "USDT", 1_000_000)
     await harness.stub.PlaceOrder(order(client_order_id="r1", price=100, quantity=50))
