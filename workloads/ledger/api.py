@@ -21,7 +21,7 @@ from opentelemetry.propagate import extract
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from workloads.common import logs
-from workloads.ledger import metrics, tracing, views_admin, views_internal
+from workloads.ledger import metrics, tracing, views_admin, views_internal, views_wallets
 from workloads.ledger.appkeys import ADMIN, LEDGER, TOKENS
 from workloads.ledger.auth import AdminTokens
 from workloads.ledger.errors import ApiError, Code
@@ -131,4 +131,5 @@ def build_app(ledger: Ledger) -> web.Application:
     app.router.add_get("/metrics", prometheus)
     views_internal.add_routes(app.router)
     views_admin.add_routes(app.router)
+    views_wallets.add_routes(app.router)
     return app

@@ -31,6 +31,7 @@ class Code(Enum):
     LATCH_RELEASE_REFUSED = ("latch_release_refused", 409)
     STALE_EPOCH = ("stale_epoch", 409)
     MATCHER_REJECTED = ("matcher_rejected", 409)
+    INSUFFICIENT_FUNDS = ("insufficient_funds", 409)
     PAYLOAD_TOO_LARGE = ("payload_too_large", 413)
     UNKNOWN_ACCOUNT = ("unknown_account", 422)
     UNKNOWN_ASSET = ("unknown_asset", 422)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,11 +75,16 @@ class FundingResult:
 PENDING = FundingResult("pending")
 
 
+Refused = Callable[[asyncpg.Connection, "FundingRequest"], Awaitable[None]]
+
+
 class Funding:
     def __init__(self, pool: asyncpg.Pool, matchers: MatcherClients, retry_ms: int) -> None:
         self.pool = pool
         self.matchers = matchers
         self.retry_ms = retry_ms
+        self.on_refused: Refused | None = None
+        """Runs in the transaction that records a matcher's refusal (a transfer's refund)."""
 
     async def store(self, conn: asyncpg.Connection, req: FundingRequest) -> bool:
         """Record the request (in the caller's transaction); False if it existed already,
@@ -144,15 +150,19 @@ class Funding:
             return PENDING
         result = _result(reply)
         metrics.FUNDING_SENT.labels(result.status).inc()
-        await self.pool.execute(
-            """INSERT INTO funding_results (funding_id, status, reject_reason, seq, epoch)
-               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (funding_id) DO NOTHING""",
-            req.funding_id,
-            result.status,
-            result.reject_reason,
-            result.seq,
-            result.epoch,
-        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            recorded = await conn.fetchval(
+                """INSERT INTO funding_results (funding_id, status, reject_reason, seq, epoch)
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT (funding_id) DO NOTHING
+                   RETURNING 1""",
+                req.funding_id,
+                result.status,
+                result.reject_reason,
+                result.seq,
+                result.epoch,
+            )
+            if recorded and result.status == "rejected" and self.on_refused is not None:
+                await self.on_refused(conn, req)
         return result
 
     async def resend_pending(self) -> int:

@@ -3,7 +3,7 @@
 Checks (endpoint and periodic job):
 - `asset_sums_zero`: postings of every asset sum to zero (double entry, over all time);
 - `balances_sum_zero`: so do the materialized balances;
-- `no_negative_balances`: no available or hold below zero, except system accounts
+- `no_negative_balances`: no available, hold or wallet below zero, except system accounts
   (counterparties such as `@external`, and the fee account);
 - `holds_consistent`: each account's hold equals the sum of its per-market holds;
 - `holds_match_reservations`: per market with a matcher, the ledger's holds equal what the
@@ -205,13 +205,15 @@ async def _repair(
 ) -> None:
     if balance_diffs:
         await conn.execute(
-            """UPDATE balances b SET available = d.a, hold = d.h, version = b.version + 1,
-                                     updated_at = now()
-                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d(id, a, h)
+            """UPDATE balances b SET available = d.a, hold = d.h, wallet = d.w,
+                                     version = b.version + 1, updated_at = now()
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
+                      AS d(id, a, h, w)
                 WHERE b.account_id = d.id""",
             [d["account_id"] for d in balance_diffs],
             [d["rebuilt_available"] for d in balance_diffs],
             [d["rebuilt_hold"] for d in balance_diffs],
+            [d["rebuilt_wallet"] for d in balance_diffs],
         )
     if hold_diffs:
         await conn.execute(
@@ -228,14 +230,14 @@ _POSTING_SUMS = """
 SELECT asset, sum(amount)::text AS total FROM postings GROUP BY asset HAVING sum(amount) <> 0
 """
 _BALANCE_SUMS = """
-SELECT a.asset, sum(b.available + b.hold)::text AS total
+SELECT a.asset, sum(b.available::numeric + b.hold + b.wallet)::text AS total
   FROM balances b JOIN accounts a ON a.id = b.account_id
- GROUP BY a.asset HAVING sum(b.available + b.hold) <> 0
+ GROUP BY a.asset HAVING sum(b.available::numeric + b.hold + b.wallet) <> 0
 """
 _NEGATIVE = """
-SELECT a.owner AS account, a.asset, b.available, b.hold
+SELECT a.owner AS account, a.asset, b.available, b.hold, b.wallet
   FROM balances b JOIN accounts a ON a.id = b.account_id
- WHERE NOT a.system AND (b.available < 0 OR b.hold < 0)
+ WHERE NOT a.system AND (b.available < 0 OR b.hold < 0 OR b.wallet < 0)
  ORDER BY a.owner, a.asset
 """
 _HOLDS_SPLIT = """
@@ -254,16 +256,20 @@ _REBUILD_BALANCES = """
 WITH p AS (
     SELECT account_id,
            coalesce(sum(amount) FILTER (WHERE bucket = 'available'), 0)::bigint AS a,
-           coalesce(sum(amount) FILTER (WHERE bucket = 'hold'), 0)::bigint AS h
+           coalesce(sum(amount) FILTER (WHERE bucket = 'hold'), 0)::bigint AS h,
+           coalesce(sum(amount) FILTER (WHERE bucket = 'wallet'), 0)::bigint AS w
       FROM postings GROUP BY account_id
 )
 SELECT acc.id AS account_id, acc.owner AS account, acc.asset,
        coalesce(p.a, 0) AS rebuilt_available, coalesce(p.h, 0) AS rebuilt_hold,
-       b.available AS materialized_available, b.hold AS materialized_hold
+       coalesce(p.w, 0) AS rebuilt_wallet,
+       b.available AS materialized_available, b.hold AS materialized_hold,
+       b.wallet AS materialized_wallet
   FROM accounts acc
   JOIN balances b ON b.account_id = acc.id
   LEFT JOIN p ON p.account_id = acc.id
  WHERE coalesce(p.a, 0) <> b.available OR coalesce(p.h, 0) <> b.hold
+    OR coalesce(p.w, 0) <> b.wallet
  ORDER BY acc.owner, acc.asset
 """
 _REBUILD_HOLDS = """

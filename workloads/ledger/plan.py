@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from workloads.ledger.cursor import Cursor, Verdict, classify
-from workloads.ledger.rules import HOLD, Entry, Incoming
+from workloads.ledger.rules import AVAILABLE, HOLD, Entry, Incoming
 
 Posting = tuple[int, int, int, str, str, int]  # tx_id, line, account_id, asset, bucket, amount
 JournalRow = tuple[int, str, str, str, int, int, str | None, str | None, int]
@@ -37,6 +37,7 @@ class Rows(NamedTuple):
     available: dict[int, int]  # account id -> available delta
     hold: dict[int, int]  # account id -> hold delta
     holds: dict[str, dict[int, int]]  # market -> account id -> hold delta
+    wallet: dict[int, int]  # account id -> wallet delta (transfers only: never in a plan)
 
 
 class Plan(NamedTuple):
@@ -67,6 +68,7 @@ def rows(
     available: dict[int, int] = {}
     hold: dict[int, int] = {}
     holds: dict[str, dict[int, int]] = {}
+    wallet: dict[int, int] = {}
     for entry, tx in zip(entries, tx_ids, strict=True):
         reference, kind, market, seq, epoch, occurred_at, lines, trade_id, correction_id, _ = entry
         add_entry((tx, kind, reference, market, seq, epoch, trade_id, correction_id, occurred_at))
@@ -81,9 +83,11 @@ def rows(
                 if market_holds is None:
                     market_holds = holds[market] = {}
                 market_holds[account] = market_holds.get(account, 0) + amount
-            else:
+            elif bucket == AVAILABLE:
                 available[account] = available.get(account, 0) + amount
-    return Rows(journal, postings, available, hold, holds)
+            else:
+                wallet[account] = wallet.get(account, 0) + amount
+    return Rows(journal, postings, available, hold, holds, wallet)
 
 
 def plan(
@@ -141,6 +145,8 @@ def plan(
         written = rows(entries, tx_ids, ids)
     except KeyError:
         return None  # a new account: created on the full path
+    if written.wallet:
+        return None  # wallet postings come from transfers, which the full path books
     for position, tx in zip(positions, tx_ids, strict=True):
         outcomes[position] = Outcome(Verdict.APPLY, tx)
     before = {market: cursors[market] for market in state}

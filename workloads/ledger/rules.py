@@ -14,7 +14,10 @@ ledger's balances equal the matcher's in-memory risk balances:
   hold drops by base; the buyer receives base - buyer_fee, the seller quote - seller_fee;
   the fees go to the fee account.
 - FundsCredited / FundsDebited: the account's available changes against a system
-  counterparty (`@external` for deposits and withdrawals, `@corrections` for corrections).
+  counterparty (`@external` for deposits and withdrawals, `@corrections` for corrections),
+  or, for a transfer between the account's wallet and the market, against `@transfers`
+  (into the market: the wallet's side was booked when the transfer was asked) or against
+  the account's own wallet bucket (out of the market).
 - Everything else (rejections, mode and epoch changes, mass-cancel summaries) moves no
   money, but still advances the market's applied seq.
 
@@ -29,10 +32,12 @@ from typing import Any, NamedTuple
 
 from contracts.v1 import events_pb2
 
-AVAILABLE = "available"
-HOLD = "hold"
+AVAILABLE = "available"  # allocated to markets (the matchers' available), summed
+HOLD = "hold"  # held by open orders, summed over markets
+WALLET = "wallet"  # the account's own, in no market: no matcher knows of it
 EXTERNAL = "@external"
 CORRECTIONS = "@corrections"
+TRANSFERS = "@transfers"  # funds on their way from a wallet into a market
 CORRECTION_FUNDING_PREFIX = "corr."
 
 KIND_RESERVE = "reserve"
@@ -40,6 +45,9 @@ KIND_RELEASE = "release"
 KIND_TRADE = "trade"
 KIND_FUNDING = "funding"
 KIND_CORRECTION = "correction"
+KIND_DEPOSIT = "deposit"
+KIND_WITHDRAWAL = "withdrawal"
+KIND_TRANSFER = "transfer"
 
 
 Line = tuple[str, str, str, int]
@@ -51,7 +59,7 @@ class Posting(NamedTuple):
 
     owner: str
     asset: str
-    bucket: str  # AVAILABLE or HOLD
+    bucket: str  # AVAILABLE, HOLD or WALLET
     amount: int  # signed minor units, never 0
 
 
@@ -87,8 +95,9 @@ class FundingOrigin(NamedTuple):
     """Who is on the other side of a funding event, from the ledger's funding request."""
 
     counterparty: str
-    kind: str  # KIND_FUNDING or KIND_CORRECTION
+    kind: str  # KIND_FUNDING, KIND_CORRECTION or KIND_TRANSFER
     correction_id: str | None
+    bucket: str = AVAILABLE  # the counterparty's (WALLET: a transfer out of the market)
 
 
 DEFAULT_ORIGIN = FundingOrigin(EXTERNAL, KIND_FUNDING, None)
@@ -215,11 +224,11 @@ def funding_entry(
 
 def with_origin(entry: Entry, origin: FundingOrigin) -> Entry:
     """A funding entry re-pointed at its real counterparty (and correction, if any)."""
-    account, (_, asset, bucket, amount) = entry.postings
+    account, (_, asset, _, amount) = entry.postings
     return entry._replace(
         kind=origin.kind,
         correction_id=origin.correction_id,
-        postings=(account, (origin.counterparty, asset, bucket, amount)),
+        postings=(account, (origin.counterparty, asset, origin.bucket, amount)),
     )
 
 

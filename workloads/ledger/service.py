@@ -28,6 +28,7 @@ from workloads.ledger.invariants import Invariants
 from workloads.ledger.matchers import MatcherClients
 from workloads.ledger.reconciler import Reconciler, run_guard
 from workloads.ledger.settings import LedgerSettings
+from workloads.ledger.wallets import Wallets
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Ledger:
     reconciler: Reconciler
     funding: Funding
     corrections: Corrections
+    wallets: Wallets
     tracer: Tracer
     tracer_provider: TracerProvider | None = None
     consumer: SettlementConsumer | None = None
@@ -70,6 +72,7 @@ class Ledger:
         await reconciler.load()
         funding = Funding(pool, matchers, settings.funding_retry_ms)
         corrections = Corrections(pool, funding, settings.markets, settings.fee_account)
+        wallets = Wallets(pool, funding, settings.fee_account)
         ledger = cls(
             settings,
             pool,
@@ -79,6 +82,7 @@ class Ledger:
             reconciler,
             funding,
             corrections,
+            wallets,
             tracer,
             provider,
             revision=revision,

@@ -85,8 +85,12 @@ RETURNING id, reference
 """
 _POSTING_COLUMNS = ("tx_id", "line", "account_id", "asset", "bucket", "amount")
 _ORIGINS = """
-SELECT funding_id, counterparty, origin, correction_id
+SELECT funding_id, counterparty, origin, direction, correction_id
   FROM funding_requests WHERE funding_id = ANY($1::text[])
+"""
+_WALLET_DELTAS = """
+UPDATE balances b SET wallet = b.wallet + d.w, version = b.version + 1, updated_at = now()
+  FROM unnest($1::bigint[], $2::bigint[]) AS d(id, w) WHERE b.account_id = d.id
 """
 _PARK = """
 INSERT INTO parked_events (market, seq, idx, event_id, payload)
@@ -288,7 +292,7 @@ async def apply_batch(
         gaps = [m for m in markets if not before[m].stalled and cursors[m].stalled]
 
         entries = [item.entry for _, item in accepted if item.entry is not None]
-        tx_ids, new_accounts, postings, next_id = await _book(conn, entries, accounts)
+        tx_ids, new_accounts, postings, next_id = await book(conn, entries, accounts)
         for i, item in accepted:
             tx = tx_ids.get(item.entry.reference) if item.entry is not None else None
             verdict = Verdict.DUPLICATE if item.entry is not None and tx is None else Verdict.APPLY
@@ -361,7 +365,7 @@ async def _drain(
     cursors[market] = cursor if remaining else cursor.unstall()
 
 
-async def _book(
+async def book(
     conn: asyncpg.Connection, entries: list[Entry], accounts: AccountCache
 ) -> tuple[dict[str, int], dict[tuple[str, str], int], int, int]:
     """Write the journal rows, postings and balance deltas of `entries`.
@@ -404,20 +408,15 @@ async def _write(conn: asyncpg.Connection, written: Rows) -> None:
         return
     await conn.copy_records_to_table("postings", records=written.postings, columns=_POSTING_COLUMNS)
     await conn.execute(_AFTER_BATCH, *_delta_columns(written), *_cursor_columns([]))
+    if written.wallet:
+        await conn.execute(_WALLET_DELTAS, list(written.wallet), list(written.wallet.values()))
 
 
 async def _with_origins(
     conn: asyncpg.Connection, entries: list[Entry], funding_ids: list[str]
 ) -> list[Entry]:
     """Re-point funding entries at the counterparty of the ledger's own funding request."""
-    origins = {
-        r["funding_id"]: FundingOrigin(
-            r["counterparty"],
-            rules.KIND_CORRECTION if r["origin"] == "correction" else rules.KIND_FUNDING,
-            r["correction_id"],
-        )
-        for r in await conn.fetch(_ORIGINS, funding_ids)
-    }
+    origins = {r["funding_id"]: origin_of(r) for r in await conn.fetch(_ORIGINS, funding_ids)}
     if not origins:
         return entries
     out: list[Entry] = []
@@ -425,3 +424,16 @@ async def _with_origins(
         origin = origins.get(e.funding_id) if e.funding_id else None
         out.append(rules.with_origin(e, origin) if origin is not None else e)
     return out
+
+
+def origin_of(request: Any) -> FundingOrigin:
+    """The other side of a funding request's event. A transfer into a market settles
+    against `@transfers` (its wallet side was booked when it was asked); one out of a market
+    lands in the account's own wallet."""
+    origin = request["origin"]
+    if origin == "transfer":
+        if request["direction"] == "debit":
+            return FundingOrigin(request["counterparty"], rules.KIND_TRANSFER, None, rules.WALLET)
+        return FundingOrigin(request["counterparty"], rules.KIND_TRANSFER, None)
+    kind = rules.KIND_CORRECTION if origin == "correction" else rules.KIND_FUNDING
+    return FundingOrigin(request["counterparty"], kind, request["correction_id"])

@@ -16,12 +16,12 @@ from workloads.ledger.reconciler import LatchRefused
 MAX_WAIT_MS = 30_000
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def read_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     return payloads.parse_json(raw) if raw.strip() else {}
 
 
-def _wait(body: dict[str, Any]) -> float:
+def wait_seconds(body: dict[str, Any]) -> float:
     value = body.get("wait_ms", 0)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WAIT_MS:
         raise ApiError(Code.INVALID_FIELD, f"wait_ms must be an integer from 0 to {MAX_WAIT_MS}")
@@ -39,7 +39,7 @@ async def balances(request: web.Request) -> web.Response:
     if asset is not None and not payloads.ASSET.match(asset):
         raise ApiError(Code.INVALID_FIELD, "asset is not a valid asset code")
     rows = await request.app[LEDGER].pool.fetch(
-        """SELECT a.owner, a.asset, a.system, b.available, b.hold, b.version
+        """SELECT a.owner, a.asset, a.system, b.available, b.hold, b.wallet, b.version
              FROM balances b JOIN accounts a ON a.id = b.account_id
             WHERE ($1::text IS NULL OR a.owner = $1) AND ($2::text IS NULL OR a.asset = $2)
             ORDER BY a.owner, a.asset LIMIT 10000""",
@@ -57,6 +57,7 @@ async def balances(request: web.Request) -> web.Response:
                     "asset": r["asset"],
                     "available": str(r["available"]),
                     "hold": str(r["hold"]),
+                    "wallet": str(r["wallet"]),
                     "version": r["version"],
                     "system": r["system"],
                 }
@@ -73,7 +74,7 @@ async def adjustment(request: web.Request) -> web.Response:
     202 with the matcher's answer; with `wait_ms`, the reply waits until the ledger has
     booked it (`booked` and `journal_id`)."""
     ledger = request.app[LEDGER]
-    body = await _body(request)
+    body = await read_body(request)
     payloads.only(
         body,
         {"adjustment_id", "symbol", "account", "asset", "amount", "direction", "reason", "wait_ms"},
@@ -89,7 +90,7 @@ async def adjustment(request: web.Request) -> web.Response:
     reason = body.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 500:
         raise ApiError(Code.INVALID_FIELD, "reason must be a string of at most 500 characters")
-    wait = _wait(body)
+    wait = wait_seconds(body)
     if not ledger.matchers.has(market.symbol):
         raise ApiError(Code.NO_MATCHER, f"{market.symbol} has no matcher target to fund")
     request_ = FundingRequest(
@@ -126,7 +127,7 @@ async def adjustment(request: web.Request) -> web.Response:
 
 
 async def rebuild(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await read_body(request)
     payloads.only(body, {"repair"})
     report = await request.app[LEDGER].invariants.rebuild(payloads.flag(body, "repair"))
     return web.json_response(report)
@@ -195,7 +196,7 @@ MAX_MS = 1 << 43
 """Epoch milliseconds beyond any real time whose nanoseconds still fit a bigint."""
 
 
-def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
@@ -215,10 +216,10 @@ async def account_trades(request: web.Request) -> web.Response:
     symbol = request.query.get("symbol")
     if symbol is not None and not payloads.NAME.match(symbol):
         raise ApiError(Code.INVALID_FIELD, "symbol is not a valid market name")
-    limit = _query_int(request, "limit", 100, 1, MAX_TRADES_PAGE)
-    start = _query_int(request, "from", 0, 0, MAX_MS) * 1_000_000
-    end = _query_int(request, "to", MAX_MS, 0, MAX_MS) * 1_000_000
-    before = _query_int(request, "before", 1 << 62, 1, 1 << 62)
+    limit = query_int(request, "limit", 100, 1, MAX_TRADES_PAGE)
+    start = query_int(request, "from", 0, 0, MAX_MS) * 1_000_000
+    end = query_int(request, "to", MAX_MS, 0, MAX_MS) * 1_000_000
+    before = query_int(request, "before", 1 << 62, 1, 1 << 62)
     pool = request.app[LEDGER].pool
     rows = await pool.fetch(
         """SELECT DISTINCT j.id, j.market, j.seq, j.trade_id, j.occurred_at
@@ -344,7 +345,7 @@ async def consumer_status(request: web.Request) -> web.Response:
 
 async def correction_request(request: web.Request) -> web.Response:
     admin = admin_name(request)
-    result = await request.app[LEDGER].corrections.request(admin, await _body(request))
+    result = await request.app[LEDGER].corrections.request(admin, await read_body(request))
     return web.json_response(result, status=201)
 
 
@@ -356,10 +357,10 @@ async def correction_approve(request: web.Request) -> web.Response:
 
 async def correction_apply(request: web.Request) -> web.Response:
     admin = admin_name(request)
-    body = await _body(request)
+    body = await read_body(request)
     payloads.only(body, {"wait_ms"})
     corrections = request.app[LEDGER].corrections
-    result = await corrections.apply(request.match_info["id"], admin, _wait(body) or 5.0)
+    result = await corrections.apply(request.match_info["id"], admin, wait_seconds(body) or 5.0)
     return web.json_response(result)
 
 

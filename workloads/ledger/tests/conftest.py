@@ -152,6 +152,10 @@ class Desk:
         response = await self.client.post(path, json=body, headers=headers(admin))
         return response.status, await response.json()
 
+    async def get(self, path: str, admin: str = "alice") -> tuple[int, Any]:
+        response = await self.client.get(path, headers=headers(admin))
+        return response.status, await response.json()
+
     async def balance(self, account: str, asset: str) -> tuple[int, int]:
         row = await self.ledger.pool.fetchrow(
             """SELECT b.available, b.hold FROM balances b JOIN accounts a ON a.id = b.account_id
