@@ -32,10 +32,12 @@ from typing import Protocol
 # from `asyncio.to_thread` (a short-lived worker) does not die with that worker.
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
 
-# A daemon (die_with_parent off: `make cluster-up`'s host services) outlives its launcher by
-# design. Its Popen is kept here for the launcher's life, because a collected Popen of a
-# running child warns (ResourceWarning), and tests turn warnings into errors.
-_DAEMONS: list[subprocess.Popen[bytes]] = []
+# Every child started here, until it is stopped and reaped: a Popen collected while its
+# child runs, or before it was reaped, warns (ResourceWarning) at whatever moment the
+# garbage collector runs, and tests turn warnings into errors. A daemon (die_with_parent
+# off: `make cluster-up`'s host services) outlives its launcher by design and stays here.
+# What is left at the end of a test session is reported (`leftovers`).
+_CHILDREN: dict[int, tuple[str, subprocess.Popen[bytes], bool]] = {}  # pid -> name, popen, daemon
 
 # Ports this process has handed out: the kernel picks a free port at random and may pick
 # the same one twice in a row, and two parts given one port answer each other's readiness
@@ -115,8 +117,7 @@ class ManagedProcess:
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.popen = _SPAWNER.submit(self._spawn).result()
-        if not self.die_with_parent:
-            _DAEMONS.append(self.popen)
+        _CHILDREN[self.popen.pid] = (self.name, self.popen, not self.die_with_parent)
         self.pid_path.write_text(str(self.popen.pid))
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -175,6 +176,7 @@ class ManagedProcess:
                 _signal_group(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(5)
         _signal_group(self.popen.pid, signal.SIGKILL)  # stray children of the group
+        _CHILDREN.pop(self.popen.pid, None)
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
 
@@ -183,6 +185,7 @@ class ManagedProcess:
         if self.popen is not None and self.popen.poll() is None:
             _signal_group(self.popen.pid, signal.SIGKILL)
             self.popen.wait(5)
+            _CHILDREN.pop(self.popen.pid, None)
 
     def signal(self, sig: signal.Signals) -> None:
         """Send `sig` to the whole process group (SIGSTOP/SIGCONT: freeze drills)."""
@@ -214,8 +217,21 @@ def stop_from_pid_files(run_dir: Path) -> list[str]:
         _signal_group(pid, signal.SIGKILL)
         pid_file.unlink(missing_ok=True)
         stopped.append(pid_file.stem)
-    _DAEMONS[:] = [daemon for daemon in _DAEMONS if daemon.poll() is None]  # reap the stopped
+    _reap()
     return stopped
+
+
+def _reap() -> None:
+    """Forget the children that have exited (polling reaps them)."""
+    for pid, (_, popen, _) in list(_CHILDREN.items()):
+        if popen.poll() is not None:
+            del _CHILDREN[pid]
+
+
+def leftovers() -> list[str]:
+    """Children (not daemons) still running: started and never stopped."""
+    _reap()
+    return [f"{name} (pid {pid})" for pid, (name, _, daemon) in _CHILDREN.items() if not daemon]
 
 
 def _exists(pid: int) -> bool:

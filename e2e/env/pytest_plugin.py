@@ -39,7 +39,7 @@ from e2e.env import (
     s3,
     target,
 )
-from e2e.env.process import free_port, wait_until
+from e2e.env.process import free_port, leftovers, wait_until
 
 TIERS = ("unit", "integration", "e2e")
 CLUSTER_FIXTURES = ("local_cluster", "cluster_namespace", "cluster_services", "kube_target")
@@ -64,6 +64,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             f"tests on the local cluster without the `cluster` marker: {on_cluster}"
         )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the processes tests started and never stopped (they die with this one)."""
+    left = leftovers()
+    if left:
+        terminalreporter.write_line(f"processes started by tests and never stopped: {left}")
 
 
 def unique_name(prefix: str) -> str:
