@@ -375,7 +375,9 @@ async def test_a_frozen_leader_resumes_silent_and_an_old_epoch_event_is_refused(
     venue.markets("after SIGSTOP past the lease and SIGCONT")
     assert run.placed_while_frozen == 503  # the gateway's deadline, never an acceptance
     assert run.new_epoch == run.epoch + 1
-    assert run.market["status"]["lastFailover"]["reason"] == "LeaderReplaced"  # the standby
+    # The standby takes the expired lease (LeaderReplaced); on a loaded machine the operator
+    # may fence the frozen leader first, a timeout later (LeaderFenced). Both end the epoch.
+    assert run.market["status"]["lastFailover"]["reason"] in ("LeaderReplaced", "LeaderFenced")
     assert run.placed_after is not None and run.placed_after.epoch == run.new_epoch
     assert run.published_after_freeze == 0  # nothing published under the old epoch after it
     assert run.stale_counted >= 1  # the hand-written old-epoch event: refused and counted
