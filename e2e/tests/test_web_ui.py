@@ -1,7 +1,8 @@
 """The web UI in a real headless Chromium (Debian's, driven by Playwright) against `make up`'s
 venue on free ports: two traders in two browser contexts sign up, are funded, place crossing
 orders from the form, and each sees the fill in open orders, fills (under the ledger's trade
-id), balances, the tape and the chart; a refused order shows its code; a gateway restart drops
+id), balances, the tape and the chart; a transfer back to the wallet shows in the balances'
+Wallet column; a refused order shows its code; a gateway restart drops
 the WebSocket and the page recovers; a SafetyMode (CANCEL_ONLY) disables the form.
 
 Screenshots of the main page are kept as artifacts in `.run/artifacts/web-ui/` (the run
@@ -138,6 +139,20 @@ async def test_two_traders_trade_from_the_browser_and_see_the_fill_everywhere(
     balances = bob.get_by_role("table", name="Balances", exact=True)
     await expect(balances.get_by_role("row", name=re.compile(r"^BTC 1\.010* "))).to_have_count(1)
     await alice.screenshot(path=str(ARTIFACTS / "market.png"), full_page=True)
+
+    # One balance per asset: bob moves 100 USDT from the market back to his wallet; the
+    # Balances table shows it in the Wallet column, the total unchanged.
+    transfer = bob.get_by_label("Transfer form")
+    await transfer.get_by_label("Asset").select_option("USDT")
+    await transfer.get_by_label("Amount").fill("100")
+    await transfer.get_by_label("Direction").select_option("to_wallet")
+    await transfer.get_by_role("button", name="Transfer", exact=True).click()
+    await expect(bob.get_by_test_id("transfer-done")).to_have_text(
+        "100.000000 USDT to the wallet: accepted"
+    )
+    await expect(
+        balances.get_by_role("row", name=re.compile(r"^USDT 99,300\.0+ 0\.0+ 100\.0+ 99,400\.0+$"))
+    ).to_have_count(1, timeout=15_000)
 
     # A refusal shows the API's code.
     await place(bob, "BUY", "60000.00", "10.0000")  # 600,000 USDT: more than bob has

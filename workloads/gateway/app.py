@@ -22,6 +22,7 @@ from workloads.gateway import (
     views_auth,
     views_market,
     views_orders,
+    views_transfers,
     webui,
 )
 from workloads.gateway.core import Core
@@ -185,6 +186,7 @@ def init_app(
     router.add_get("/openapi.json", openapi)
     views_auth.add_routes(router)
     views_account.add_routes(router)
+    views_transfers.add_routes(router)
     views_orders.add_routes(router)
     views_market.add_routes(router)
     if settings.smoke_routes:  # test-only; without it the route does not exist (404)

@@ -34,6 +34,7 @@ class Code(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNKNOWN_MARKET = "unknown_market"
     ORDER_NOT_FOUND = "order_not_found"
+    TRANSFER_NOT_FOUND = "transfer_not_found"
     # authentication and abuse
     MISSING_CREDENTIALS = "missing_credentials"
     INVALID_TIMESTAMP = "invalid_timestamp"
@@ -70,6 +71,7 @@ STATUS: dict[str, int] = {
     Code.METHOD_NOT_ALLOWED: 405,
     Code.UNKNOWN_MARKET: 404,
     Code.ORDER_NOT_FOUND: 404,
+    Code.TRANSFER_NOT_FOUND: 404,
     Code.MISSING_CREDENTIALS: 401,
     Code.INVALID_TIMESTAMP: 401,
     Code.STALE_TIMESTAMP: 401,
@@ -112,6 +114,7 @@ REJECT_STATUS: dict[str, int] = {
     "unknown_market": 404,
     "order_not_found": 404,
     "rate_limited": 429,
+    "insufficient_funds": 409,  # a transfer the wallet cannot cover (orders: sequenced, 200)
     "market_cancel_only": 409,
     "market_soft_halt": 409,
     "market_hard_halt": 409,

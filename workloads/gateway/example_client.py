@@ -2,9 +2,10 @@
 
 Shows the whole signing recipe in a few lines (see `signed_headers` in client.py):
 X-SIGNATURE = hex HMAC-SHA256(secret, METHOD + "\\n" + PATH + "\\n" + X-TS + "\\n" + BODY).
-With `--ledger URL` it first deposits through the ledger (which funds the matcher and books
-the deposit), as in `make up`; `--fund host:port` credits the matcher directly instead (a
-shortcut for a stack without a ledger).
+With `--ledger URL` it first deposits into the account's wallet at the ledger, then moves the
+funds into the market with a signed `POST /v1/account/transfers` (the ledger funds the
+matcher and books both), as in `make up`; `--fund host:port` credits the matcher directly
+instead (a shortcut for a stack without a ledger).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import json
 import uuid
+from decimal import Decimal
 
 import aiohttp
 import grpc
@@ -37,33 +39,58 @@ async def fund(matcher: str, account: str, symbol: str) -> None:
             )
 
 
-async def deposit(http: aiohttp.ClientSession, ledger: str, account: str, symbol: str) -> None:
-    base, _, quote = symbol.partition("-")
-    for asset, amount in ((base, 10**8), (quote, 10**11)):
+FUNDS = ((0, 10**8), (1, 10**11))
+"""Minor units of the market's (base, quote) assets to deposit: 1 BTC, 100,000 USDT."""
+
+
+async def deposit(
+    http: aiohttp.ClientSession, ledger: str, token: str, account: str, symbol: str
+) -> None:
+    """Credits the account's wallet at the ledger: in no market yet (see `allocate`)."""
+    assets = symbol.split("-", 1)
+    headers = {"X-Admin-Token": token} if token else {}
+    for index, amount in FUNDS:
         body = {
-            "adjustment_id": f"ex-{uuid.uuid4().hex[:16]}",
-            "symbol": symbol,
+            "deposit_id": f"ex-{uuid.uuid4().hex[:16]}",
             "account": account,
-            "asset": asset,
-            "amount": amount,
-            "direction": "credit",
-            "reason": "example client deposit",
-            "wait_ms": 10_000,
+            "asset": assets[index],
+            "amount": str(amount),
         }
-        async with http.post(f"{ledger}/v1/admin/adjustments", json=body) as response:
-            print(f"deposit {asset}:", response.status, await response.text())
+        async with http.post(f"{ledger}/v1/admin/deposits", json=body, headers=headers) as response:
+            print(f"deposit {assets[index]} to the wallet:", response.status, await response.text())
+
+
+async def allocate(client: GatewayClient, symbol: str) -> None:
+    """Moves the deposit from the wallet into the market: the trader's own signed request."""
+    markets = await client.call("GET", "/v1/markets", sign_request=False)
+    (market,) = [m for m in markets.body["markets"] if m["symbol"] == symbol]
+    for index, amount in FUNDS:
+        asset = (market["base_asset"], market["quote_asset"])[index]
+        places = (market["base_decimals"], market["quote_decimals"])[index]
+        body = {
+            "symbol": symbol,
+            "asset": asset,
+            "amount": format(Decimal(amount).scaleb(-places), "f"),
+            "direction": "to_market",
+        }
+        moved = await client.call(
+            "POST", "/v1/account/transfers", body, idempotency_key=uuid.uuid4().hex
+        )
+        print(f"transfer {asset} to {symbol}:", moved.status, json.dumps(moved.body))
 
 
 async def main(args: argparse.Namespace) -> None:
     async with aiohttp.ClientSession() as http:
         if args.deposit_to:  # a browser user's account (the web UI shows it): funds only
-            await deposit(http, args.ledger, args.deposit_to, args.symbol)
+            await deposit(http, args.ledger, args.ledger_token, args.deposit_to, args.symbol)
+            print("in the wallet: move it into a market with the market page's Transfer form")
             return
         client = GatewayClient(http, args.url, api_key=args.key, secret=args.secret)
         me = await client.call("GET", "/v1/auth/me")
         print("me:", me.status, json.dumps(me.body))
         if args.ledger:
-            await deposit(http, args.ledger, me.body["account"], args.symbol)
+            await deposit(http, args.ledger, args.ledger_token, me.body["account"], args.symbol)
+            await allocate(client, args.symbol)
         elif args.fund:
             await fund(args.fund, me.body["account"], args.symbol)
         order = {
@@ -92,7 +119,10 @@ def cli() -> None:
     parser.add_argument("--side", default="BUY", choices=("BUY", "SELL"))
     parser.add_argument("--price", default="60000.00")
     parser.add_argument("--quantity", default="0.0100")
-    parser.add_argument("--ledger", default="", help="ledger URL to deposit through first")
+    parser.add_argument(
+        "--ledger", default="", help="ledger URL to deposit through first (into the wallet)"
+    )
+    parser.add_argument("--ledger-token", default="", help="an admin token of the ledger, if any")
     parser.add_argument("--fund", default="", help="matcher host:port to credit directly")
     parser.add_argument(
         "--deposit-to", default="", help="with --ledger: only deposit to this account, then exit"

@@ -157,12 +157,17 @@ class Market:
         return int(units_f)
 
     def quote_units(self, text: object, field: str = "quote_budget") -> int:
+        return self.amount_units(self.quote_asset, text, field)
+
+    def amount_units(self, asset: str, text: object, field: str = "amount") -> int:
+        """An amount of `asset` (base or quote) in its minor units: positive and a whole
+        number of them (the asset's smallest unit is 10**-decimals)."""
+        places = self.asset_decimals(asset)
         value = _decimal(text, field, "invalid_amount")
-        units = value * 10**self.quote_decimals
+        units = value * 10**places
         if units <= 0 or units.denominator != 1 or units >= 2**62:
             raise NotRepresentable(
-                "invalid_amount",
-                f"{field} must be positive with at most {self.quote_decimals} decimals",
+                "invalid_amount", f"{field} must be positive with at most {places} decimals"
             )
         return int(units)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workloads.gateway.errors import documented_codes
+from workloads.gateway.wallet import DIRECTIONS
 
 INTERVAL_NAMES = ["1m", "5m", "15m", "1h", "4h", "1d", "1w"]
 """The candle intervals (as `workloads.history.queries.INTERVALS`)."""
@@ -179,11 +180,51 @@ BOOK = obj(
 BALANCE = obj(
     {
         "asset": STR,
-        "available": DEC,
-        "hold": DEC,
-        "total": DEC,
+        "wallet": {
+            **NDEC,
+            "description": "in the wallet, in no market (the ledger's); null when the ledger "
+            "cannot be read",
+        },
+        "available": {**DEC, "description": "available in the markets, summed"},
+        "hold": {**DEC, "description": "held by open orders in the markets, summed"},
+        "total": {**DEC, "description": "wallet + available + hold"},
         "markets": arr(obj({"symbol": STR, "available": DEC, "hold": DEC})),
     }
+)
+DIRECTION = {
+    "type": "string",
+    "enum": list(DIRECTIONS),
+    "description": "to_market: from the wallet into the market; to_wallet: back",
+}
+TRANSFER = obj(
+    {
+        "transfer_id": STR,
+        "symbol": STR,
+        "asset": STR,
+        "amount": DEC,
+        "direction": DIRECTION,
+        "status": {
+            "type": "string",
+            "enum": ["pending", "accepted", "rejected"],
+            "description": "pending until the market's matcher answered",
+        },
+        "reject_reason": {**NSTR, "description": "the matcher's code when rejected"},
+        "booked": {**BOOL, "description": "the ledger's journal holds it"},
+        "created_at": INT,
+    }
+)
+TRANSFER_REQUEST = obj(
+    {
+        "symbol": STR,
+        "asset": {**STR, "description": "the market's base or quote asset"},
+        "amount": {
+            "type": "string",
+            "pattern": r"^[0-9]+(\.[0-9]+)?$",
+            "description": "decimal string, a positive whole number of the asset's minor units",
+        },
+        "direction": DIRECTION,
+    },
+    extra=False,
 )
 ERROR = obj({"code": STR, "message": STR}, extra=True)
 
@@ -460,7 +501,8 @@ def document() -> dict[str, Any]:
         },
         "/v1/account/balances": {
             "get": op(
-                "balances per asset (matcher view)",
+                "balances per asset: the wallet (the ledger's) and what is available and held in "
+                "the markets (the matcher's view, with the per-market split)",
                 {
                     **ok(
                         obj(
@@ -479,7 +521,7 @@ def document() -> dict[str, Any]:
         },
         "/v1/account/portfolio": {
             "get": op(
-                "balances valued at last prices",
+                "balances (the markets' and the wallet's) valued at last prices",
                 {
                     **ok(
                         obj(
@@ -499,6 +541,11 @@ def document() -> dict[str, Any]:
                                     )
                                 ),
                                 "totals": {"type": "object", "additionalProperties": DEC},
+                                "wallet_included": {
+                                    **BOOL,
+                                    "description": "false: the ledger could not be read, the "
+                                    "wallet is left out",
+                                },
                                 "as_of_seq": {"type": "object", "additionalProperties": INT},
                             }
                         )
@@ -529,6 +576,48 @@ def document() -> dict[str, Any]:
                         "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
                     },
                 ],
+                tag="account",
+            )
+        },
+        "/v1/account/transfers": {
+            "post": op(
+                "move funds between the wallet and a market (through the ledger and the "
+                "market's matcher, exactly once); waits up to 5 s for the matcher, so the answer "
+                "is usually accepted or rejected, and booked. The transfer id derives from the "
+                "account and the Idempotency-Key: a retry is the same transfer",
+                {
+                    **ok(ref("Transfer"), 202, "the transfer as it stands"),
+                    **errors(400, 401, 404, 409, 429, 503),
+                },
+                secure=True,
+                idempotent=True,
+                body=TRANSFER_REQUEST,
+                tag="account",
+            ),
+            "get": op(
+                "the caller's transfers, newest first (`cursor`: a page's `next_cursor`)",
+                {
+                    **ok(obj({"transfers": arr(ref("Transfer")), "next_cursor": NSTR})),
+                    **errors(400, 401, 429, 503),
+                },
+                secure=True,
+                params=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                    },
+                    {"name": "cursor", "in": "query", "schema": STR},
+                ],
+                tag="account",
+            ),
+        },
+        "/v1/account/transfers/{transferId}": {
+            "get": op(
+                "one of the caller's transfers",
+                {**ok(ref("Transfer")), **errors(401, 404, 429, 503)},
+                secure=True,
+                params=[{"name": "transferId", "in": "path", "required": True, "schema": STR}],
                 tag="account",
             )
         },
@@ -757,6 +846,7 @@ def document() -> dict[str, Any]:
                 "Ticker": TICKER,
                 "Book": BOOK,
                 "Balance": BALANCE,
+                "Transfer": TRANSFER,
                 "Error": ERROR,
             },
             "securitySchemes": {

@@ -1,5 +1,5 @@
-"""Balances and portfolio, from the balance projection of the events topic; the trader's own
-fills from the ledger (the book of record)."""
+"""Balances and portfolio, from the balance projection of the events topic and the wallet at
+the ledger; the trader's own fills from the ledger (the book of record)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from workloads.gateway.jsonio import json_response
 from workloads.gateway.keys import LEDGER, PROJECTION
 from workloads.gateway.ledger import fill_json
 from workloads.gateway.queryargs import bounded, time_range
+from workloads.gateway.wallet import wallet_market, with_wallet
 
 MAX_FILLS_PAGE = 500
 
@@ -27,23 +28,37 @@ def as_of(request: web.Request) -> dict[str, int]:
 
 @policy("user")
 async def balances(request: web.Request) -> web.Response:
+    """Per asset: the wallet (the ledger's; null when it cannot be read), available and hold
+    in the markets (the projection's, with the per-market split) and their total."""
     who = principal(request)
-    rows = request.app[PROJECTION].balances.of(who.account)
+    projection = request.app[PROJECTION]
+    rows = projection.balances.of(who.account)
+    wallet = await request.app[LEDGER].wallet(who.account)
+    rows = with_wallet(rows, wallet, projection.markets)
     return json_response({"account": who.account, "balances": rows, "as_of_seq": as_of(request)})
 
 
 @policy("user")
 async def portfolio(request: web.Request) -> web.Response:
-    """Each asset valued in the quote asset of a market that trades it, at the last price."""
+    """Each asset valued in the quote asset of a market that trades it, at the last price:
+    what the markets hold (available and hold) and the wallet (valued through
+    `wallet_market`; left out, and `wallet_included` false, when the ledger cannot be read)."""
     who = principal(request)
     projection = request.app[PROJECTION]
     raw = projection.balances.raw(who.account)
+    wallet = await request.app[LEDGER].wallet(who.account)
+    holdings = [
+        (projection.markets[symbol], asset, available + hold)
+        for (symbol, asset), (available, hold) in sorted(raw.items())
+    ]
+    for asset, units in sorted((wallet or {}).items()):
+        market = wallet_market(projection.markets, asset)
+        if market is not None and units:
+            holdings.append((market, asset, units))
     assets: dict[str, dict[str, Any]] = {}
     totals: dict[str, int] = {}
-    for (symbol, asset), (available, hold) in sorted(raw.items()):
-        market = projection.markets[symbol]
-        data = projection.data[symbol]
-        amount = available + hold
+    for market, asset, amount in holdings:
+        data = projection.data[market.symbol]
         entry = assets.setdefault(asset, {"asset": asset, "units": 0, "market": market})
         entry["units"] += amount
         if asset == market.quote_asset:
@@ -78,6 +93,7 @@ async def portfolio(request: web.Request) -> web.Response:
             "account": who.account,
             "assets": out,
             "totals": {cur: _fmt(markets, cur, v) for cur, v in sorted(totals.items())},
+            "wallet_included": wallet is not None,
             "as_of_seq": as_of(request),
         }
     )

@@ -17,7 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase
 
 from workloads.gateway.client import encode, signed_headers
-from workloads.gateway.tests.conftest import StackFactory
+from workloads.gateway.tests.conftest import GATEWAY_LEDGER_TOKEN, StackFactory
 
 pytestmark = pytest.mark.e2e
 
@@ -114,6 +114,26 @@ def test_real_responses_conform_to_the_document(make_stack: StackFactory) -> Non
     check("/v1/orders", "DELETE", call("DELETE", "/v1/orders?symbol=BTC-USDT"), 200)
     check("/v1/orders", "DELETE", call("DELETE", "/v1/orders?symbol=NOPE"), 404)
     check("/v1/account/portfolio", "GET", call("GET", "/v1/account/portfolio"), 200)
+    assert stack.ledger is not None
+    deposited = requests.post(
+        f"{stack.ledger.url}/v1/admin/deposits",
+        json={"deposit_id": f"d-{uuid.uuid4().hex[:12]}", "account": user["account"],
+              "asset": "USDT", "amount": "5000000"},
+        headers={"X-Admin-Token": GATEWAY_LEDGER_TOKEN},
+    )  # fmt: skip
+    assert deposited.status_code == 201, deposited.text
+    path = "/v1/account/transfers"
+    move = {"symbol": "BTC-USDT", "asset": "USDT", "amount": "2.5", "direction": "to_market"}
+    moved = check(path, "POST", call("POST", path, move), 202)
+    check(path, "POST", call("POST", path, {**move, "amount": "9"}), 409)  # the wallet has 2.5
+    check(path, "POST", call("POST", path, {**move, "amount": "0.0000001"}), 400)
+    check(path, "POST", call("POST", path, {**move, "symbol": "NOPE"}), 404)
+    check(path, "GET", call("GET", path + "?limit=10"), 200)
+    check(path, "GET", call("GET", path + "?cursor=yesterday"), 400)
+    check(path + "/{transferId}", "GET", call("GET", f"{path}/{moved['transfer_id']}"), 200)
+    check(path + "/{transferId}", "GET", call("GET", f"{path}/tnope"), 404)
+    balances = check("/v1/account/balances", "GET", call("GET", "/v1/account/balances"), 200)
+    assert {b["asset"]: b["wallet"] for b in balances["balances"]}["USDT"] == "2.500000"
     for name in ("trades", "orderbook", "candles", "ticker"):
         route = f"/v1/markets/{{symbol}}/{name}"
         check(route, "GET", call("GET", f"/v1/markets/BTC-USDT/{name}", auth=""), 200)

@@ -22,6 +22,10 @@ import type {
   Ticker,
   TimeResponse,
   TradesResponse,
+  Transfer,
+  TransferRequest,
+  TransfersPage,
+  TransfersQuery,
 } from "./types";
 
 /** A refusal: the API's `{code, message}` (or `network_error` / `http_<status>`). */
@@ -182,6 +186,16 @@ export class Client {
   }
   cancelAll(symbol: string): Promise<CancelAllResponse> {
     return this.call("/v1/orders", { method: "DELETE", query: { symbol }, auth: true });
+  }
+
+  // ---------------------------------------------------------------- wallet
+
+  /** Moves funds between the wallet and a market (answered 202 once the matcher has, usually). */
+  transfer(request: TransferRequest): Promise<Transfer> {
+    return this.call("/v1/account/transfers", { method: "POST", body: request, auth: true });
+  }
+  transfers(query: TransfersQuery): Promise<TransfersPage> {
+    return this.call("/v1/account/transfers", { query, auth: true });
   }
 }
 

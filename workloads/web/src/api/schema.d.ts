@@ -129,7 +129,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** balances per asset (matcher view) */
+        /** balances per asset: the wallet (the ledger's) and what is available and held in the markets (the matcher's view, with the per-market split) */
         get: {
             parameters: {
                 query?: never;
@@ -189,7 +189,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** balances valued at last prices */
+        /** balances (the markets' and the wallet's) valued at last prices */
         get: {
             parameters: {
                 query?: never;
@@ -223,6 +223,8 @@ export interface paths {
                             totals: {
                                 [key: string]: string;
                             };
+                            /** @description false: the ledger could not be read, the wallet is left out */
+                            wallet_included: boolean;
                         };
                     };
                 };
@@ -296,6 +298,250 @@ export interface paths {
                     };
                     content: {
                         "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/account/transfers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** the caller's transfers, newest first (`cursor`: a page's `next_cursor`) */
+        get: {
+            parameters: {
+                query?: {
+                    cursor?: string;
+                    limit?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description ok */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            next_cursor: string | null;
+                            transfers: components["schemas"]["Transfer"][];
+                        };
+                    };
+                };
+                /** @description error */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** move funds between the wallet and a market (through the ledger and the market's matcher, exactly once); waits up to 5 s for the matcher, so the answer is usually accepted or rejected, and booked. The transfer id derives from the account and the Idempotency-Key: a retry is the same transfer */
+        post: {
+            parameters: {
+                query?: never;
+                header: {
+                    /** @description Required on POST and DELETE; same key + same request = same response. */
+                    "Idempotency-Key": string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description decimal string, a positive whole number of the asset's minor units */
+                        amount: string;
+                        /** @description the market's base or quote asset */
+                        asset: string;
+                        /**
+                         * @description to_market: from the wallet into the market; to_wallet: back
+                         * @enum {string}
+                         */
+                        direction: "to_market" | "to_wallet";
+                        symbol: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description the transfer as it stands */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Transfer"];
+                    };
+                };
+                /** @description error */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description error */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/account/transfers/{transferId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** one of the caller's transfers */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    transferId: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description ok */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Transfer"];
                     };
                 };
                 /** @description error */
@@ -1944,9 +2190,9 @@ export interface components {
         };
         Balance: {
             asset: string;
-            /** @description decimal string */
+            /** @description available in the markets, summed */
             available: string;
-            /** @description decimal string */
+            /** @description held by open orders in the markets, summed */
             hold: string;
             markets: {
                 /** @description decimal string */
@@ -1955,8 +2201,10 @@ export interface components {
                 hold: string;
                 symbol: string;
             }[];
-            /** @description decimal string */
+            /** @description wallet + available + hold */
             total: string;
+            /** @description in the wallet, in no market (the ledger's); null when the ledger cannot be read */
+            wallet: string | null;
         };
         Book: {
             asks: string[][];
@@ -2138,6 +2386,28 @@ export interface components {
             taker_side: "BUY" | "SELL";
             time: number;
             trade_id: string;
+        };
+        Transfer: {
+            /** @description decimal string */
+            amount: string;
+            asset: string;
+            /** @description the ledger's journal holds it */
+            booked: boolean;
+            created_at: number;
+            /**
+             * @description to_market: from the wallet into the market; to_wallet: back
+             * @enum {string}
+             */
+            direction: "to_market" | "to_wallet";
+            /** @description the matcher's code when rejected */
+            reject_reason: string | null;
+            /**
+             * @description pending until the market's matcher answered
+             * @enum {string}
+             */
+            status: "pending" | "accepted" | "rejected";
+            symbol: string;
+            transfer_id: string;
         };
     };
     responses: never;

@@ -13,6 +13,7 @@ export type Candle = Schemas["Candle"];
 export type Ticker = Schemas["Ticker"];
 export type BookSnapshot = Schemas["Book"];
 export type Balance = Schemas["Balance"];
+export type Transfer = Schemas["Transfer"];
 export type Market = Schemas["Market"];
 export type ApiErrorBody = Schemas["Error"];
 /** A mode from GET /v1/markets; the socket may name one this build does not know yet. */
@@ -44,11 +45,16 @@ export type MeResponse = Ok<"/v1/auth/me", "get">;
 export type ApiKeyCreated = Ok<"/v1/api-keys", "post">;
 export type ApiKeyList = Ok<"/v1/api-keys", "get">;
 export type BalancesResponse = Ok<"/v1/account/balances", "get">;
+export type TransfersPage = Ok<"/v1/account/transfers", "get">;
+export type TransfersQuery = QueryOf<"/v1/account/transfers", "get">;
 export type TradesResponse = Ok<"/v1/markets/{symbol}/trades", "get">;
 export type CandlesResponse = Ok<"/v1/markets/{symbol}/candles", "get">;
 
 type PlaceBody = NonNullable<paths["/v1/orders"]["post"]["requestBody"]>["content"];
 export type PlaceOrder = PlaceBody["application/json"];
+type TransferBody = NonNullable<paths["/v1/account/transfers"]["post"]["requestBody"]>["content"];
+export type TransferRequest = TransferBody["application/json"];
+export type TransferDirection = Transfer["direction"];
 
 export type Side = NonNullable<Order["side"]>;
 export type OrderType = NonNullable<Order["type"]>;

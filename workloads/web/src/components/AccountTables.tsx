@@ -1,10 +1,11 @@
-// The trader's tables: open orders (cancel, cancel all), order history, fills, balances.
+// The trader's tables: open orders (cancel, cancel all), order history, fills, balances,
+// transfers.
 import { useState } from "react";
 import type { ApiError } from "../api/client";
 import type { Balance, Market, OrderRow } from "../api/types";
 import { display } from "../lib/decimal";
 import { stamp, type Scales } from "../lib/format";
-import { useFills, useOrders, type PagedResource } from "../state/account";
+import { useFills, useOrders, useTransfers, type PagedResource } from "../state/account";
 import { ErrorText } from "./ErrorText";
 
 function More<T>({ resource }: { resource: PagedResource<T> }) {
@@ -206,7 +207,11 @@ export interface BalancesProps {
   places: Record<string, number>;
 }
 
+/** Per asset: available and held in the markets, the wallet (in no market), and the total of
+ * the three. A wallet the gateway could not read from the ledger shows as — (the total is
+ * then the markets' alone). */
 export function Balances({ balances, error, places }: BalancesProps) {
+  const unread = balances?.some((b) => b.wallet === null) ?? false;
   return (
     <section className="panel" aria-label="Balances panel">
       <header className="panel-head">
@@ -219,6 +224,7 @@ export function Balances({ balances, error, places }: BalancesProps) {
             <th scope="col">Asset</th>
             <th scope="col" className="num">Available</th>
             <th scope="col" className="num">Hold</th>
+            <th scope="col" className="num">Wallet</th>
             <th scope="col" className="num">Total</th>
           </tr>
         </thead>
@@ -228,12 +234,60 @@ export function Balances({ balances, error, places }: BalancesProps) {
               <th scope="row">{b.asset}</th>
               <td className="num">{display(b.available, places[b.asset])}</td>
               <td className="num">{display(b.hold, places[b.asset])}</td>
+              <td className="num">{display(b.wallet, places[b.asset])}</td>
               <td className="num">{display(b.total, places[b.asset])}</td>
             </tr>
           ))}
         </tbody>
       </table>
       {balances && balances.length === 0 && <p className="empty">No funds yet.</p>}
+      {unread && (
+        <p className="note" data-testid="wallet-unread">
+          The wallet cannot be read just now; totals are the markets' alone.
+        </p>
+      )}
+    </section>
+  );
+}
+
+export function Transfers({ places }: { places: Record<string, number> }) {
+  const transfers = useTransfers();
+  const rows = transfers.data?.items ?? [];
+  return (
+    <section className="panel" aria-label="Transfers panel">
+      <header className="panel-head">
+        <h2>Transfers</h2>
+      </header>
+      <ErrorText error={transfers.error} />
+      <table aria-label="Transfers">
+        <thead>
+          <tr>
+            <th scope="col">Time</th>
+            <th scope="col">Market</th>
+            <th scope="col">Direction</th>
+            <th scope="col" className="num">Amount</th>
+            <th scope="col">Status</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((t) => (
+            <tr key={t.transfer_id} data-transfer-id={t.transfer_id}>
+              <td>{stamp(t.created_at)}</td>
+              <td>{t.symbol}</td>
+              <td>{t.direction === "to_market" ? "to market" : "to wallet"}</td>
+              <td className="num">
+                {display(t.amount, places[t.asset])} {t.asset}
+              </td>
+              <td>
+                {t.status}
+                {t.reject_reason ? ` (${t.reject_reason})` : ""}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {rows.length === 0 && !transfers.loading && <p className="empty">No transfers yet.</p>}
+      <More resource={transfers} />
     </section>
   );
 }

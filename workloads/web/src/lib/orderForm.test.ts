@@ -119,9 +119,10 @@ describe("reserve", () => {
     const balances = [
       {
         asset: "USDT",
+        wallet: "100.000000",
         available: "50.000000",
         hold: "0",
-        total: "50.000000",
+        total: "150.000000",
         markets: [{ symbol: "BTC-USDT", available: "5.000000", hold: "0" }],
       },
     ];
@@ -132,6 +133,7 @@ describe("reserve", () => {
     expect(isShort({ asset: "USDT", amount: null }, "0")).toBe(false);
     expect(isShort({ asset: "USDT", amount: "1" }, null)).toBe(false); // balances not loaded
     expect(availableFor(balances, "BTC-USDT", "BTC")).toBe("0");
+    expect(availableFor(balances, "ETH-USDT", "USDT")).toBe("0"); // the wallet is no market
   });
 });
 

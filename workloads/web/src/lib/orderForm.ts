@@ -211,13 +211,11 @@ export function reserveOf(
   return { asset: rules.quote_asset, amount: format(quote) };
 }
 
-/** What this market's matcher has available of `asset` (balances are per market), or the
- * asset's total available when the answer does not split it; "0" for an asset not held. */
+/** What this market's matcher has available of `asset` (balances are per market): only the
+ * market's allocation counts, not the wallet or other markets; "0" for an asset not here. */
 export function availableFor(balances: readonly Balance[], symbol: string, asset: string): string {
   const row = balances.find((b) => b.asset === asset);
-  if (!row) return "0";
-  const inMarket = row.markets?.find((m) => m.symbol === symbol);
-  return inMarket ? inMarket.available : row.available;
+  return row?.markets.find((m) => m.symbol === symbol)?.available ?? "0";
 }
 
 /** Whether `available` falls short of the reserve (an unknown amount or balance never does). */

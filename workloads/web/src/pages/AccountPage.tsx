@@ -1,7 +1,7 @@
 import { useId, useState, type FormEvent } from "react";
 import type { ApiError } from "../api/client";
 import type { ApiKeyCreated } from "../api/types";
-import { Balances } from "../components/AccountTables";
+import { Balances, Transfers } from "../components/AccountTables";
 import { ErrorText } from "../components/ErrorText";
 import { stamp } from "../lib/format";
 import { href } from "../router";
@@ -137,6 +137,7 @@ export function AccountPage() {
       </p>
       <div className="account-grid">
         <Balances balances={balances.data?.balances} error={balances.error} places={places} />
+        <Transfers places={places} />
         <ApiKeys />
       </div>
     </main>

@@ -7,9 +7,10 @@ import { ErrorText } from "../components/ErrorText";
 import { OrderBook } from "../components/OrderBook";
 import { OrderForm } from "../components/OrderForm";
 import { TradeTape } from "../components/TradeTape";
+import { TransferForm } from "../components/TransferForm";
 import { display } from "../lib/decimal";
 import { scalesOf } from "../lib/format";
-import { useBalances } from "../state/account";
+import { useBalances, useTransfer } from "../state/account";
 import { useMarketMode, useMarkets, useTape } from "../state/market";
 import { useServices, useSession } from "../state/services";
 
@@ -35,6 +36,7 @@ function Trading({ market }: { market: Market }) {
   const { session } = useSession();
   const mode = useMarketMode(market.symbol, market.mode);
   const balances = useBalances();
+  const transfer = useTransfer();
   const tape = useTape(market.symbol);
   const last = tape.trades[0]?.price ?? market.last_price; // the tape is live, the catalogue polled
   const scales = useMemo(() => scalesOf(market), [market]);
@@ -109,6 +111,7 @@ function Trading({ market }: { market: Market }) {
             onError={refused}
           />
           <Balances balances={shown} error={balances.error} places={places} />
+          <TransferForm market={market} balances={balances.data?.balances} transfer={transfer} />
           <OrderHistory symbol={market.symbol} scales={scales} />
           <Fills market={market} scales={scales} />
         </div>

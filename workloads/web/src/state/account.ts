@@ -1,14 +1,22 @@
 // The signed-in trader's server state (keys under `me:`): balances, orders, fills, API
 // keys. The private socket channels (orders, fills) only say that something changed; the
 // entries shown are then reloaded from REST, which stays the one source of their content.
-import { useCallback, useEffect } from "react";
-import type { AccountTrade, ApiKeyList, BalancesResponse, OrderRow } from "../api/types";
+import { useCallback, useEffect, useRef } from "react";
+import type {
+  AccountTrade,
+  ApiKeyList,
+  BalancesResponse,
+  OrderRow,
+  Transfer,
+  TransferRequest,
+} from "../api/types";
 import { useResource, type Resource } from "./cache";
 import { useServices, useSession } from "./services";
 
 const PAGE = 50;
 const CHANGE_COALESCE_MS = 250;
 const SETTLEMENT_RELOADS_MS = [1_000, 2_500, 5_000];
+const FUNDING_RELOADS_MS = [500, 1_500, 4_000];
 
 export interface Paged<T> {
   items: T[];
@@ -66,6 +74,51 @@ export function useFills(symbol: string): PagedResource<AccountTrade> {
     const answer = await client.accountTrades({ symbol, limit: PAGE, cursor: cursor ?? undefined });
     return { items: answer.trades, next_cursor: answer.next_cursor ?? null };
   });
+}
+
+export function useTransfers(): PagedResource<Transfer> {
+  const { client } = useServices();
+  const { session } = useSession();
+  return usePaged(session ? "me:transfers" : null, async (cursor) => {
+    const answer = await client.transfers({ limit: PAGE, cursor: cursor ?? undefined });
+    return { items: answer.transfers, next_cursor: answer.next_cursor ?? null };
+  });
+}
+
+/** Sends a transfer, then reloads balances and transfers: at once (the wallet is the
+ * ledger's, current when the answer comes) and a few times over the next seconds (a market's
+ * side follows the events topic, and a pending transfer is still on its way). */
+export function useTransfer(): (request: TransferRequest) => Promise<Transfer> {
+  const { client, cache } = useServices();
+  const timers = useRef(new Set<ReturnType<typeof setTimeout>>());
+  useEffect(() => {
+    const pending = timers.current;
+    return () => {
+      pending.forEach(clearTimeout);
+      pending.clear();
+    };
+  }, []);
+  return useCallback(
+    async (request: TransferRequest) => {
+      const reload = () => {
+        cache.invalidate("me:balances");
+        cache.invalidate("me:transfers");
+      };
+      try {
+        return await client.transfer(request);
+      } finally {
+        reload();
+        for (const after of FUNDING_RELOADS_MS) {
+          const timer = setTimeout(() => {
+            timers.current.delete(timer);
+            reload();
+          }, after);
+          timers.current.add(timer);
+        }
+      }
+    },
+    [client, cache],
+  );
 }
 
 export function useApiKeys(): Resource<ApiKeyList> {

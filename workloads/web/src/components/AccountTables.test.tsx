@@ -1,0 +1,64 @@
+// @vitest-environment jsdom
+import { act } from "react";
+import { createRoot, type Root } from "react-dom/client";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Balance } from "../api/types";
+import { Balances } from "./AccountTables";
+
+(globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
+
+let container: HTMLDivElement;
+let root: Root;
+
+beforeEach(() => {
+  container = document.createElement("div");
+  document.body.append(container);
+  root = createRoot(container);
+});
+
+afterEach(() => {
+  act(() => root.unmount());
+  container.remove();
+});
+
+const USDT: Balance = {
+  asset: "USDT",
+  wallet: "400.000000",
+  available: "100.000000",
+  hold: "500.000000",
+  total: "1000.000000",
+  markets: [{ symbol: "BTC-USDT", available: "100.000000", hold: "500.000000" }],
+};
+
+function cells(): string[][] {
+  return [...container.querySelectorAll("tr")].map((tr) =>
+    [...tr.querySelectorAll("th, td")].map((c) => c.textContent ?? ""),
+  );
+}
+
+describe("Balances", () => {
+  it("shows the wallet beside the markets' available and hold, and the total of the three", () => {
+    const btc: Balance = {
+      asset: "BTC", // only in the wallet
+      wallet: "0.50000000",
+      available: "0.00000000",
+      hold: "0.00000000",
+      total: "0.50000000",
+      markets: [],
+    };
+    act(() => root.render(<Balances balances={[btc, USDT]} error={undefined} places={{ BTC: 8, USDT: 2 }} />));
+    expect(cells()).toEqual([
+      ["Asset", "Available", "Hold", "Wallet", "Total"],
+      ["BTC", "0.00000000", "0.00000000", "0.50000000", "0.50000000"],
+      ["USDT", "100.00", "500.00", "400.00", "1,000.00"],
+    ]);
+    expect(container.querySelector('[data-testid="wallet-unread"]')).toBeNull();
+  });
+
+  it("says so when the wallet could not be read", () => {
+    const unread = { ...USDT, wallet: null, total: "600.000000" };
+    act(() => root.render(<Balances balances={[unread]} error={undefined} places={{ USDT: 6 }} />));
+    expect(cells()[1]).toEqual(["USDT", "100.000000", "500.000000", "—", "600.000000"]);
+    expect(container.querySelector('[data-testid="wallet-unread"]')?.textContent).toMatch(/cannot be read/);
+  });
+});
