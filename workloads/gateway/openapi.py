@@ -5,6 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from workloads.gateway.errors import documented_codes
+from workloads.gateway.vocabulary import (
+    CLIENT_ORDER_ID_MAX,
+    KEY_LABEL_MAX,
+    ORDER_REQUIRED,
+    ORDER_TYPES,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    SIDES,
+    TIME_IN_FORCE,
+)
 from workloads.gateway.wallet import DIRECTIONS
 
 INTERVAL_NAMES = ["1m", "5m", "15m", "1h", "4h", "1d", "1w"]
@@ -327,24 +337,21 @@ AUTH_ERRORS = (400, 401, 409, 429)
 CREDENTIALS = obj(
     {
         "email": {"type": "string", "format": "email"},
-        "password": {"type": "string", "minLength": 8, "maxLength": 128},
+        "password": {"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
     }
 )
-PLACE = obj(
-    {
-        "symbol": STR,
-        "side": {"enum": ["BUY", "SELL"]},
-        "type": {"enum": ["LIMIT", "MARKET"]},
-        "time_in_force": {"enum": ["GTC", "IOC", "FOK"]},
-        "price": DEC,
-        "quantity": DEC,
-        "post_only": BOOL,
-        "quote_budget": DEC,
-        "client_order_id": {"type": "string", "minLength": 1, "maxLength": 64},
-    },
-    required=["symbol", "side", "quantity"],
-    extra=False,
-)
+_PLACE_FIELDS = {
+    "symbol": STR,
+    "side": {"enum": list(SIDES)},
+    "type": {"enum": list(ORDER_TYPES)},
+    "time_in_force": {"enum": list(TIME_IN_FORCE)},
+    "price": DEC,
+    "quantity": DEC,
+    "post_only": BOOL,
+    "quote_budget": DEC,
+    "client_order_id": {"type": "string", "minLength": 1, "maxLength": CLIENT_ORDER_ID_MAX},
+}
+PLACE = obj(_PLACE_FIELDS, required=list(ORDER_REQUIRED), extra=False)
 
 SMOKE = obj({"symbol": STR, "price": DEC, "quantity": DEC}, required=["symbol"], extra=False)
 SMOKE_TRADE = obj(
@@ -458,7 +465,7 @@ def document() -> dict[str, Any]:
                 },
                 secure=True,
                 idempotent=True,
-                body=obj({"label": {"type": "string", "maxLength": 100}}, required=[]),
+                body=obj({"label": {"type": "string", "maxLength": KEY_LABEL_MAX}}, required=[]),
                 tag="keys",
             ),
             "get": op(

@@ -12,9 +12,9 @@ from workloads.gateway.guard import policy, principal
 from workloads.gateway.jsonio import decode, json_response
 from workloads.gateway.keys import PASSWORDS, SETTINGS, STORE
 from workloads.gateway.store import account_of
+from workloads.gateway.vocabulary import KEY_LABEL_MAX, PASSWORD_MAX, PASSWORD_MIN
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s.]{1,63}$")
-PASSWORD_MIN, PASSWORD_MAX = 8, 128
 """The password policy, checked at signup (a login never says it)."""
 
 
@@ -115,8 +115,10 @@ async def create_key(request: web.Request) -> web.Response:
     # is no label, anything else must be a JSON object.
     body = await json_object(request) if (await request.read()).strip() else {}
     label = body.get("label", "")
-    if not isinstance(label, str) or len(label) > 100:
-        raise ApiError(Code.VALIDATION_FAILED, "label: a string of at most 100 characters")
+    if not isinstance(label, str) or len(label) > KEY_LABEL_MAX:
+        raise ApiError(
+            Code.VALIDATION_FAILED, f"label: a string of at most {KEY_LABEL_MAX} characters"
+        )
     api_key, secret, created = await request.app[STORE].create_key(user_id, label)
     return json_response(
         {"api_key": api_key, "secret": secret, "label": label, "created_at": int(created * 1000)},

@@ -25,26 +25,12 @@ from workloads.gateway.markets import Market, NotRepresentable
 from workloads.gateway.orders import order_key
 from workloads.gateway.queryargs import bounded
 from workloads.gateway.views_auth import json_object
-
-SIDES = {"BUY": common_pb2.SIDE_BUY, "SELL": common_pb2.SIDE_SELL}
-TYPES = {"LIMIT": common_pb2.ORDER_TYPE_LIMIT, "MARKET": common_pb2.ORDER_TYPE_MARKET}
-TIFS = {
-    "GTC": common_pb2.TIME_IN_FORCE_GTC,
-    "IOC": common_pb2.TIME_IN_FORCE_IOC,
-    "FOK": common_pb2.TIME_IN_FORCE_FOK,
-}
-ORDER_FIELDS = frozenset(
-    (
-        "symbol",
-        "side",
-        "type",
-        "time_in_force",
-        "price",
-        "quantity",
-        "post_only",
-        "quote_budget",
-        "client_order_id",
-    )
+from workloads.gateway.vocabulary import (
+    CLIENT_ORDER_ID_MAX,
+    ORDER_FIELDS,
+    ORDER_TYPES,
+    SIDES,
+    TIME_IN_FORCE,
 )
 
 
@@ -75,19 +61,22 @@ def place_request(
     side = SIDES.get(str(body.get("side")))
     if side is None:
         raise ApiError("unknown_side", "side must be BUY or SELL")
-    otype = TYPES.get(str(body.get("type", "LIMIT")))
+    otype = ORDER_TYPES.get(str(body.get("type", "LIMIT")))
     if otype is None:
         raise ApiError("unknown_order_type", "type must be LIMIT or MARKET")
     default_tif = "GTC" if otype == common_pb2.ORDER_TYPE_LIMIT else "IOC"
-    tif = TIFS.get(str(body.get("time_in_force", default_tif)))
+    tif = TIME_IN_FORCE.get(str(body.get("time_in_force", default_tif)))
     if tif is None:
         raise ApiError("unknown_time_in_force", "time_in_force must be GTC, IOC or FOK")
     post_only = body.get("post_only", False)
     if not isinstance(post_only, bool):
         raise ApiError(Code.VALIDATION_FAILED, "post_only must be a boolean")
     cid = body.get("client_order_id", idem)
-    if not isinstance(cid, str) or not 0 < len(cid) <= 64 or not cid.isprintable():
-        raise ApiError("invalid_client_order_id", "client_order_id: 1 to 64 printable characters")
+    if not isinstance(cid, str) or not 0 < len(cid) <= CLIENT_ORDER_ID_MAX or not cid.isprintable():
+        raise ApiError(
+            "invalid_client_order_id",
+            f"client_order_id: 1 to {CLIENT_ORDER_ID_MAX} printable characters",
+        )
     try:
         quantity = market.quantity_units(body.get("quantity"))
         price = 0

@@ -305,3 +305,22 @@ def test_frames_and_settings() -> None:
     ):
         with pytest.raises(SettingsError):
             GatewaySettings.from_env(bad)
+
+
+def test_the_document_publishes_what_the_validators_enforce() -> None:
+    """One vocabulary: the place-order schema has exactly the validator's fields and enums,
+    and a body outside it is refused by the validator too."""
+    from workloads.gateway import openapi, vocabulary
+    from workloads.gateway.views_orders import place_request
+
+    place = openapi.PLACE
+    assert set(place["properties"]) == vocabulary.ORDER_FIELDS
+    assert place["required"] == list(vocabulary.ORDER_REQUIRED)
+    assert place["properties"]["side"]["enum"] == list(vocabulary.SIDES)
+    body = {"symbol": "BTC-USDT", "side": "BUY", "price": "1.00", "quantity": "0.0001"}
+    assert place_request(body, M, "a", "k").side == c.SIDE_BUY
+    too_long = "x" * (vocabulary.CLIENT_ORDER_ID_MAX + 1)
+    for bad in ({**body, "side": "HOLD"}, {**body, "colour": "red"},
+                {**body, "client_order_id": too_long}):  # fmt: skip
+        with pytest.raises(ApiError):
+            place_request(bad, M, "a", "k")
