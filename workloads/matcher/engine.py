@@ -24,151 +24,99 @@ Policies, decided here and documented in the README:
   are accepted, so makers can rebuild a book before trading resumes. HARD_HALT rejects
   orders and cancels. Funding (it mirrors the ledger) and mode changes are accepted in
   every mode.
+
+`Engine` is the one class callers use, and this module re-exports the names they read
+(`e.C_PLACE`, `e.BUY`, `e.validate_place`, ...). Its parts: `layout` (command, event and
+record layouts; the attributes the parts share), `book` (levels, heaps, best prices,
+views), `risk` (admission, balances, funding, rate limits) and `idempotency` (client order
+ids and funding ids remembered). Commands, matching and snapshots are here, with the hot
+paths (`execute`'s place and cancel, `_take`, the rolling hash) inline as they were.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
-from heapq import heapify, heappop, heappush
-from typing import Any, SupportsIndex
+from heapq import heapify
+from typing import Any
 
 from contracts.v1 import common_pb2 as c
 from contracts.v1 import events_pb2 as ev
-from workloads.matcher.spec import INT64_MAX, MarketSpec
+from workloads.matcher.book import BookMixin, _deepen, _highest, _lowest
+from workloads.matcher.book import _DeepLevel as _DeepLevel
+from workloads.matcher.idempotency import _expand, _pairs
+from workloads.matcher.layout import (
+    _CAUSE_MARKET_REMAINDER,
+    _CAUSE_SELF_TRADE,
+    _CAUSE_USER,
+    _INSUFFICIENT_FUNDS,
+    _MAX_ID_LENGTH,
+    _MODES,
+    _ORDER_FIELDS,
+    _RATE_LIMITED,
+)
+from workloads.matcher.layout import ACCEPTED as ACCEPTED
+from workloads.matcher.layout import AVAIL_BASE as AVAIL_BASE
+from workloads.matcher.layout import AVAIL_QUOTE as AVAIL_QUOTE
+from workloads.matcher.layout import BUY as BUY
+from workloads.matcher.layout import C_CANCEL as C_CANCEL
+from workloads.matcher.layout import C_CANCEL_ALL as C_CANCEL_ALL
+from workloads.matcher.layout import C_EPOCH as C_EPOCH
+from workloads.matcher.layout import C_FUNDING as C_FUNDING
+from workloads.matcher.layout import C_PLACE as C_PLACE
+from workloads.matcher.layout import C_SET_MODE as C_SET_MODE
+from workloads.matcher.layout import CANCEL_ONLY as CANCEL_ONLY
+from workloads.matcher.layout import CREDIT as CREDIT
+from workloads.matcher.layout import DEBIT as DEBIT
+from workloads.matcher.layout import DUPLICATE as DUPLICATE
+from workloads.matcher.layout import E_ACCEPTED as E_ACCEPTED
+from workloads.matcher.layout import E_CANCELED as E_CANCELED
+from workloads.matcher.layout import E_CREDITED as E_CREDITED
+from workloads.matcher.layout import E_DEBITED as E_DEBITED
+from workloads.matcher.layout import E_EPOCH as E_EPOCH
+from workloads.matcher.layout import E_EXPIRED as E_EXPIRED
+from workloads.matcher.layout import E_FUNDING_REJECTED as E_FUNDING_REJECTED
+from workloads.matcher.layout import E_MASS_CANCELED as E_MASS_CANCELED
+from workloads.matcher.layout import E_MODE as E_MODE
+from workloads.matcher.layout import E_REJECTED as E_REJECTED
+from workloads.matcher.layout import E_TRADE as E_TRADE
+from workloads.matcher.layout import FOK as FOK
+from workloads.matcher.layout import GTC as GTC
+from workloads.matcher.layout import HARD_HALT as HARD_HALT
+from workloads.matcher.layout import HOLD_BASE as HOLD_BASE
+from workloads.matcher.layout import HOLD_QUOTE as HOLD_QUOTE
+from workloads.matcher.layout import IOC as IOC
+from workloads.matcher.layout import LIMIT as LIMIT
+from workloads.matcher.layout import MARKET as MARKET
+from workloads.matcher.layout import NORMAL as NORMAL
+from workloads.matcher.layout import O_ACCOUNT as O_ACCOUNT
+from workloads.matcher.layout import O_BALANCE as O_BALANCE
+from workloads.matcher.layout import O_CLIENT_ID as O_CLIENT_ID
+from workloads.matcher.layout import O_ID as O_ID
+from workloads.matcher.layout import O_MINE as O_MINE
+from workloads.matcher.layout import O_PRICE as O_PRICE
+from workloads.matcher.layout import O_REMAINING as O_REMAINING
+from workloads.matcher.layout import O_SIDE as O_SIDE
+from workloads.matcher.layout import REJECTED as REJECTED
+from workloads.matcher.layout import SELL as SELL
+from workloads.matcher.layout import SOFT_HALT as SOFT_HALT
+from workloads.matcher.layout import outcome as outcome
+from workloads.matcher.risk import RiskMixin
+from workloads.matcher.risk import validate_place as validate_place
+from workloads.matcher.spec import MarketSpec
 
-# Command kinds. Layouts:
-#   PLACE       (1, account, client_order_id, side, order_type, tif, price, quantity,
-#                post_only, quote_budget)
-#   CANCEL      (2, account, order_id, client_order_id)
-#   CANCEL_ALL  (3, account)                       account "" = the whole market
-#   SET_MODE    (4, mode, reason)
-#   FUNDING     (5, funding_id, account, asset, amount, direction)
-#   EPOCH       (6, epoch, previous_epoch, leader)
-C_PLACE = 1
-C_CANCEL = 2
-C_CANCEL_ALL = 3
-C_SET_MODE = 4
-C_FUNDING = 5
-C_EPOCH = 6
-
-# Event kinds: the field numbers of contracts.v1.Event's oneof. Layouts:
-#   ACCEPTED    (1, order_id, client_order_id, account, side, type, tif, price, quantity,
-#                post_only, reserved_is_quote, reserved)
-#   REJECTED    (2, client_order_id, account, reason, detail)
-#   CANCELED    (3, order_id, client_order_id, account, quantity, released_is_quote,
-#                released, cause)
-#   EXPIRED     (4, order_id, client_order_id, account, quantity, released_is_quote, released)
-#   TRADE       (5, trade_id, price, quantity, taker_side, maker_order_id, taker_order_id,
-#                maker_account, taker_account, base, quote, buyer_fee, seller_fee,
-#                buyer_released, maker_remaining, taker_remaining)
-#   MODE        (6, previous_mode, mode, reason)
-#   EPOCH       (7, previous_epoch, leader, state_hash)
-#   CREDITED    (8, funding_id, account, asset, amount, available_after)
-#   DEBITED     (9, funding_id, account, asset, amount, available_after)
-#   FUNDING_REJECTED (10, funding_id, account, asset, amount, direction, reason)
-#   MASS_CANCELED    (11, account, canceled_orders)
-E_ACCEPTED = 1
-E_REJECTED = 2
-E_CANCELED = 3
-E_EXPIRED = 4
-E_TRADE = 5
-E_MODE = 6
-E_EPOCH = 7
-E_CREDITED = 8
-E_DEBITED = 9
-E_FUNDING_REJECTED = 10
-E_MASS_CANCELED = 11
-
-# Outcome of a command, as in the contract's CommandStatus.
-ACCEPTED = 1
-REJECTED = 2
-DUPLICATE = 3
-
-BUY = c.SIDE_BUY
-SELL = c.SIDE_SELL
-LIMIT = c.ORDER_TYPE_LIMIT
-MARKET = c.ORDER_TYPE_MARKET
-GTC = c.TIME_IN_FORCE_GTC
-IOC = c.TIME_IN_FORCE_IOC
-FOK = c.TIME_IN_FORCE_FOK
-NORMAL = c.SYMBOL_MODE_NORMAL
-CANCEL_ONLY = c.SYMBOL_MODE_CANCEL_ONLY
-SOFT_HALT = c.SYMBOL_MODE_SOFT_HALT
-HARD_HALT = c.SYMBOL_MODE_HARD_HALT
-CREDIT = 1
-DEBIT = 2
-
-# Order records are lists, for speed:
-# [order_id, account, side, price, remaining_lots, client_order_id, balance, account_orders]:
-# the last two are the owner's balance list and resting-orders dict, so that a cancel or a
-# fill reaches them without looking the account up twice (a resting order and that dict
-# refer to each other until the order leaves the book). Snapshots keep the first six.
-O_ID, O_ACCOUNT, O_SIDE, O_PRICE, O_REMAINING, O_CLIENT_ID, O_BALANCE, O_MINE = range(8)
-_ORDER_FIELDS = 6
 # A level longer than this when one of its orders is cancelled becomes a `_DeepLevel`, where
 # cancels mark orders dead instead of searching the list; a shorter one (nearly all of them)
-# takes the order out at once, as fast as before.
+# takes the order out at once, as fast as before. Read only in this module (its two cancel
+# paths), where the tests set it.
 _SHORT_LEVEL = 32
-# Balances per account: [available base, hold base, available quote, hold quote].
-AVAIL_BASE, HOLD_BASE, AVAIL_QUOTE, HOLD_QUOTE = range(4)
-
-_MODES = (NORMAL, CANCEL_ONLY, SOFT_HALT, HARD_HALT)
-_MODE_REJECT = {
-    CANCEL_ONLY: c.REJECT_REASON_MARKET_CANCEL_ONLY,
-    SOFT_HALT: c.REJECT_REASON_MARKET_SOFT_HALT,
-    HARD_HALT: c.REJECT_REASON_MARKET_HARD_HALT,
-}
-_MAX_ID_LENGTH = 64
-# Enum values read on hot paths, bound once (a module attribute lookup each time otherwise).
-_RATE_LIMITED = c.REJECT_REASON_RATE_LIMITED
-_INSUFFICIENT_FUNDS = c.REJECT_REASON_INSUFFICIENT_FUNDS
-_CAUSE_USER = ev.CANCEL_CAUSE_USER
-_CAUSE_SELF_TRADE = ev.CANCEL_CAUSE_SELF_TRADE
-_CAUSE_MARKET_REMAINDER = ev.CANCEL_CAUSE_MARKET_REMAINDER
 
 
-def validate_place(spec: MarketSpec, cmd: tuple[Any, ...]) -> int:
-    """Stateless checks of a place command: 0, or the RejectReason.
+class Engine(BookMixin, RiskMixin):
+    """One market's book, risk and idempotency state: the class callers use.
 
-    The service runs this before sequencing, so garbage never reaches the WAL; the engine
-    runs it again because it must be safe on its own.
+    Its parts: `BookMixin` (book.py), `RiskMixin` (risk.py, on `IdempotencyMixin` in
+    idempotency.py); the commands, matching and snapshots are here.
     """
-    _, account, client_id, side, otype, tif, price, qty, post_only, budget = cmd
-    if not account or len(account) > _MAX_ID_LENGTH:
-        return c.REJECT_REASON_INVALID_ACCOUNT
-    if len(client_id) > _MAX_ID_LENGTH:
-        return c.REJECT_REASON_INVALID_CLIENT_ORDER_ID
-    if side != BUY and side != SELL:
-        return c.REJECT_REASON_UNKNOWN_SIDE
-    if otype != LIMIT and otype != MARKET:
-        return c.REJECT_REASON_UNKNOWN_ORDER_TYPE
-    if tif != GTC and tif != IOC and tif != FOK:
-        return c.REJECT_REASON_UNKNOWN_TIME_IN_FORCE
-    lot = spec.lot_size
-    if qty <= 0 or qty > spec.max_lots * lot:
-        return c.REJECT_REASON_INVALID_QUANTITY
-    if qty % lot:
-        return c.REJECT_REASON_QUANTITY_NOT_ON_LOT
-    if otype == LIMIT:
-        if price <= 0 or price > spec.max_price:
-            return c.REJECT_REASON_INVALID_PRICE
-        if price % spec.tick_size:
-            return c.REJECT_REASON_PRICE_NOT_ON_TICK
-        if post_only and tif != GTC:
-            return c.REJECT_REASON_INVALID_COMBINATION
-        if budget:
-            return c.REJECT_REASON_INVALID_COMBINATION
-    else:
-        if post_only or tif != IOC:
-            return c.REJECT_REASON_INVALID_COMBINATION
-        if budget < 0 or (budget and side == SELL):
-            return c.REJECT_REASON_INVALID_AMOUNT
-    return 0
-
-
-class Engine:
-    """One market's book, risk and idempotency state."""
 
     def __init__(self, spec: MarketSpec) -> None:
         self.spec = spec
@@ -184,37 +132,35 @@ class Engine:
         # A level that has grown long is a `_DeepLevel` instead, whose cancels leave dead
         # entries behind (see there); it still starts with a live order and is deleted when
         # it holds no live one, so the matching loop and best bid/ask read it as a list.
-        self.bid_levels: dict[int, list[list[Any]]] = {}
-        self.ask_levels: dict[int, list[list[Any]]] = {}
-        self.bid_heap: list[int] = []  # negated prices; stale entries are skipped lazily
-        self.ask_heap: list[int] = []
+        self.bid_levels = {}
+        self.ask_levels = {}
+        self.bid_heap = []  # negated prices; stale entries are skipped lazily
+        self.ask_heap = []
         # The best price per side (0: the side is empty), kept exact as levels come and go:
         # placing an order reads one attribute instead of peeking into a heap and a dict.
         self.best_bid = 0
         self.best_ask = 0
-        self.orders: dict[int, list[Any]] = {}
+        self.orders = {}
         # Resting orders per account, made with the account's balance and kept (cheaper
         # than churn); `_accounts` holds both and the account's idempotency keys, for the
         # place path's single lookup.
-        self.account_orders: dict[str, dict[int, list[Any]]] = {}
-        self.balances: dict[str, list[int]] = {}
-        self._accounts: dict[str, tuple[list[int], dict[int, list[Any]], dict[str, Any]]] = {}
-        self.rate: dict[str, list[int]] = {}  # account -> [window index, commands in it]
+        self.account_orders = {}
+        self.balances = {}
+        self._accounts = {}
+        self.rate = {}  # account -> [window index, commands in it]
         # Place results by idempotency key, per account: account -> client_order_id ->
         # (seq, status, reason, order_id); an accepted order's result is stored as just its
         # seq (= order id). Nested rather than keyed by (account, client_order_id): no key
         # tuple to build and hash per place, and the account's table comes with the account
         # lookup the place path makes anyway (see `_client_ids` for its one odd key).
-        self.client_orders: dict[str, dict[Any, int | tuple[int, int, int, int] | None]] = {}
-        self.funding_seen: dict[
-            str, tuple[int, int, int]
-        ] = {}  # funding_id -> (seq, status, reason)
+        self.client_orders = {}
+        self.funding_seen = {}  # funding_id -> (seq, status, reason)
         # The keys of the two tables in insertion order, so that forgetting the oldest is
         # O(1): `del table[next(iter(table))]` rescans the dict's growing prefix of deleted
         # slots on every call (microseconds per command once a window is full). Place keys
         # go in flat, two items each (account, client_order_id): no tuple per key.
-        self._idempotency_order: deque[str] = deque()
-        self._funding_order: deque[str] = deque()
+        self._idempotency_order = deque()
+        self._funding_order = deque()
         self._idempotency_items = 2 * spec.idempotency_window  # the deque's limit
         self._max_quantity = spec.max_lots * spec.lot_size
         # The place path's inlined validation compares prices with this: the spec's
@@ -236,17 +182,6 @@ class Engine:
         self._cancel_gated = self.mode == HARD_HALT or bool(spec.rate_limit)
 
     # ------------------------------------------------------------------ dispatch
-
-    def duplicate_of(self, cmd: tuple[Any, ...]) -> tuple[int, int, int, int] | None:
-        """The original (seq, status, reason, order_id) if `cmd` repeats an idempotency key."""
-        kind = cmd[0]
-        if kind == C_PLACE and cmd[2]:
-            found = self._result_of(cmd[1], cmd[2])
-            return None if found is None else _expand(found)
-        if kind == C_FUNDING:
-            seen = self.funding_seen.get(cmd[1])
-            return None if seen is None else (*seen, 0)
-        return None
 
     def execute(self, cmd: tuple[Any, ...], seq: int, ts: int) -> list[tuple[Any, ...]]:
         """Apply one sequenced command; return its events (at least one).
@@ -528,92 +463,6 @@ class Engine:
             self._remember(cmd[1], cmd[2], (seq, REJECTED, reason, 0))
         return [(E_REJECTED, cmd[2], cmd[1], reason, "")]
 
-    def _remember(
-        self, account: str, client_id: str, result: int | tuple[int, int, int, int]
-    ) -> None:
-        """Record a place's result under its key; past the window, forget the oldest key."""
-        ids = self._client_ids(account)
-        if client_id in ids:  # a repeated key keeps its place (as in one ordered dict)
-            ids[client_id] = result
-            return
-        ids[client_id] = result
-        keys = self._idempotency_order
-        keys.append(account)
-        keys.append(client_id)
-        if len(keys) > self._idempotency_items:
-            self._forget_oldest()
-
-    def _client_ids(self, account: str) -> dict[Any, Any]:
-        """The account's table of place results by client order id, made on first use.
-
-        It starts with one key that is not a string (None, never a client order id): that
-        makes CPython keep every key's hash in the table. A table of only strings keeps
-        none, so each probe reads the key string itself to compare hashes; with hundreds of
-        thousands of old keys those reads miss the cache on nearly every place.
-        """
-        ids = self.client_orders.get(account)
-        if ids is None:
-            ids = self.client_orders[account] = {None: None}
-        return ids
-
-    def _forget_oldest(self) -> None:
-        """Drop the oldest idempotency key (the window is full)."""
-        keys = self._idempotency_order
-        account = keys.popleft()
-        del self.client_orders[account][keys.popleft()]
-
-    def _result_of(self, account: str, client_id: str) -> int | tuple[int, int, int, int] | None:
-        """The stored result of a place key (see `_expand`), None if unknown."""
-        ids = self.client_orders.get(account)
-        return None if ids is None else ids.get(client_id)
-
-    def _order_id_of(self, account: str, client_id: str) -> int:
-        """The order id an accepted (account, client order id) got; 0 if none is known."""
-        if not client_id:
-            return 0
-        known = _expand(self._result_of(account, client_id))
-        return 0 if known is None else known[3]
-
-    def _admit(self, cmd: tuple[Any, ...], ts: int, bound: int) -> tuple[int, int]:
-        """Market mode, rate limit and price band: (reject reason or 0, the order's bound)."""
-        _, account, _, side, otype, _, price, _, post_only, _ = cmd
-        spec = self.spec
-        mode = self.mode
-        if mode != NORMAL and not (mode == SOFT_HALT and post_only):
-            return _MODE_REJECT[mode], bound
-        if spec.rate_limit and self._rate_limited(account, ts):
-            return _RATE_LIMITED, bound
-        if spec.price_band_bps:
-            ref = self.last_price or spec.reference_price
-            if ref and otype == LIMIT:
-                if abs(price - ref) * 10_000 > ref * spec.price_band_bps:
-                    return c.REJECT_REASON_PRICE_OUT_OF_BAND, bound
-            elif ref:
-                delta = ref * spec.price_band_bps // 10_000
-                bound = ref + delta if side == BUY else max(ref - delta, 1)
-        return 0, bound
-
-    def _open_account(self, account: str) -> list[int]:
-        """A new account's zero balance, with its (empty) index of resting orders."""
-        balance = self.balances[account] = [0, 0, 0, 0]
-        mine = self.account_orders[account] = {}
-        ids = self._client_ids(account)
-        if account and len(account) <= _MAX_ID_LENGTH:  # the place path relies on this
-            self._accounts[account] = (balance, mine, ids)
-        return balance
-
-    def _rate_limited(self, account: str, ts: int) -> bool:
-        limit = self.spec.rate_limit
-        if not limit:
-            return False
-        window = ts // self.spec.rate_window_ns
-        state = self.rate.get(account)
-        if state is None or state[0] != window:
-            self.rate[account] = [window, 1]
-            return False
-        state[1] += 1
-        return state[1] > limit
-
     def _take(
         self,
         taker: list[Any],
@@ -782,89 +631,6 @@ class Engine:
             )
         )
 
-    def _cancel_refused(self, account: str, order: list[Any] | None, ts: int) -> int:
-        """Why a cancel is rejected (0: it is not), checks in their order of precedence."""
-        if self.mode == HARD_HALT:
-            return c.REJECT_REASON_MARKET_HARD_HALT
-        if self.spec.rate_limit and self._rate_limited(account, ts):  # counts the command
-            return _RATE_LIMITED
-        if order is None or order[O_ACCOUNT] != account:
-            return c.REJECT_REASON_ORDER_NOT_FOUND  # a foreign order is not revealed
-        return 0
-
-    def _release(self, balance: list[int], side: int, amount: int) -> None:
-        if side == BUY:
-            balance[HOLD_QUOTE] -= amount
-            balance[AVAIL_QUOTE] += amount
-        else:
-            balance[HOLD_BASE] -= amount
-            balance[AVAIL_BASE] += amount
-
-    def _fillable(self, account: str, side: int, bound: int, lots: int) -> bool:
-        """Whether `lots` can fill at once within `bound`, not counting own orders (STP)."""
-        if side == BUY:
-            prices = sorted(p for p in self.ask_levels if not bound or p <= bound)
-            levels = self.ask_levels
-        else:
-            prices = sorted((p for p in self.bid_levels if not bound or p >= bound), reverse=True)
-            levels = self.bid_levels
-        for p in prices:
-            for order in levels[p]:  # a dead entry (0 lots left, see `_DeepLevel`) adds none
-                if order[O_ACCOUNT] != account:
-                    lots -= order[O_REMAINING]
-                    if lots <= 0:
-                        return True
-        return False
-
-    def _rest(self, order: list[Any]) -> None:
-        """Put an order on the book, last in its price level's queue."""
-        side, price = order[O_SIDE], order[O_PRICE]
-        levels = self.bid_levels if side == BUY else self.ask_levels
-        level = levels.get(price)
-        if level is None:
-            levels[price] = [order]
-            self._push_level(side, price)
-        else:
-            level.append(order)
-        self.orders[order[O_ID]] = order
-        order[O_MINE][order[O_ID]] = order
-
-    def _push_level(self, side: int, price: int) -> None:
-        """Index a new price level: its side's heap (compacted when stale) and best price."""
-        if side == BUY:
-            heap, levels = self.bid_heap, self.bid_levels
-            heappush(heap, -price)
-            if len(heap) > 2 * len(levels) + 1024:
-                heap[:] = [-p for p in levels]
-                heapify(heap)
-            if price > self.best_bid:
-                self.best_bid = price
-        else:
-            heap, levels = self.ask_heap, self.ask_levels
-            heappush(heap, price)
-            if len(heap) > 2 * len(levels) + 1024:
-                heap[:] = list(levels)
-                heapify(heap)
-            if not self.best_ask or price < self.best_ask:
-                self.best_ask = price
-
-    def _drop_level(self, side: int, price: int) -> None:
-        """Delete an emptied price level; find the next best price if it was the best."""
-        if side == BUY:
-            del self.bid_levels[price]
-            if price == self.best_bid:
-                self.best_bid = _highest(self.bid_heap, self.bid_levels)
-        else:
-            del self.ask_levels[price]
-            if price == self.best_ask:
-                self.best_ask = _lowest(self.ask_heap, self.ask_levels)
-
-    def _drop(self, order: list[Any]) -> None:
-        """Forget a resting order that leaves the book (its level no longer holds it)."""
-        oid = order[O_ID]
-        del self.orders[oid]
-        del order[O_MINE][oid]
-
     def _cancel_resting(self, order: list[Any], lots: int, cause: int) -> tuple[Any, ...]:
         """Release a resting order's hold and return its OrderCanceled event."""
         lot = self.spec.lot_size
@@ -910,7 +676,7 @@ class Engine:
         events.append((E_MASS_CANCELED, account, len(victims)))
         return events
 
-    # ------------------------------------------------------------------ mode, funding
+    # ------------------------------------------------------------------ mode
 
     def _set_mode(self, cmd: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         _, mode, reason = cmd
@@ -919,54 +685,6 @@ class Engine:
         previous, self.mode = self.mode, mode
         self._regate()
         return [(E_MODE, previous, mode, reason)]
-
-    def _funding(self, cmd: tuple[Any, ...], seq: int) -> list[tuple[Any, ...]]:
-        _, funding_id, account, asset, amount, direction = cmd
-        spec = self.spec
-        reason = 0
-        if not funding_id or len(funding_id) > _MAX_ID_LENGTH:
-            reason = c.REJECT_REASON_INVALID_AMOUNT
-        elif not account or len(account) > _MAX_ID_LENGTH:
-            reason = c.REJECT_REASON_INVALID_ACCOUNT
-        elif asset != spec.base_asset and asset != spec.quote_asset:
-            reason = c.REJECT_REASON_UNKNOWN_ASSET
-        elif amount <= 0 or direction not in (CREDIT, DEBIT):
-            reason = c.REJECT_REASON_INVALID_AMOUNT
-        if not reason:
-            balance = self.balances.get(account)
-            slot = AVAIL_BASE if asset == spec.base_asset else AVAIL_QUOTE
-            available = balance[slot] if balance else 0
-            if direction == CREDIT and available > INT64_MAX - amount:
-                reason = c.REJECT_REASON_BALANCE_OVERFLOW
-            elif direction == DEBIT and available < amount:
-                reason = _INSUFFICIENT_FUNDS
-        if reason:
-            event: tuple[Any, ...] = (
-                E_FUNDING_REJECTED,
-                funding_id,
-                account,
-                asset,
-                amount,
-                direction,
-                reason,
-            )
-            status = REJECTED
-        else:
-            if balance is None:
-                balance = self._open_account(account)
-            balance[slot] += amount if direction == CREDIT else -amount
-            kind = E_CREDITED if direction == CREDIT else E_DEBITED
-            event = (kind, funding_id, account, asset, amount, balance[slot])
-            status = ACCEPTED
-        if funding_id:
-            seen = self.funding_seen
-            size = len(seen)
-            seen[funding_id] = (seq, status, reason)
-            if len(seen) > size:  # a new id (see _remember)
-                self._funding_order.append(funding_id)
-                if size >= spec.idempotency_window:
-                    del seen[self._funding_order.popleft()]
-        return [event]
 
     # ------------------------------------------------------------------ snapshots
 
@@ -1026,138 +744,3 @@ class Engine:
         engine.best_bid = max(engine.bid_levels, default=0)
         engine.best_ask = min(engine.ask_levels, default=0)
         return engine
-
-    # ------------------------------------------------------------------ views
-
-    def depth(
-        self, levels_wanted: int
-    ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-        """Top `levels_wanted` (price, quantity, live orders) per side, best first."""
-        lot = self.spec.lot_size
-
-        def side(levels: dict[int, list[Any]], reverse: bool) -> list[tuple[int, int, int]]:
-            prices = sorted(levels, reverse=reverse)[:levels_wanted]
-            return [  # (dead entries have 0 lots and are not counted as orders)
-                (p, sum(o[O_REMAINING] for o in levels[p]) * lot, _live_orders(levels[p]))
-                for p in prices
-            ]
-
-        return side(self.bid_levels, True), side(self.ask_levels, False)
-
-    def reserved(self) -> dict[str, tuple[int, int]]:
-        """What open orders reserve per account: (base, quote). Holds must equal this."""
-        lot = self.spec.lot_size
-        out: dict[str, tuple[int, int]] = {}
-        for order in self.orders.values():
-            base, quote = out.get(order[O_ACCOUNT], (0, 0))
-            if order[O_SIDE] == BUY:
-                quote += order[O_PRICE] * order[O_REMAINING]
-            else:
-                base += order[O_REMAINING] * lot
-            out[order[O_ACCOUNT]] = (base, quote)
-        return out
-
-
-class _DeepLevel(list[list[Any]]):
-    """A long price level, whose cancels mark orders dead instead of searching the list.
-
-    `list.remove` compares the order with every entry before it: 15 us in a level of 1,000
-    orders, 160 us in one of 10,000 (venues have such levels at round prices). Here a
-    cancel sets the order's remaining lots to 0 (a resting order always has some left),
-    counts it in `dead` and leaves it in place. Two invariants let the engine's matching
-    loop, `if not level` tests and best bid/ask read this level as they read a plain list:
-    - its first entry is live: the matching loop takes `level[0]` as the next maker and
-      `del level[0]` drops it (which then drops the dead entries behind it), and a level
-      is non-empty exactly when it holds a live order (an emptied level is deleted);
-    - dead entries are at most half the level when a cancel returns: past that the level
-      is compacted, which costs O(1) amortized per cancel and keeps memory proportional
-      to the live orders.
-    Whatever walks a level's entries skips or ignores those with 0 lots (to_state, depth,
-    `_fillable`). A level becomes deep on a cancel while it is long (`_deepen`) and stays
-    so until it is deleted; snapshots restore plain lists.
-    """
-
-    __slots__ = ("dead",)
-
-    def __init__(self, orders: Iterable[list[Any]]) -> None:
-        super().__init__(orders)
-        self.dead = 0  # entries whose order was cancelled
-
-    def remove(self, order: list[Any], /) -> None:
-        """Cancel `order` (live, in this level): mark it dead, O(1) amortized."""
-        order[O_REMAINING] = 0
-        self.dead += 1
-        if 2 * self.dead > len(self):
-            self[:] = [o for o in self if o[O_REMAINING]]
-            self.dead = 0
-        elif self[0] is order:
-            self._drop_dead_head()
-
-    def __delitem__(self, index: SupportsIndex | slice, /) -> None:
-        """Delete entries (the matching loop deletes a filled or self-trade first order)."""
-        super().__delitem__(index)
-        if self and not self[0][O_REMAINING]:
-            self._drop_dead_head()
-
-    def _drop_dead_head(self) -> None:
-        """Drop the dead entries at the front: the first entry is live again, or none is."""
-        count = 1  # the caller found the first entry dead
-        size = len(self)
-        while count < size and not self[count][O_REMAINING]:
-            count += 1
-        super().__delitem__(slice(0, count))
-        self.dead -= count
-
-
-def _deepen(levels: dict[int, list[list[Any]]], price: int) -> list[list[Any]]:
-    """The long level at `price` as a `_DeepLevel` (it replaces the list the first time)."""
-    level = levels[price]
-    if type(level) is list:
-        level = levels[price] = _DeepLevel(level)
-    return level
-
-
-def _live_orders(level: list[list[Any]]) -> int:
-    """How many live orders `level` holds."""
-    return len(level) - level.dead if isinstance(level, _DeepLevel) else len(level)
-
-
-def _lowest(heap: list[int], levels: dict[int, list[list[Any]]]) -> int:
-    """The lowest price of `levels` (0: none), dropping stale entries off its heap."""
-    while heap:
-        if heap[0] in levels:
-            return heap[0]
-        heappop(heap)
-    return 0
-
-
-def _highest(heap: list[int], levels: dict[int, list[list[Any]]]) -> int:
-    """The highest price of `levels` (0: none), from its heap of negated prices."""
-    while heap:
-        if -heap[0] in levels:
-            return -heap[0]
-        heappop(heap)
-    return 0
-
-
-def _pairs(items: deque[str]) -> Iterator[tuple[str, str]]:
-    """(account, client_order_id) keys from the flat deque that orders them."""
-    it = iter(items)
-    return zip(it, it, strict=False)
-
-
-def _expand(result: int | tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
-    """A stored idempotency result as (seq, status, reason, order_id)."""
-    if isinstance(result, int):  # an accepted order: its seq, which is also its id
-        return (result, ACCEPTED, 0, result)
-    return result
-
-
-def outcome(events: list[tuple[Any, ...]]) -> tuple[int, int]:
-    """A command's (status, reject reason) from its events."""
-    first = events[0]
-    if first[0] == E_REJECTED:
-        return REJECTED, first[3]
-    if first[0] == E_FUNDING_REJECTED:
-        return REJECTED, first[6]
-    return ACCEPTED, 0
