@@ -1,25 +1,11 @@
 // @vitest-environment jsdom
-import { act } from "react";
-import { createRoot, type Root } from "react-dom/client";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Balance } from "../api/types";
+import { mountScreen } from "../test/dom";
 import { Balances } from "./AccountTables";
 
-(globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
+const screen = mountScreen();
 
-let container: HTMLDivElement;
-let root: Root;
-
-beforeEach(() => {
-  container = document.createElement("div");
-  document.body.append(container);
-  root = createRoot(container);
-});
-
-afterEach(() => {
-  act(() => root.unmount());
-  container.remove();
-});
 
 const USDT: Balance = {
   asset: "USDT",
@@ -31,7 +17,7 @@ const USDT: Balance = {
 };
 
 function cells(): string[][] {
-  return [...container.querySelectorAll("tr")].map((tr) =>
+  return [...screen.container.querySelectorAll("tr")].map((tr) =>
     [...tr.querySelectorAll("th, td")].map((c) => c.textContent ?? ""),
   );
 }
@@ -46,19 +32,19 @@ describe("Balances", () => {
       total: "0.50000000",
       markets: [],
     };
-    act(() => root.render(<Balances balances={[btc, USDT]} error={undefined} places={{ BTC: 8, USDT: 2 }} />));
+    screen.render(<Balances balances={[btc, USDT]} error={undefined} places={{ BTC: 8, USDT: 2 }} />);
     expect(cells()).toEqual([
       ["Asset", "Available", "Hold", "Wallet", "Total"],
       ["BTC", "0.00000000", "0.00000000", "0.50000000", "0.50000000"],
       ["USDT", "100.00", "500.00", "400.00", "1,000.00"],
     ]);
-    expect(container.querySelector('[data-testid="wallet-unread"]')).toBeNull();
+    expect(screen.container.querySelector('[data-testid="wallet-unread"]')).toBeNull();
   });
 
   it("says so when the wallet could not be read", () => {
     const unread = { ...USDT, wallet: null, total: "600.000000" };
-    act(() => root.render(<Balances balances={[unread]} error={undefined} places={{ USDT: 6 }} />));
+    screen.render(<Balances balances={[unread]} error={undefined} places={{ USDT: 6 }} />);
     expect(cells()[1]).toEqual(["USDT", "100.000000", "500.000000", "—", "600.000000"]);
-    expect(container.querySelector('[data-testid="wallet-unread"]')?.textContent).toMatch(/cannot be read/);
+    expect(screen.container.querySelector('[data-testid="wallet-unread"]')?.textContent).toMatch(/cannot be read/);
   });
 });

@@ -1,63 +1,15 @@
 // @vitest-environment jsdom
 import { act, useState } from "react";
-import { createRoot, type Root } from "react-dom/client";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ApiError } from "../api/client";
 import type { MarketMode, Order, PlaceOrder } from "../api/types";
 import { testMarket } from "../test/fixtures";
+import { mountScreen } from "../test/dom";
 import { OrderForm, type OrderFormProps } from "./OrderForm";
 
-(globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
+const screen = mountScreen();
+const { button, choose, field, testId, type } = screen;
 
-let container: HTMLDivElement;
-let root: Root;
-
-beforeEach(() => {
-  container = document.createElement("div");
-  document.body.append(container);
-  root = createRoot(container);
-});
-
-afterEach(() => {
-  act(() => root.unmount());
-  container.remove();
-});
-
-function field(label: string): HTMLInputElement | HTMLSelectElement {
-  const found = [...container.querySelectorAll("label")].find((l) => l.textContent === label);
-  const target = found && document.getElementById(found.htmlFor);
-  if (!target) throw new Error(`no field labelled ${label}`);
-  return target as HTMLInputElement | HTMLSelectElement;
-}
-
-function button(name: string): HTMLButtonElement {
-  const found = [...container.querySelectorAll("button")].find((b) => b.textContent === name);
-  if (!found) throw new Error(`no button ${name}`);
-  return found;
-}
-
-const testId = (id: string) => container.querySelector(`[data-testid="${id}"]`);
-
-/** Types like a person: React sees the input event, then focus leaves the field. */
-function type(label: string, text: string) {
-  const input = field(label) as HTMLInputElement;
-  act(() => {
-    const setter = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value")!.set!;
-    setter.call(input, text);
-    input.dispatchEvent(new Event("input", { bubbles: true }));
-  });
-  act(() => {
-    input.dispatchEvent(new FocusEvent("focusout", { bubbles: true }));
-  });
-}
-
-function choose(label: string, value: string) {
-  const select = field(label) as HTMLSelectElement;
-  act(() => {
-    select.value = value;
-    select.dispatchEvent(new Event("change", { bubbles: true }));
-  });
-}
 
 function render(change: Partial<OrderFormProps> & { mode?: MarketMode | null } = {}) {
   const props: OrderFormProps = {
@@ -75,7 +27,7 @@ function render(change: Partial<OrderFormProps> & { mode?: MarketMode | null } =
     const [error, setError] = useState<ApiError | null>(props.error);
     return <OrderForm {...props} error={error} onError={setError} />;
   }
-  act(() => root.render(<Host />));
+  screen.render(<Host />);
   return props;
 }
 
@@ -120,7 +72,7 @@ describe("OrderForm", () => {
     render({ market: testMarket({ min_quantity: "0.0010" }) });
     type("Price", "100");
     type("Quantity", "0.0005");
-    expect(container.textContent).toContain("Quantity must be at least 0.0010 BTC");
+    expect(screen.container.textContent).toContain("Quantity must be at least 0.0010 BTC");
     expect(button("Place order").disabled).toBe(true);
   });
 
@@ -128,7 +80,7 @@ describe("OrderForm", () => {
     render({ mode: "CANCEL_ONLY" });
     expect(testId("order-blocked")?.textContent).toMatch(/^CANCEL_ONLY: /);
     expect(button("Place order").disabled).toBe(true);
-    expect((container.querySelector("fieldset") as HTMLFieldSetElement).disabled).toBe(true);
+    expect((screen.container.querySelector("fieldset") as HTMLFieldSetElement).disabled).toBe(true);
   });
 
   it("in SOFT_HALT takes only a post-only limit order", () => {

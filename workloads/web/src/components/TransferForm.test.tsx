@@ -1,59 +1,15 @@
 // @vitest-environment jsdom
 import { act } from "react";
-import { createRoot, type Root } from "react-dom/client";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ApiError } from "../api/client";
 import type { Balance, Transfer, TransferRequest } from "../api/types";
 import { testMarket } from "../test/fixtures";
+import { mountScreen } from "../test/dom";
 import { TransferForm, type TransferFormProps } from "./TransferForm";
 
-(globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
+const screen = mountScreen();
+const { button, choose, field, testId, type } = screen;
 
-let container: HTMLDivElement;
-let root: Root;
-
-beforeEach(() => {
-  container = document.createElement("div");
-  document.body.append(container);
-  root = createRoot(container);
-});
-
-afterEach(() => {
-  act(() => root.unmount());
-  container.remove();
-});
-
-function field(label: string): HTMLInputElement | HTMLSelectElement {
-  const found = [...container.querySelectorAll("label")].find((l) => l.textContent === label);
-  const target = found && document.getElementById(found.htmlFor);
-  if (!target) throw new Error(`no field labelled ${label}`);
-  return target as HTMLInputElement | HTMLSelectElement;
-}
-
-function button(name: string): HTMLButtonElement {
-  const found = [...container.querySelectorAll("button")].find((b) => b.textContent === name);
-  if (!found) throw new Error(`no button ${name}`);
-  return found;
-}
-
-const testId = (id: string) => container.querySelector(`[data-testid="${id}"]`);
-
-function type(label: string, text: string) {
-  const input = field(label) as HTMLInputElement;
-  act(() => {
-    const setter = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, "value")!.set!;
-    setter.call(input, text);
-    input.dispatchEvent(new Event("input", { bubbles: true }));
-  });
-}
-
-function choose(label: string, value: string) {
-  const select = field(label) as HTMLSelectElement;
-  act(() => {
-    select.value = value;
-    select.dispatchEvent(new Event("change", { bubbles: true }));
-  });
-}
 
 /** 400 USDT in the wallet, 100 available and 500 held in BTC-USDT; BTC only in the wallet. */
 const BALANCES: Balance[] = [
@@ -94,7 +50,7 @@ function render(change: Partial<TransferFormProps> = {}) {
     transfer: vi.fn(),
     ...change,
   };
-  act(() => root.render(<TransferForm {...props} />));
+  screen.render(<TransferForm {...props} />);
   return props;
 }
 
@@ -148,12 +104,12 @@ describe("TransferForm", () => {
     const transfer = vi.fn();
     render({ transfer });
     type("Amount", "1.0000001");
-    expect(container.textContent).toContain("USDT has at most 6 decimals");
+    expect(screen.container.textContent).toContain("USDT has at most 6 decimals");
     expect(button("Transfer").disabled).toBe(true);
     type("Amount", "0");
-    expect(container.textContent).toContain("Amount must be more than 0");
+    expect(screen.container.textContent).toContain("Amount must be more than 0");
     type("Amount", "abc");
-    expect(container.textContent).toContain("Amount must be a number");
+    expect(screen.container.textContent).toContain("Amount must be a number");
     expect((field("Amount") as HTMLInputElement).getAttribute("aria-invalid")).toBe("true");
     expect(transfer).not.toHaveBeenCalled();
   });
