@@ -9,6 +9,7 @@ answer `core_unavailable`; a matcher that does not lead answers `not_leader` (re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 
@@ -76,27 +77,24 @@ class MarketCore:
         return await self._submit(commands)
 
     async def book(self, depth: int) -> matcher_pb2.OrderBookSnapshot:
-        try:
-            return await self.leader.stub.GetOrderBook(  # type: ignore[no-any-return]
-                matcher_pb2.GetOrderBookRequest(symbol=self.market.symbol, depth=depth),
-                timeout=self.timeout,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise await self._failed(exc) from None
+        request = matcher_pb2.GetOrderBookRequest(symbol=self.market.symbol, depth=depth)
+        snapshot: matcher_pb2.OrderBookSnapshot = await self._query("GetOrderBook", request)
+        return snapshot
 
     async def balances(self) -> matcher_pb2.BalancesSnapshot:
-        try:
-            return await self.leader.stub.GetBalances(  # type: ignore[no-any-return]
-                matcher_pb2.GetBalancesRequest(symbol=self.market.symbol), timeout=self.timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise await self._failed(exc) from None
+        request = matcher_pb2.GetBalancesRequest(symbol=self.market.symbol)
+        snapshot: matcher_pb2.BalancesSnapshot = await self._query("GetBalances", request)
+        return snapshot
 
     async def status(self) -> matcher_pb2.MatcherStatus:
+        request = matcher_pb2.GetStatusRequest(symbol=self.market.symbol)
+        status: matcher_pb2.MatcherStatus = await self._query("GetStatus", request)
+        return status
+
+    async def _query(self, method: str, request: Any) -> Any:
+        """A read of the leader; a NOT_LEADER answer resets the channel for the next call."""
         try:
-            return await self.leader.stub.GetStatus(  # type: ignore[no-any-return]
-                matcher_pb2.GetStatusRequest(symbol=self.market.symbol), timeout=self.timeout
-            )
+            return await getattr(self.leader.stub, method)(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise await self._failed(exc) from None
 
