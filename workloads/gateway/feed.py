@@ -29,7 +29,7 @@ from aiokafka.structs import TopicPartition
 from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import Counter, Gauge
 
-from contracts.v1 import events_pb2
+from contracts.v1 import events_pb2, matcher_pb2
 from workloads.common.tracing import TRACEPARENT_HEADER, parent_of, span_after
 from workloads.gateway.core import Core
 from workloads.gateway.errors import ApiError
@@ -82,6 +82,8 @@ class Feed:
         self._snapshot_due: dict[str, tuple[float, float]] = {  # symbol -> (when, back-off)
             symbol: (0.0, 1.0) for symbol in core.markets
         }
+        self._snapshots: dict[str, matcher_pb2.BalancesSnapshot] = {}  # arrived, not installed
+        self._fetching: asyncio.Task[None] | None = None
         self._connected_at = 0.0
         self._lag_measured = float("-inf")
         if not settings.brokers:
@@ -108,7 +110,7 @@ class Feed:
         self._connected_at = time.monotonic()
         try:
             while True:
-                await self._install_balance_snapshots()
+                self._install_balance_snapshots()
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=500)
                 received = time.time()
                 started_ns = time.time_ns() if self.tracer is not None else 0
@@ -130,6 +132,8 @@ class Feed:
                     self.ready.set()
                 await self._resync_books()
         finally:
+            if self._fetching is not None:
+                self._fetching.cancel()
             await self._stop_consumer()
 
     async def _connect(self) -> None:
@@ -218,26 +222,17 @@ class Feed:
                 self._positions[tp] = await self.consumer.position(tp)
         return all(self._positions.get(tp, 0) >= end for tp, end in self._targets.items())
 
-    async def _install_balance_snapshots(self) -> None:
-        """Start each market's balances from its matcher's committed snapshot (retried with
-        back-off). Nothing of the topic is applied while the call waits, and the matcher's
-        seq is at least any seq it has published, so no applied event is above it."""
-        now = time.monotonic()
-        for symbol, (due, backoff) in list(self._snapshot_due.items()):
-            if now < due:
-                continue
-            try:
-                snapshot = await self.core.of(symbol).balances()
-            except ApiError as exc:
-                log.warning(
-                    "balance snapshot failed",
-                    extra={"symbol": symbol, "why": exc.message, "retry_s": backoff},
-                )
-                self._snapshot_due[symbol] = (now + backoff, min(backoff * 2, 30.0))
-                continue
-            if snapshot.seq < self.projection.data[symbol].seq:  # a deposed leader's answer
-                self._snapshot_due[symbol] = (now + backoff, min(backoff * 2, 30.0))
-                continue
+    def _install_balance_snapshots(self) -> None:
+        """Start each market's balances from its matcher's committed snapshot.
+
+        The snapshots are fetched beside the feed (`_fetch_snapshots`: a matcher that is
+        down or switching must not stall the events of every market) and installed here,
+        between two batches, when no event above the snapshot's seq has been applied yet;
+        otherwise the snapshot is fetched again. The matcher answers at a seq it has
+        committed, which is at least any seq it has published, so that is the usual case."""
+        for symbol, snapshot in self._snapshots.items():
+            if snapshot.seq < self.projection.data[symbol].seq:
+                continue  # the feed got ahead of it: fetch another
             self.projection.balances.install(snapshot)
             SNAPSHOT_SEQ.labels(symbol).set(snapshot.seq)
             del self._snapshot_due[symbol]
@@ -245,6 +240,24 @@ class Feed:
                 "balances from the matcher's snapshot",
                 extra={"symbol": symbol, "seq": snapshot.seq, "accounts": len(snapshot.accounts)},
             )
+        self._snapshots.clear()
+        if self._snapshot_due and (self._fetching is None or self._fetching.done()):
+            self._fetching = asyncio.create_task(self._fetch_snapshots(), name="balance-snapshots")
+
+    async def _fetch_snapshots(self) -> None:
+        """Fetch the snapshots that are due (each market retried with back-off)."""
+        now = time.monotonic()
+        for symbol, (due, backoff) in list(self._snapshot_due.items()):
+            if now < due:
+                continue
+            self._snapshot_due[symbol] = (now + backoff, min(backoff * 2, 30.0))
+            try:
+                self._snapshots[symbol] = await self.core.of(symbol).balances()
+            except ApiError as exc:
+                log.warning(
+                    "balance snapshot failed",
+                    extra={"symbol": symbol, "why": exc.message, "retry_s": backoff},
+                )
 
     def _balances_settled(self) -> bool:
         if not self._snapshot_due:
