@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BENCH ?=
+NAME ?=
+FULL ?=
+SEED ?=
 PYTEST_ARGS ?=
 PURGE ?=
 
@@ -85,6 +88,13 @@ migrate: venv ## ledger schema migrations (Alembic) on LEDGER_DB_DSN (default: `
 
 bench: setup ## run the benchmarks (BENCH=<prefix> selects); one JSON object per line
 	$(PY) -m e2e.benchmarks $(BENCH)
+
+.PHONY: drill safety-case
+drill: setup ## run a drill on `make up`'s processes (NAME=chaos-core|chaos-ledger|chaos-gateway|chaos-broker|chaos-full|exactly-once|fuzz|dr|load|all; FULL=1: full counts; SEED=n); one JSON line, a report in .run/drills/
+	$(PY) -m e2e.drills.run $(NAME) $(if $(FULL),--full) $(if $(SEED),--seed $(SEED))
+
+safety-case: setup ## every drill's short form, bundled with the versions, test summary and bench lines into .run/safety-case/*.tar.gz with a SHA-256 manifest
+	$(PY) -m e2e.drills.safety_case
 
 clean: down cluster-down ## remove the virtualenv and local run data (the download cache stays)
 	rm -rf $(VENV) .run build .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -11,6 +11,9 @@ import aiohttp
 
 from workloads.gateway.client import GatewayClient, Reply
 
+PASSWORD = "correct horse battery 1"
+"""Every trader's password (a drill logs a trader in again with it)."""
+
 
 @dataclass
 class Trader:
@@ -20,9 +23,7 @@ class Trader:
     @classmethod
     async def signup(cls, http: aiohttp.ClientSession, gateway: str, name: str) -> Trader:
         session = GatewayClient(http, gateway)
-        await session.login(
-            f"{name}-{uuid.uuid4().hex[:6]}@example.com", "correct horse battery 1", signup=True
-        )
+        await session.login(f"{name}-{uuid.uuid4().hex[:6]}@example.com", PASSWORD, signup=True)
         key, secret = await session.new_api_key(name)
         me = await session.call("GET", "/v1/auth/me")
         if me.status != 200:
